@@ -1,0 +1,411 @@
+/**
+ * `rsvault`: an az-shaped command line. Every command except `serve` talks to a server over HTTPS through the
+ * typed client (never importing server code). Errors print as one line `ERROR: (<code>) <message>` plus the
+ * recommendation, exit code 1; bad usage exits 2.
+ */
+import { Command, CommanderError, Option } from 'commander';
+import { randomUUID } from 'node:crypto';
+import { ApiError, RsvaultClient } from '../client/index.js';
+import { render, type OutputFormat } from './output.js';
+import { clearProfile, loadProfile, profilePath, saveProfile, type Profile } from './profile.js';
+
+export interface ServeFlags {
+  dataDir?: string;
+  port?: string;
+  listen?: string;
+  dbUrl?: string;
+  vaultHostSuffix?: string;
+  logLevel?: string;
+  role?: string;
+}
+
+export interface CliDeps {
+  serve(flags: ServeFlags): Promise<void>;
+}
+
+const ARM_RG_API = '2021-04-01';
+const AUTHZ_API = '2022-04-01';
+
+class UsageError extends Error {}
+
+function out(data: unknown, cmd: Command): void {
+  const fmt = (cmd.optsWithGlobals() as { output?: OutputFormat }).output ?? 'json';
+  process.stdout.write(render(data, fmt));
+}
+
+function connect(): { client: RsvaultClient; profile: Profile } {
+  const profile = loadProfile();
+  if (!profile) throw new ApiError(0, 'NotLoggedIn', 'Please run `rsvault login` to set up an account.');
+  const client = new RsvaultClient({
+    server: profile.server,
+    caFile: profile.caFile,
+    credentials: { tenantId: profile.tenantId, clientId: profile.clientId, clientSecret: profile.clientSecret, username: profile.username, password: profile.password },
+  });
+  return { client, profile };
+}
+
+function sub(profile: Profile, cmd: Command): string {
+  const s = (cmd.optsWithGlobals() as { subscription?: string }).subscription ?? profile.subscriptionId;
+  if (!s) throw new ApiError(0, 'NoSubscription', 'No subscription selected: log in again or pass --subscription.');
+  return s;
+}
+
+/** Wraps an action: one client per command, errors printed az-style. */
+function action<A extends unknown[]>(fn: (...args: A) => Promise<void>): (...args: A) => Promise<void> {
+  return async (...args: A) => {
+    try {
+      await fn(...args);
+    } catch (e) {
+      process.exitCode = printError(e);
+    }
+  };
+}
+
+export function printError(e: unknown): number {
+  if (e instanceof ApiError) {
+    process.stderr.write(`ERROR: (${e.code}) ${e.message}\n`);
+    if (e.recommendation) process.stderr.write(`Recommendation: ${e.recommendation}\n`);
+    return 1;
+  }
+  if (e instanceof UsageError) {
+    process.stderr.write(`ERROR: ${e.message}\n`);
+    return 2;
+  }
+  process.stderr.write(`ERROR: ${(e as Error)?.message ?? String(e)}\n`);
+  return 1;
+}
+
+function parseTags(tags: string[] | undefined): Record<string, string> | undefined {
+  if (!tags) return undefined;
+  const out: Record<string, string> = {};
+  for (const t of tags) {
+    const i = t.indexOf('=');
+    if (i < 0) out[t] = '';
+    else out[t.slice(0, i)] = t.slice(i + 1);
+  }
+  return out;
+}
+
+export function buildProgram(deps: CliDeps): Command {
+  const program = new Command('rsvault')
+    .description('Self-hosted, Azure-compatible backup and restore for encrypted virtual machines.\nCommands mirror the az CLI; run `rsvault <group> --help` for details.')
+    .version('0.1.0')
+    .addOption(new Option('-o, --output <format>', 'output format').choices(['json', 'jsonc', 'table', 'tsv', 'none']).default('json'))
+    .option('--subscription <id>', 'subscription id (default: the one selected at login)')
+    .showHelpAfterError()
+    .exitOverride();
+
+  program
+    .command('serve')
+    .description('Run the rsvault server (ARM API, token endpoint, Key Vault, backup engine) with embedded defaults.')
+    .option('--data-dir <dir>', 'data directory (env RSVAULT_DATA_DIR; default ./.rsvault)')
+    .option('--port <port>', 'HTTPS port (env RSVAULT_PORT; default 8443; 0 = any free port)')
+    .option('--listen <addrs>', 'comma-separated listen addresses (env RSVAULT_LISTEN; default 127.0.0.1,::1)')
+    .option('--db-url <url>', 'metadata database: SQLite path (default <data-dir>/rsvault.db) (env RSVAULT_DB_URL)')
+    .option('--vault-host-suffix <suffix>', 'Key Vault host suffix (env RSVAULT_VAULT_HOST_SUFFIX; default vault.localhost)')
+    .option('--log-level <level>', 'fatal|error|warn|info|debug|trace|silent (env RSVAULT_LOG_LEVEL; default info)')
+    .option('--role <role>', 'all|api|worker|scheduler (env RSVAULT_ROLE; default all)')
+    .action(async (flags: ServeFlags) => deps.serve(flags));
+
+  // ---- login / account -----------------------------------------------------------------------------------------
+  program
+    .command('login')
+    .description('Sign in to an rsvault server and store the profile (in $RSVAULT_CONFIG_DIR or ~/.rsvault).')
+    .option('--server <url>', 'server URL, e.g. https://localhost:8443 (env RSVAULT_SERVER)')
+    .option('--service-principal', 'sign in as a service principal (-u APPID -p SECRET)')
+    .option('-u, --username <name>', 'app id of the service principal, or a user principal name')
+    .option('-p, --password <secret>', 'client secret or user password')
+    .requiredOption('-t, --tenant <tenant>', 'tenant id (see credentials.json)')
+    .option('--ca-file <file>', 'CA certificate to trust (the server data dir: tls/ca.pem)')
+    .action(
+      action(async (o: { server?: string; servicePrincipal?: boolean; username?: string; password?: string; tenant: string; caFile?: string }, cmd: Command) => {
+        const server = o.server ?? process.env.RSVAULT_SERVER;
+        if (!server) throw new UsageError('--server is required (or set RSVAULT_SERVER)');
+        if (!o.username || !o.password) throw new UsageError('-u/--username and -p/--password are required');
+        const profile: Profile = { server, tenantId: o.tenant, caFile: o.caFile };
+        if (o.servicePrincipal) {
+          profile.clientId = o.username;
+          profile.clientSecret = o.password;
+        } else {
+          profile.username = o.username;
+          profile.password = o.password;
+        }
+        const client = new RsvaultClient({ server, caFile: o.caFile, credentials: { tenantId: o.tenant, clientId: profile.clientId, clientSecret: profile.clientSecret, username: profile.username, password: profile.password } });
+        try {
+          const subs = await client.list<{ subscriptionId: string; displayName: string; state: string; tenantId: string }>('/subscriptions', { query: { 'api-version': '2019-11-01' } });
+          profile.subscriptionId = subs[0]?.subscriptionId;
+          saveProfile(profile);
+          out(
+            subs.map((s, i) => ({ cloudName: 'rsvault', id: s.subscriptionId, name: s.displayName, state: s.state, tenantId: s.tenantId, isDefault: i === 0, user: { name: o.username, type: o.servicePrincipal ? 'servicePrincipal' : 'user' } })),
+            cmd,
+          );
+        } finally {
+          client.close();
+        }
+      }),
+    );
+  program
+    .command('logout')
+    .description('Forget the stored profile.')
+    .action(() => {
+      clearProfile();
+    });
+  const account = program.command('account').description('The signed-in account and its subscription.');
+  account
+    .command('show')
+    .description('Show the current profile (secrets omitted).')
+    .action(
+      action(async (_o: unknown, cmd: Command) => {
+        const { profile } = connect();
+        out({ server: profile.server, tenantId: profile.tenantId, id: profile.subscriptionId, user: profile.clientId ?? profile.username, profile: profilePath() }, cmd);
+      }),
+    );
+  account
+    .command('list')
+    .description('List the subscriptions you can use.')
+    .action(
+      action(async (_o: unknown, cmd: Command) => {
+        const { client } = connect();
+        try {
+          out(await client.list('/subscriptions', { query: { 'api-version': '2019-11-01' } }), cmd);
+        } finally {
+          client.close();
+        }
+      }),
+    );
+
+  // ---- group -----------------------------------------------------------------------------------------------------
+  const group = program.command('group').description('Manage resource groups.');
+  const withClient = async <T>(fn: (c: RsvaultClient, p: Profile) => Promise<T>): Promise<T> => {
+    const { client, profile } = connect();
+    try {
+      return await fn(client, profile);
+    } finally {
+      client.close();
+    }
+  };
+  group
+    .command('create')
+    .description('Create or update a resource group.')
+    .requiredOption('-n, --name <name>', 'resource group name')
+    .requiredOption('-l, --location <location>', 'location, e.g. local')
+    .option('--tags <tags...>', 'space-separated tags: key[=value]')
+    .action(
+      action(async (o: { name: string; location: string; tags?: string[] }, cmd: Command) => {
+        await withClient(async (c, p) => {
+          out(await c.request('PUT', `/subscriptions/${sub(p, cmd)}/resourcegroups/${encodeURIComponent(o.name)}`, { query: { 'api-version': ARM_RG_API }, body: { location: o.location, tags: parseTags(o.tags) } }), cmd);
+        });
+      }),
+    );
+  group
+    .command('show')
+    .description('Show a resource group.')
+    .requiredOption('-n, --name <name>', 'resource group name')
+    .action(
+      action(async (o: { name: string }, cmd: Command) => {
+        await withClient(async (c, p) => out(await c.request('GET', `/subscriptions/${sub(p, cmd)}/resourcegroups/${encodeURIComponent(o.name)}`, { query: { 'api-version': ARM_RG_API } }), cmd));
+      }),
+    );
+  group
+    .command('list')
+    .description('List resource groups.')
+    .action(
+      action(async (_o: unknown, cmd: Command) => {
+        await withClient(async (c, p) => out(await c.list(`/subscriptions/${sub(p, cmd)}/resourcegroups`, { query: { 'api-version': ARM_RG_API } }), cmd));
+      }),
+    );
+  group
+    .command('delete')
+    .description('Delete a resource group and every resource in it.')
+    .requiredOption('-n, --name <name>', 'resource group name')
+    .option('-y, --yes', 'do not prompt for confirmation')
+    .option('--no-wait', 'do not wait for the delete to finish')
+    .action(
+      action(async (o: { name: string; yes?: boolean; wait: boolean }, cmd: Command) => {
+        if (!o.yes && process.stdin.isTTY) {
+          const { createInterface } = await import('node:readline/promises');
+          const rl = createInterface({ input: process.stdin, output: process.stderr });
+          const a = await rl.question(`Are you sure you want to delete resource group '${o.name}' and all its resources? (y/n): `);
+          rl.close();
+          if (!/^y(es)?$/i.test(a.trim())) return;
+        }
+        await withClient(async (c, p) => {
+          const res = await c.send('DELETE', `/subscriptions/${sub(p, cmd)}/resourcegroups/${encodeURIComponent(o.name)}`, { query: { 'api-version': ARM_RG_API } });
+          if (res.status >= 400) throw (await import('../client/index.js')).toApiError(res.status, res.body);
+          if (res.status === 202 && o.wait) await c.waitForOperation(res);
+        });
+      }),
+    );
+
+  // ---- ad ----------------------------------------------------------------------------------------------------------
+  const ad = program.command('ad').description('Manage directory objects: service principals and users.');
+  const sp = ad.command('sp').description('Manage service principals.');
+  type SpView = { id: string; appId: string; displayName: string; servicePrincipalType?: string; passwordCredentials?: { secretText: string }[] };
+  sp.command('create-for-rbac')
+    .description('Create a service principal with a client secret, optionally assigning it a role.')
+    .requiredOption('-n, --name <name>', 'display name')
+    .option('--role <role>', 'role to assign, e.g. Contributor, Reader, "Backup Operator"')
+    .option('--scopes <scopes...>', 'scopes for the role assignment (default: the subscription)')
+    .action(
+      action(async (o: { name: string; role?: string; scopes?: string[] }, cmd: Command) => {
+        await withClient(async (c, p) => {
+          const created = await c.request<SpView>('POST', '/v1.0/servicePrincipals', { body: { displayName: o.name } });
+          if (o.role) {
+            for (const scope of o.scopes ?? [`/subscriptions/${sub(p, cmd)}`]) {
+              await assignRole(c, p, cmd, { principalId: created.id, role: o.role, scope });
+            }
+          }
+          out({ appId: created.appId, displayName: created.displayName, password: created.passwordCredentials?.[0]?.secretText, tenant: p.tenantId }, cmd);
+        });
+      }),
+    );
+  sp.command('list')
+    .description('List service principals (the built-in "Backup Management Service" among them).')
+    .option('--display-name <name>', 'filter by display name prefix')
+    .option('--spn <appId>', 'filter by service principal name (app id)')
+    .option('--filter <odata>', 'raw OData $filter')
+    .option('--all', 'list all (default when no filter is given)')
+    .action(
+      action(async (o: { displayName?: string; spn?: string; filter?: string }, cmd: Command) => {
+        const filter = o.filter ?? (o.displayName ? `startswith(displayName,'${o.displayName.replace(/'/g, "''")}')` : o.spn ? `servicePrincipalNames/any(c:c eq '${o.spn}')` : undefined);
+        await withClient(async (c) => out((await c.request<{ value: SpView[] }>('GET', '/v1.0/servicePrincipals', { query: { $filter: filter } })).value, cmd));
+      }),
+    );
+  sp.command('show')
+    .description('Show a service principal by object id or app id.')
+    .requiredOption('--id <id>', 'object id or app id')
+    .action(
+      action(async (o: { id: string }, cmd: Command) => {
+        await withClient(async (c) => out(await c.request('GET', `/v1.0/servicePrincipals/${encodeURIComponent(o.id)}`), cmd));
+      }),
+    );
+  sp.command('delete')
+    .description('Delete a service principal.')
+    .requiredOption('--id <id>', 'object id or app id')
+    .action(
+      action(async (o: { id: string }) => {
+        await withClient(async (c) => {
+          await c.request('DELETE', `/v1.0/servicePrincipals/${encodeURIComponent(o.id)}`);
+        });
+      }),
+    );
+  const user = ad.command('user').description('Manage users (portal sign-in).');
+  user
+    .command('create')
+    .description('Create a user who can sign in to the portal.')
+    .requiredOption('--display-name <name>', 'display name')
+    .requiredOption('--user-principal-name <upn>', 'sign-in name, e.g. ops@rsvault.localhost')
+    .requiredOption('--password <password>', 'password (at least 8 characters)')
+    .action(
+      action(async (o: { displayName: string; userPrincipalName: string; password: string }, cmd: Command) => {
+        await withClient(async (c) => out(await c.request('POST', '/v1.0/users', { body: { displayName: o.displayName, userPrincipalName: o.userPrincipalName, accountEnabled: true, passwordProfile: { password: o.password } } }), cmd));
+      }),
+    );
+  user
+    .command('list')
+    .description('List users.')
+    .action(
+      action(async (_o: unknown, cmd: Command) => {
+        await withClient(async (c) => out((await c.request<{ value: unknown[] }>('GET', '/v1.0/users')).value, cmd));
+      }),
+    );
+
+  // ---- role assignment ---------------------------------------------------------------------------------------------
+  const role = program.command('role').description('Manage role-based access control.');
+  const ra = role.command('assignment').description('Manage role assignments.');
+  ra.command('create')
+    .description('Assign a role to a principal at a scope.')
+    .requiredOption('--assignee <id>', 'object id, app id or user principal name')
+    .requiredOption('--role <role>', 'role name or id: Owner, Contributor, Reader, Backup Contributor, Backup Operator, Backup Reader')
+    .option('--scope <scope>', 'scope (default: the subscription)')
+    .option('-g, --resource-group <rg>', 'resource group scope')
+    .action(
+      action(async (o: { assignee: string; role: string; scope?: string; resourceGroup?: string }, cmd: Command) => {
+        await withClient(async (c, p) => {
+          const principalId = await resolveAssignee(c, o.assignee);
+          const scope = o.scope ?? (o.resourceGroup ? `/subscriptions/${sub(p, cmd)}/resourceGroups/${o.resourceGroup}` : `/subscriptions/${sub(p, cmd)}`);
+          out(await assignRole(c, p, cmd, { principalId, role: o.role, scope }), cmd);
+        });
+      }),
+    );
+  ra.command('list')
+    .description('List role assignments.')
+    .option('--assignee <id>', 'object id, app id or user principal name')
+    .option('--scope <scope>', 'scope (default: the subscription)')
+    .option('--all', 'all assignments at and below the scope')
+    .action(
+      action(async (o: { assignee?: string; scope?: string; all?: boolean }, cmd: Command) => {
+        await withClient(async (c, p) => {
+          const scope = o.scope ?? `/subscriptions/${sub(p, cmd)}`;
+          const filter = o.assignee ? `principalId eq '${await resolveAssignee(c, o.assignee)}'` : undefined;
+          const list = await c.list<{ name: string; properties: { roleDefinitionId: string; principalId: string; scope: string; principalType: string } }>(`${scope}/providers/Microsoft.Authorization/roleAssignments`, { query: { 'api-version': AUTHZ_API, $filter: filter } });
+          const roles = await c.request<{ value: { name: string; properties: { roleName: string } }[] }>('GET', `/subscriptions/${sub(p, cmd)}/providers/Microsoft.Authorization/roleDefinitions`, { query: { 'api-version': AUTHZ_API } });
+          const nameOf = (id: string) => roles.value.find((r) => id.toLowerCase().endsWith(r.name))?.properties.roleName;
+          out(list.map((a) => ({ ...a, roleDefinitionName: nameOf(a.properties.roleDefinitionId), principalId: a.properties.principalId, scope: a.properties.scope })), cmd);
+        });
+      }),
+    );
+  ra.command('delete')
+    .description('Delete role assignments: by --ids, or by --assignee/--role/--scope.')
+    .option('--ids <ids...>', 'role assignment ids')
+    .option('--assignee <id>', 'object id, app id or user principal name')
+    .option('--role <role>', 'role name')
+    .option('--scope <scope>', 'scope (default: the subscription)')
+    .action(
+      action(async (o: { ids?: string[]; assignee?: string; role?: string; scope?: string }, cmd: Command) => {
+        await withClient(async (c, p) => {
+          let ids = o.ids ?? [];
+          if (ids.length === 0) {
+            if (!o.assignee) throw new UsageError('give --ids, or --assignee (with optional --role/--scope)');
+            const principalId = await resolveAssignee(c, o.assignee);
+            const scope = o.scope ?? `/subscriptions/${sub(p, cmd)}`;
+            const list = await c.list<{ id: string; properties: { roleDefinitionId: string; scope: string } }>(`${scope}/providers/Microsoft.Authorization/roleAssignments`, { query: { 'api-version': AUTHZ_API, $filter: `principalId eq '${principalId}'` } });
+            let roleId: string | undefined;
+            if (o.role) {
+              const roles = await c.request<{ value: { name: string }[] }>('GET', `/subscriptions/${sub(p, cmd)}/providers/Microsoft.Authorization/roleDefinitions`, { query: { 'api-version': AUTHZ_API, $filter: `roleName eq '${o.role}'` } });
+              roleId = roles.value[0]?.name;
+              if (!roleId) throw new ApiError(400, 'RoleDefinitionDoesNotExist', `The role '${o.role}' does not exist.`);
+            }
+            ids = list.filter((a) => (!roleId || a.properties.roleDefinitionId.endsWith(roleId)) && (!o.scope || a.properties.scope.toLowerCase() === o.scope.toLowerCase())).map((a) => a.id);
+          }
+          for (const id of ids) await c.request('DELETE', id, { query: { 'api-version': AUTHZ_API } });
+        });
+      }),
+    );
+  return program;
+}
+
+async function resolveAssignee(c: RsvaultClient, assignee: string): Promise<string> {
+  const isGuid = /^[0-9a-f-]{36}$/i.test(assignee);
+  if (isGuid) {
+    const bySpn = await c.request<{ value: { id: string }[] }>('GET', '/v1.0/servicePrincipals', { query: { $filter: `servicePrincipalNames/any(c:c eq '${assignee}')` } });
+    if (bySpn.value[0]) return bySpn.value[0].id;
+    return assignee;
+  }
+  const users = await c.request<{ value: { id: string }[] }>('GET', '/v1.0/users', { query: { $filter: `userPrincipalName eq '${assignee.replace(/'/g, "''")}'` } });
+  if (users.value[0]) return users.value[0].id;
+  const sps = await c.request<{ value: { id: string }[] }>('GET', '/v1.0/servicePrincipals', { query: { $filter: `displayName eq '${assignee.replace(/'/g, "''")}'` } });
+  if (sps.value[0]) return sps.value[0].id;
+  throw new ApiError(400, 'PrincipalNotFound', `Cannot find user or service principal in graph database for '${assignee}'.`);
+}
+
+async function assignRole(c: RsvaultClient, p: Profile, cmd: Command, a: { principalId: string; role: string; scope: string }): Promise<unknown> {
+  const roles = await c.request<{ value: { id: string; name: string }[] }>('GET', `/subscriptions/${sub(p, cmd)}/providers/Microsoft.Authorization/roleDefinitions`, { query: { 'api-version': AUTHZ_API, $filter: /^[0-9a-f-]{36}$/i.test(a.role) ? undefined : `roleName eq '${a.role.replace(/'/g, "''")}'` } });
+  const def = /^[0-9a-f-]{36}$/i.test(a.role) ? roles.value.find((r) => r.name === a.role.toLowerCase()) : roles.value[0];
+  if (!def) throw new ApiError(400, 'RoleDefinitionDoesNotExist', `The role '${a.role}' does not exist.`, 'Use one of: Owner, Contributor, Reader, Backup Contributor, Backup Operator, Backup Reader.');
+  const scope = a.scope.replace(/\/+$/, '');
+  return c.request('PUT', `${scope}/providers/Microsoft.Authorization/roleAssignments/${randomUUID()}`, { query: { 'api-version': AUTHZ_API }, body: { properties: { roleDefinitionId: def.id, principalId: a.principalId } } });
+}
+
+export async function runCli(argv: string[], deps: CliDeps): Promise<void> {
+  const program = buildProgram(deps);
+  try {
+    await program.parseAsync(argv);
+  } catch (e) {
+    if (e instanceof CommanderError) {
+      process.exitCode = e.exitCode === 0 ? 0 : 2;
+      return;
+    }
+    process.exitCode = printError(e);
+  }
+}

@@ -1,0 +1,92 @@
+/**
+ * Configuration: command-line flags and RSVAULT_* environment variables, validated into one typed object.
+ * Flags win over the environment, the environment over defaults. Invalid values raise ConfigError,
+ * which the CLI prints as one line and exits with code 2.
+ */
+import path from 'node:path';
+
+export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
+export type Role = 'all' | 'api' | 'worker' | 'scheduler';
+
+export interface Config {
+  /** Directory holding CA, keys, database, disks and chunk stores. */
+  dataDir: string;
+  /** HTTPS port (0 = pick a free one, for tests). */
+  port: number;
+  /** Addresses to listen on. */
+  listen: string[];
+  /** Database URL: a SQLite file path (default `<dataDir>/rsvault.db`) or `postgres://…`. */
+  dbUrl: string;
+  /** Key Vault data-plane host suffix: vaults live at https://{name}.{suffix}:{port}. */
+  vaultHostSuffix: string;
+  logLevel: LogLevel;
+  role: Role;
+  /** Access-token lifetime in seconds. */
+  tokenLifetimeSec: number;
+}
+
+export class ConfigError extends Error {
+  override name = 'ConfigError';
+}
+
+export interface ConfigFlags {
+  dataDir?: string | undefined;
+  port?: string | number | undefined;
+  listen?: string | undefined;
+  dbUrl?: string | undefined;
+  vaultHostSuffix?: string | undefined;
+  logLevel?: string | undefined;
+  role?: string | undefined;
+}
+
+const LOG_LEVELS: readonly LogLevel[] = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
+const ROLES: readonly Role[] = ['all', 'api', 'worker', 'scheduler'];
+
+function pick(flag: string | number | undefined, env: string | undefined): string | undefined {
+  if (flag !== undefined && flag !== '') return String(flag);
+  if (env !== undefined && env !== '') return env;
+  return undefined;
+}
+
+export function loadConfig(flags: ConfigFlags = {}, env: NodeJS.ProcessEnv = process.env): Config {
+  const dataDir = path.resolve(pick(flags.dataDir, env.RSVAULT_DATA_DIR) ?? './.rsvault');
+
+  const portText = pick(flags.port, env.RSVAULT_PORT) ?? '8443';
+  if (!/^\d+$/.test(portText) || Number(portText) > 65535) {
+    throw new ConfigError(`invalid port '${portText}': expected an integer 0-65535 (--port or RSVAULT_PORT)`);
+  }
+  const port = Number(portText);
+
+  const listenText = pick(flags.listen, env.RSVAULT_LISTEN) ?? '127.0.0.1,::1';
+  const listen = listenText.split(',').map((s) => s.trim()).filter(Boolean);
+  for (const addr of listen) {
+    if (!/^[0-9.]+$|^[0-9a-fA-F:]+$|^localhost$/.test(addr)) {
+      throw new ConfigError(`invalid listen address '${addr}': expected IPv4, IPv6 or localhost (--listen or RSVAULT_LISTEN)`);
+    }
+  }
+  if (listen.length === 0) throw new ConfigError('no listen address given (--listen or RSVAULT_LISTEN)');
+
+  const dbUrl = pick(flags.dbUrl, env.RSVAULT_DB_URL) ?? path.join(dataDir, 'rsvault.db');
+  if (/^[a-z]+:\/\//i.test(dbUrl) && !/^postgres(ql)?:\/\//i.test(dbUrl)) {
+    throw new ConfigError(`invalid database URL scheme in '${dbUrl.replace(/\/\/[^@/]*@/, '//***@')}': use a SQLite file path or postgres://`);
+  }
+
+  const vaultHostSuffix = (pick(flags.vaultHostSuffix, env.RSVAULT_VAULT_HOST_SUFFIX) ?? 'vault.localhost').replace(/^\./, '');
+  if (!/^[a-z0-9-]+(\.[a-z0-9-]+)*$/i.test(vaultHostSuffix)) {
+    throw new ConfigError(`invalid Key Vault host suffix '${vaultHostSuffix}' (--vault-host-suffix or RSVAULT_VAULT_HOST_SUFFIX)`);
+  }
+
+  const logLevel = (pick(flags.logLevel, env.RSVAULT_LOG_LEVEL) ?? 'info') as LogLevel;
+  if (!LOG_LEVELS.includes(logLevel)) {
+    throw new ConfigError(`invalid log level '${logLevel}': one of ${LOG_LEVELS.join(', ')}`);
+  }
+  const role = (pick(flags.role, env.RSVAULT_ROLE) ?? 'all') as Role;
+  if (!ROLES.includes(role)) throw new ConfigError(`invalid role '${role}': one of ${ROLES.join(', ')}`);
+
+  const lifetimeText = env.RSVAULT_TOKEN_LIFETIME_SEC ?? '3600';
+  if (!/^\d+$/.test(lifetimeText) || Number(lifetimeText) < 60) {
+    throw new ConfigError(`invalid RSVAULT_TOKEN_LIFETIME_SEC '${lifetimeText}': an integer of at least 60`);
+  }
+
+  return { dataDir, port, listen, dbUrl, vaultHostSuffix, logLevel, role, tokenLifetimeSec: Number(lifetimeText) };
+}

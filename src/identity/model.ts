@@ -1,0 +1,142 @@
+/** Identity: principals, built-in roles (Azure's ids and meanings) and the pure rules of role matching. */
+
+export const BACKUP_MANAGEMENT_SERVICE_APP_ID = '262044b1-e2ce-469f-a196-69ab7ada62d3';
+export const BACKUP_MANAGEMENT_SERVICE_NAME = 'Backup Management Service';
+
+export type PrincipalType = 'ServicePrincipal' | 'User';
+
+export interface Principal {
+  objectId: string;
+  tenantId: string;
+  type: PrincipalType;
+  displayName: string;
+  appId?: string | undefined;
+  userPrincipalName?: string | undefined;
+  builtIn: boolean;
+  createdAt: number;
+}
+
+export interface RoleDefinition {
+  /** GUID, the same as Azure's built-in role ids. */
+  id: string;
+  roleName: string;
+  description: string;
+  actions: string[];
+  notActions: string[];
+  dataActions: string[];
+  notDataActions: string[];
+}
+
+export interface RoleAssignment {
+  id: string;
+  name: string;
+  scope: string;
+  roleDefinitionId: string;
+  principalId: string;
+  principalType: PrincipalType;
+  createdAt: number;
+}
+
+const RS = 'Microsoft.RecoveryServices';
+const BACKUP_READS = [
+  'Microsoft.Authorization/*/read',
+  'Microsoft.Resources/*/read',
+  'Microsoft.Compute/*/read',
+  'Microsoft.ClassicCompute/*/read',
+  'Microsoft.KeyVault/vaults/read',
+  'Microsoft.Storage/storageAccounts/read',
+  `${RS}/*/read`,
+  `${RS}/locations/*`,
+];
+
+export const BUILT_IN_ROLES: readonly RoleDefinition[] = [
+  {
+    id: '8e3af657-a8ff-443c-a75c-2fe8c4bcb635',
+    roleName: 'Owner',
+    description: 'Grants full access to manage all resources, including the ability to assign roles.',
+    actions: ['*'],
+    notActions: [],
+    dataActions: [],
+    notDataActions: [],
+  },
+  {
+    id: 'b24988ac-6180-42a0-ab88-20f7382dd24c',
+    roleName: 'Contributor',
+    description: 'Grants full access to manage all resources, but does not allow you to assign roles.',
+    actions: ['*'],
+    notActions: ['Microsoft.Authorization/*/Delete', 'Microsoft.Authorization/*/Write', 'Microsoft.Authorization/elevateAccess/Action'],
+    dataActions: [],
+    notDataActions: [],
+  },
+  {
+    id: 'acdd72a7-3385-48ef-bd42-f606fba81ae7',
+    roleName: 'Reader',
+    description: 'View all resources, but does not allow you to make any changes.',
+    actions: ['*/read'],
+    notActions: [],
+    dataActions: [],
+    notDataActions: [],
+  },
+  {
+    id: '5e467623-bb1f-42f4-a55d-6e525e11384b',
+    roleName: 'Backup Contributor',
+    description: 'Lets you manage backup service, but cannot create vaults and give access to others.',
+    actions: [...BACKUP_READS, `${RS}/Vaults/backup*`, `${RS}/Vaults/backup*/*`, `${RS}/Vaults/backupPolicies/*`, `${RS}/Vaults/backupconfig/*`, `${RS}/Vaults/backupstorageconfig/*`],
+    notActions: [],
+    dataActions: [],
+    notDataActions: [],
+  },
+  {
+    id: '00c29273-979b-4161-815c-10b084fb9324',
+    roleName: 'Backup Operator',
+    description: 'Lets you manage backup services, except removal of backup, vault creation and giving access to others.',
+    actions: [...BACKUP_READS, `${RS}/Vaults/backup*/*`],
+    notActions: [
+      `${RS}/Vaults/backupFabrics/protectionContainers/protectedItems/delete`,
+      `${RS}/Vaults/backupPolicies/write`,
+      `${RS}/Vaults/backupPolicies/delete`,
+      `${RS}/Vaults/backupstorageconfig/*`,
+      `${RS}/Vaults/backupconfig/*`,
+    ],
+    dataActions: [],
+    notDataActions: [],
+  },
+  {
+    id: 'a795c7a0-776e-4e42-8b41-8b48fd3e9d54',
+    roleName: 'Backup Reader',
+    description: 'Can view backup services, but cannot make changes.',
+    actions: [...BACKUP_READS],
+    notActions: [],
+    dataActions: [],
+    notDataActions: [],
+  },
+];
+
+export function findRole(nameOrId: string): RoleDefinition | undefined {
+  const key = nameOrId.toLowerCase().replace(/^.*\/roledefinitions\//, '');
+  return BUILT_IN_ROLES.find((r) => r.id === key || r.roleName.toLowerCase() === key);
+}
+
+/** Azure action patterns: case-insensitive, `*` matches any run of characters. */
+export function actionMatches(pattern: string, action: string): boolean {
+  const re = new RegExp('^' + pattern.split('*').map((p) => p.replace(/[.+?^${}()|[\]\\/]/g, '\\$&')).join('.*') + '$', 'i');
+  return re.test(action);
+}
+
+export function roleAllows(role: RoleDefinition, action: string): boolean {
+  return role.actions.some((p) => actionMatches(p, action)) && !role.notActions.some((p) => actionMatches(p, action));
+}
+
+/** Normalises an ARM scope: lower-case, single slashes, no trailing slash. */
+export function normScope(scope: string): string {
+  return ('/' + scope.split('/').filter(Boolean).join('/')).toLowerCase();
+}
+
+/** True when `assignmentScope` contains `requestScope` (same or ancestor, on path-segment boundaries). */
+export function scopeCovers(assignmentScope: string, requestScope: string): boolean {
+  const a = normScope(assignmentScope);
+  const r = normScope(requestScope);
+  return a === '/' || r === a || r.startsWith(a + '/');
+}
+
+export const isGuid = (s: string): boolean => /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i.test(s);

@@ -1,0 +1,245 @@
+/** Identity use cases: bootstrap, principals and credentials, sign-in checks, RBAC. */
+import { randomUUID } from 'node:crypto';
+import { ArmError } from '../platform/http/errors.js';
+import { hashSecret, newClientSecret, verifySecret } from '../platform/crypto.js';
+import type { Authorizer, Caller } from '../platform/auth/index.js';
+import type { Settings } from '../platform/db/kv.js';
+import {
+  BACKUP_MANAGEMENT_SERVICE_APP_ID,
+  BACKUP_MANAGEMENT_SERVICE_NAME,
+  findRole,
+  isGuid,
+  normScope,
+  roleAllows,
+  scopeCovers,
+  type Principal,
+  type PrincipalType,
+  type RoleAssignment,
+} from './model.js';
+import type { IdentityStore } from './store.js';
+
+export interface BootstrapResult {
+  tenantId: string;
+  subscriptionId: string;
+  /** Present only on the first start: the bootstrap admin's credentials (the secret is never stored in clear). */
+  admin?: { clientId: string; clientSecret: string; objectId: string };
+}
+
+export type ClientAuthResult =
+  | { ok: true; principal: Principal }
+  | { ok: false; reason: 'unknown_client' | 'invalid_secret' | 'disabled' };
+
+export class IdentityService implements Authorizer {
+  private tenant = '';
+  private subscription = '';
+
+  constructor(
+    private readonly store: IdentityStore,
+    private readonly settings: Settings,
+  ) {}
+
+  get tenantId(): string {
+    return this.tenant;
+  }
+  get subscriptionId(): string {
+    return this.subscription;
+  }
+
+  async bootstrap(): Promise<BootstrapResult> {
+    const existingTenant = await this.settings.get('identity.tenantId');
+    if (existingTenant) {
+      this.tenant = existingTenant;
+      this.subscription = (await this.settings.get('identity.subscriptionId'))!;
+      return { tenantId: this.tenant, subscriptionId: this.subscription };
+    }
+    const tenantId = randomUUID();
+    const subscriptionId = randomUUID();
+    await this.store.insertTenant(tenantId, 'rsvault');
+    await this.store.insertSubscription(subscriptionId, tenantId, 'rsvault subscription');
+    this.tenant = tenantId;
+    this.subscription = subscriptionId;
+    await this.store.insertPrincipal({
+      objectId: randomUUID(),
+      tenantId,
+      type: 'ServicePrincipal',
+      displayName: BACKUP_MANAGEMENT_SERVICE_NAME,
+      appId: BACKUP_MANAGEMENT_SERVICE_APP_ID,
+      builtIn: true,
+      createdAt: Date.now(),
+    });
+    const { principal, secret } = await this.createServicePrincipal('rsvault-bootstrap-admin', true);
+    await this.assignRole({ principalId: principal.objectId, role: 'Owner', scope: `/subscriptions/${subscriptionId}` });
+    await this.settings.set('identity.tenantId', tenantId);
+    await this.settings.set('identity.subscriptionId', subscriptionId);
+    return { tenantId, subscriptionId, admin: { clientId: principal.appId!, clientSecret: secret, objectId: principal.objectId } };
+  }
+
+  async backupManagementService(): Promise<Principal> {
+    return (await this.store.principalByAppId(BACKUP_MANAGEMENT_SERVICE_APP_ID))!;
+  }
+
+  async createServicePrincipal(displayName: string, builtIn = false): Promise<{ principal: Principal; secret: string }> {
+    const name = displayName.trim();
+    if (!name || name.length > 256) throw new ArmError(400, 'InvalidRequestContent', 'displayName must be 1-256 characters.', { target: 'displayName' });
+    const principal: Principal = {
+      objectId: randomUUID(),
+      tenantId: this.tenant,
+      type: 'ServicePrincipal',
+      displayName: name,
+      appId: randomUUID(),
+      builtIn,
+      createdAt: Date.now(),
+    };
+    await this.store.insertPrincipal(principal);
+    const secret = await this.addPassword(principal.objectId);
+    return { principal, secret: secret.secretText };
+  }
+
+  async addPassword(objectId: string, displayName = 'rbac', endAt: number | null = null): Promise<{ keyId: string; secretText: string; hint: string }> {
+    const p = await this.store.principalById(objectId);
+    if (!p || p.type !== 'ServicePrincipal') throw graphNotFound(objectId);
+    if (p.appId === BACKUP_MANAGEMENT_SERVICE_APP_ID) {
+      throw new ArmError(403, 'Authorization_RequestDenied', 'The Backup Management Service principal is built in: it has no secrets and nobody can sign in as it.');
+    }
+    const secretText = newClientSecret();
+    const keyId = randomUUID();
+    await this.store.addCredential(keyId, objectId, await hashSecret(secretText), displayName, endAt);
+    return { keyId, secretText, hint: secretText.slice(0, 3) };
+  }
+
+  async createUser(displayName: string, userPrincipalName: string, password: string): Promise<Principal> {
+    const upn = userPrincipalName.trim().toLowerCase();
+    if (!/^[^@\s]+@[^@\s]+$/.test(upn)) throw new ArmError(400, 'Request_BadRequest', `Invalid userPrincipalName '${userPrincipalName}': expected name@domain.`);
+    if (password.length < 8) throw new ArmError(400, 'Request_BadRequest', 'The password must be at least 8 characters long.');
+    if (await this.store.principalByUpn(upn)) throw new ArmError(400, 'Request_BadRequest', `Another object with the same value for property userPrincipalName already exists: '${upn}'.`);
+    const principal: Principal = { objectId: randomUUID(), tenantId: this.tenant, type: 'User', displayName: displayName.trim() || upn, userPrincipalName: upn, builtIn: false, createdAt: Date.now() };
+    await this.store.insertPrincipal(principal);
+    await this.store.addCredential(randomUUID(), principal.objectId, await hashSecret(password), 'password', null);
+    return principal;
+  }
+
+  async authenticateClient(clientId: string, secret: string): Promise<ClientAuthResult> {
+    const p = isGuid(clientId) ? await this.store.principalByAppId(clientId) : undefined;
+    if (!p || p.type !== 'ServicePrincipal') return { ok: false, reason: 'unknown_client' };
+    for (const c of await this.store.credentials(p.objectId)) {
+      if (c.end_at !== null && Number(c.end_at) < Date.now()) continue;
+      if (await verifySecret(secret, c.secret_hash)) return { ok: true, principal: p };
+    }
+    return { ok: false, reason: 'invalid_secret' };
+  }
+
+  async authenticateUser(upn: string, password: string): Promise<Principal | undefined> {
+    const p = await this.store.principalByUpn(upn.trim().toLowerCase());
+    if (!p || p.type !== 'User') return undefined;
+    for (const c of await this.store.credentials(p.objectId)) {
+      if (await verifySecret(password, c.secret_hash)) return p;
+    }
+    return undefined;
+  }
+
+  principal(objectId: string) {
+    return this.store.principalById(objectId);
+  }
+  principalByAppId(appId: string) {
+    return this.store.principalByAppId(appId);
+  }
+  principalByUpn(upn: string) {
+    return this.store.principalByUpn(upn);
+  }
+  listPrincipals(type?: PrincipalType) {
+    return this.store.listPrincipals(type);
+  }
+  async deletePrincipal(objectId: string): Promise<void> {
+    if (!(await this.store.deletePrincipal(objectId))) throw graphNotFound(objectId);
+  }
+  subscriptions() {
+    return this.store.subscriptions();
+  }
+  tenants() {
+    return this.store.tenants();
+  }
+
+  /** Resolves an assignee given as object id, app id or user principal name. */
+  async resolveAssignee(assignee: string): Promise<Principal | undefined> {
+    if (isGuid(assignee)) return (await this.store.principalById(assignee)) ?? (await this.store.principalByAppId(assignee));
+    return this.store.principalByUpn(assignee);
+  }
+
+  async assignRole(input: { principalId: string; role: string; scope: string; name?: string | undefined }): Promise<RoleAssignment> {
+    const role = findRole(input.role);
+    if (!role) {
+      throw new ArmError(400, 'RoleDefinitionDoesNotExist', `The role '${input.role}' does not exist.`, {
+        recommendation: 'Use one of: Owner, Contributor, Reader, Backup Contributor, Backup Operator, Backup Reader.',
+      });
+    }
+    const principal = await this.store.principalById(input.principalId);
+    if (!principal) {
+      throw new ArmError(400, 'PrincipalNotFound', `Principal ${input.principalId} does not exist in the directory ${this.tenant}.`, {
+        recommendation: 'Look the object id up with: rsvault ad sp list --display-name <name>',
+      });
+    }
+    this.assertScope(input.scope);
+    const scopeNorm = normScope(input.scope);
+    const existing = (await this.store.assignmentsOf(principal.objectId)).find((a) => normScope(a.scope) === scopeNorm && a.roleDefinitionId === role.id);
+    if (existing) {
+      if (input.name && existing.name !== input.name.toLowerCase()) {
+        throw new ArmError(409, 'RoleAssignmentExists', 'The role assignment already exists.', { details: [{ code: 'ExistingRoleAssignmentName', message: existing.name }] });
+      }
+      return existing;
+    }
+    const name = (input.name ?? randomUUID()).toLowerCase();
+    if (!isGuid(name)) throw new ArmError(400, 'InvalidRoleAssignmentId', `The role assignment ID '${name}' is not valid. The role assignment ID must be a GUID.`);
+    const scope = '/' + input.scope.split('/').filter(Boolean).join('/');
+    const a: RoleAssignment = {
+      id: `${scope === '/' ? '' : scope}/providers/Microsoft.Authorization/roleAssignments/${name}`,
+      name,
+      scope,
+      roleDefinitionId: role.id,
+      principalId: principal.objectId,
+      principalType: principal.type,
+      createdAt: Date.now(),
+    };
+    await this.store.insertAssignment(a, scopeNorm);
+    return a;
+  }
+
+  private assertScope(scope: string): void {
+    const parts = scope.split('/').filter(Boolean);
+    if (parts.length < 2 || parts[0]!.toLowerCase() !== 'subscriptions') {
+      throw new ArmError(400, 'InvalidScope', `The scope '${scope}' is not valid: expected /subscriptions/{id}[/resourceGroups/{rg}[/providers/...]].`);
+    }
+    if (parts[1]!.toLowerCase() !== this.subscription.toLowerCase()) throw new ArmError(404, 'SubscriptionNotFound', `The subscription '${parts[1]}' could not be found.`);
+  }
+
+  async listAssignments(filter: { scope?: string | undefined; principalId?: string | undefined; atScopeAndBelow?: boolean } = {}): Promise<RoleAssignment[]> {
+    let all = await this.store.allAssignments();
+    if (filter.principalId) all = all.filter((a) => a.principalId === filter.principalId!.toLowerCase());
+    if (filter.scope) {
+      const s = filter.scope;
+      // Azure lists assignments that apply at the scope (inherited from above) and, with atScopeAndBelow, beneath it.
+      all = all.filter((a) => scopeCovers(a.scope, s) || (filter.atScopeAndBelow === true && scopeCovers(s, a.scope)));
+    }
+    return all;
+  }
+
+  async deleteAssignment(name: string): Promise<RoleAssignment | undefined> {
+    const a = await this.store.assignmentByName(name);
+    if (!a) return undefined;
+    await this.store.deleteAssignment(name);
+    return a;
+  }
+
+  async checkAccess(caller: Caller, scope: string, action: string): Promise<boolean> {
+    if (caller.internal) return true;
+    for (const a of await this.store.assignmentsOf(caller.objectId)) {
+      if (!scopeCovers(a.scope, scope)) continue;
+      const role = findRole(a.roleDefinitionId);
+      if (role && roleAllows(role, action)) return true;
+    }
+    return false;
+  }
+}
+
+export function graphNotFound(id: string): ArmError {
+  return new ArmError(404, 'Request_ResourceNotFound', `Resource '${id}' does not exist or one of its queried reference-property objects are not present.`);
+}

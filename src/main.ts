@@ -1,0 +1,179 @@
+/**
+ * Composition root: config → adapters → services → roles. The `rsvault` binary starts here: `serve` runs the
+ * server assembled below; every other command is the CLI (which talks to a server over HTTPS only).
+ */
+import https from 'node:https';
+import path from 'node:path';
+import { existsSync } from 'node:fs';
+import { ConfigError, loadConfig, type Config, type ConfigFlags } from './config.js';
+import { createLogger, type Logger } from './platform/log.js';
+import { createMetrics } from './platform/metrics.js';
+import { openDatabase, migrate, type Migration, DatabaseConfigError } from './platform/db/index.js';
+import { platformMigrations, Settings } from './platform/db/kv.js';
+import { createHttpApp } from './platform/http/app.js';
+import { AsyncOperations } from './platform/http/async-ops.js';
+import { registerAuth, TokenKeys, TokenService } from './platform/auth/index.js';
+import { initInstallation, writeFileAtomic } from './platform/install.js';
+import { IdentityService, IdentityStore, identityMigrations, registerIdentityRoutes } from './identity/index.js';
+import { ResourceService, ResourceStore, resourceMigrations, registerResourceRoutes } from './resources/index.js';
+import { runCli } from './cli/index.js';
+
+export interface RunningServer {
+  port: number;
+  urls: string[];
+  close(): Promise<void>;
+}
+
+const MIGRATIONS: Migration[] = [...platformMigrations, ...identityMigrations, ...resourceMigrations];
+
+export async function startServer(config: Config, log: Logger = createLogger(config.logLevel)): Promise<RunningServer> {
+  const install = await initInstallation(config.dataDir, config.vaultHostSuffix);
+  const database = openDatabase(config.dbUrl);
+  const applied = await migrate(database.db, MIGRATIONS);
+  if (applied.length) log.info({ migrations: applied }, 'database migrated');
+  const settings = new Settings(database.db);
+  const metrics = createMetrics();
+
+  const identity = new IdentityService(new IdentityStore(database.db), settings);
+  const boot = await identity.bootstrap();
+
+  let port = config.port;
+  const origins = () => [`https://localhost:${port}`, `https://127.0.0.1:${port}`, `https://[::1]:${port}`];
+  const tokens = new TokenService(TokenKeys.fromPem(install.tokenSigningKeyPem), () => `https://localhost:${port}`, {
+    arm: () => ['https://management.azure.com/', 'https://management.core.windows.net/', ...origins().map((o) => o + '/')],
+    graph: () => ['https://graph.microsoft.com/', ...origins().map((o) => o + '/')],
+    vault: () => [`https://${config.vaultHostSuffix}:${port}`, `https://${config.vaultHostSuffix}`],
+  }, config.tokenLifetimeSec);
+
+  const ops = new AsyncOperations(database.db, log);
+  const interrupted = await ops.failInterrupted();
+  if (interrupted) log.warn({ interrupted }, 'operations interrupted by the previous shutdown were marked Failed');
+  const resources = new ResourceService(new ResourceStore(database.db), () => identity.subscriptionId, ops);
+
+  const app = createHttpApp({ tls: install.tls, logger: log, metrics, vaultHostSuffix: config.vaultHostSuffix });
+  registerAuth(app, { tokens, authorizer: identity });
+  app.get('/healthz', { config: { plane: 'public' } }, async () => ({ status: 'ok' }));
+  app.get('/metrics', { config: { plane: 'public' } }, async (_req, reply) => reply.type(metrics.registry.contentType).send(await metrics.registry.metrics()));
+  registerIdentityRoutes(app, { identity, tokens });
+  registerResourceRoutes(app, { resources, ops });
+  await app.ready();
+
+  // Listen: the first address through Fastify, the others as extra HTTPS servers sharing its router.
+  const [first, ...rest] = config.listen;
+  await app.listen({ host: first!, port });
+  const addr = app.server.address();
+  if (addr && typeof addr === 'object') port = addr.port;
+  const extra: https.Server[] = [];
+  for (const host of rest) {
+    const srv = https.createServer({ key: install.tls.key, cert: install.tls.cert }, (req, res) => app.routing(req, res));
+    try {
+      await new Promise<void>((resolve, reject) => {
+        srv.once('error', reject);
+        srv.listen(port, host, () => resolve());
+      });
+      extra.push(srv);
+    } catch (e) {
+      log.warn({ host, err: (e as Error).message }, 'could not listen on address; continuing without it');
+    }
+  }
+
+  // credentials.json: written at first start (the only time the admin secret is known in clear).
+  const credPath = path.join(config.dataDir, 'credentials.json');
+  const endpoints = {
+    resourceManager: `https://localhost:${port}/`,
+    activeDirectory: `https://localhost:${port}`,
+    activeDirectoryAdfs: `https://localhost:${port}/adfs`,
+    keyVaultDnsSuffix: `.${config.vaultHostSuffix}:${port}`,
+    microsoftGraph: `https://localhost:${port}/`,
+    portal: `https://localhost:${port}/`,
+  };
+  if (boot.admin) {
+    writeFileAtomic(
+      credPath,
+      JSON.stringify({ tenantId: boot.tenantId, subscriptionId: boot.subscriptionId, clientId: boot.admin.clientId, clientSecret: boot.admin.clientSecret, objectId: boot.admin.objectId, caPath: install.caPath, endpoints }, null, 2) + '\n',
+    );
+  } else if (existsSync(credPath)) {
+    // Keep endpoints current (the port may differ between starts); the secret stays as written.
+    const { readFileSync } = await import('node:fs');
+    const cur = JSON.parse(readFileSync(credPath, 'utf8')) as Record<string, unknown>;
+    writeFileAtomic(credPath, JSON.stringify({ ...cur, caPath: install.caPath, endpoints }, null, 2) + '\n');
+  }
+
+  const urls = [`https://localhost:${port}/`];
+  let closing: Promise<void> | undefined;
+  return {
+    port,
+    urls,
+    close() {
+      closing ??= (async () => {
+        await Promise.all(extra.map((s) => new Promise<void>((r) => s.close(() => r()))));
+        await app.close();
+        await ops.drain();
+        await database.close();
+      })();
+      return closing;
+    },
+  };
+}
+
+async function serve(flags: ConfigFlags): Promise<void> {
+  let config: Config;
+  try {
+    config = loadConfig(flags);
+  } catch (e) {
+    if (e instanceof ConfigError) {
+      process.stderr.write(`rsvault: ${e.message}\n`);
+      process.exit(2);
+    }
+    throw e;
+  }
+  const log = createLogger(config.logLevel, process.stderr);
+  let server: RunningServer;
+  try {
+    server = await startServer(config, log);
+  } catch (e) {
+    const err = e as NodeJS.ErrnoException;
+    if (e instanceof DatabaseConfigError || e instanceof ConfigError) {
+      process.stderr.write(`rsvault: ${err.message}\n`);
+      process.exit(2);
+    }
+    if (err.code === 'EADDRINUSE' || err.code === 'EACCES') {
+      process.stderr.write(`rsvault: cannot listen on port ${config.port}: ${err.code === 'EADDRINUSE' ? 'address already in use' : 'permission denied'} (use --port)\n`);
+      process.exit(2);
+    }
+    throw e;
+  }
+  const out = process.stdout;
+  out.write(`rsvault listening on https://localhost:${server.port}/ (port ${server.port})\n`);
+  out.write(`  ARM endpoint:       https://localhost:${server.port}/\n`);
+  out.write(`  token authority:    https://localhost:${server.port}  (ADFS style: https://localhost:${server.port}/adfs)\n`);
+  out.write(`  Key Vault hosts:    https://{name}.${config.vaultHostSuffix}:${server.port}/\n`);
+  out.write(`  CA certificate:     ${path.join(config.dataDir, 'tls', 'ca.pem')}\n`);
+  out.write(`  credentials:        ${path.join(config.dataDir, 'credentials.json')}\n`);
+  out.write(`  data directory:     ${config.dataDir}\n`);
+
+  let stopping = false;
+  const stop = (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    log.info({ signal }, 'shutting down: no new requests; finishing in-flight work');
+    server
+      .close()
+      .then(() => {
+        log.info('stopped cleanly');
+        process.exit(0);
+      })
+      .catch((e: unknown) => {
+        log.error({ err: e }, 'error during shutdown');
+        process.exit(1);
+      });
+  };
+  process.on('SIGINT', () => stop('SIGINT'));
+  process.on('SIGTERM', () => stop('SIGTERM'));
+}
+
+process.on('unhandledRejection', (e) => {
+  process.stderr.write(`rsvault: unhandled rejection: ${(e as Error)?.stack ?? String(e)}\n`);
+});
+
+await runCli(process.argv, { serve });

@@ -1,0 +1,201 @@
+/**
+ * The one Fastify app: HTTPS with the installation certificate, Key Vault data-plane routing by Host header,
+ * ARM error envelope for every failure, JSON and form parsing with clear errors, request ids, metrics.
+ */
+import Fastify, { LogController, type FastifyInstance, type FastifyReply, type FastifyRequest, type FastifyError } from 'fastify';
+import https from 'node:https';
+import type { IncomingMessage } from 'node:http';
+import { randomUUID } from 'node:crypto';
+import type { Logger } from '../log.js';
+import type { Metrics } from '../metrics.js';
+import { ArmError, HttpError } from './errors.js';
+
+export interface HttpOptions {
+  tls: { key: string; cert: string };
+  logger: Logger;
+  metrics: Metrics;
+  /** Key Vault data-plane host suffix (`vault.localhost`): `{name}.{suffix}` hosts route to `/__vault/{name}/…`. */
+  vaultHostSuffix: string;
+  bodyLimit?: number;
+}
+
+/** Prefix the data-plane routes are registered under after the Host-based rewrite. */
+export const VAULT_ROUTE_PREFIX = '/__vault';
+
+/** Where a route lives and what it needs: which plane's token and which RBAC action. */
+export interface RouteConfig {
+  /** public: no token; arm/graph/vault: bearer token for that audience. Default arm. */
+  plane?: 'public' | 'arm' | 'graph' | 'vault';
+  /** RBAC action checked against role assignments at the request's scope (ARM writes and reads). */
+  action?: string;
+  /** Scope to check: default = the request path. */
+  scope?: (req: FastifyRequest) => string;
+}
+
+declare module 'fastify' {
+  interface FastifyContextConfig extends RouteConfig {}
+}
+
+export function vaultNameFromHost(host: string | undefined, suffix: string): string | undefined {
+  if (!host) return undefined;
+  const h = host.toLowerCase().replace(/:\d+$/, '');
+  const s = '.' + suffix.toLowerCase();
+  if (!h.endsWith(s)) return undefined;
+  const name = h.slice(0, -s.length);
+  return /^[a-z0-9-]{1,127}$/.test(name) ? name : undefined;
+}
+
+/** The scheme://host:port the client used (ids echo it). */
+export function originOf(req: FastifyRequest): string {
+  return `https://${req.headers.host ?? 'localhost'}`;
+}
+
+function rewriteUrl(this: unknown, req: IncomingMessage & { url?: string; headers: Record<string, string | string[] | undefined> }, suffix: string): string {
+  let url = req.url ?? '/';
+  // az with a trailing-slash endpoint requests `//metadata/endpoints`: collapse leading slashes.
+  url = url.replace(/^\/{2,}/, '/');
+  const host = req.headers.host;
+  const vault = vaultNameFromHost(typeof host === 'string' ? host : undefined, suffix);
+  if (vault) return `${VAULT_ROUTE_PREFIX}/${vault}${url}`;
+  return url;
+}
+
+export function createHttpApp(opts: HttpOptions): FastifyInstance {
+  const app = Fastify({
+    loggerInstance: opts.logger,
+    logController: new LogController({ disableRequestLogging: true }),
+    exposeHeadRoutes: false,
+    routerOptions: {
+      caseSensitive: false,
+      ignoreTrailingSlash: true,
+      ignoreDuplicateSlashes: true,
+      maxParamLength: 1000,
+    },
+    bodyLimit: opts.bodyLimit ?? 4 * 1024 * 1024,
+    genReqId: (req) => {
+      const h = req.headers['x-ms-client-request-id'];
+      return typeof h === 'string' && /^[\w-]{1,64}$/.test(h) ? h : randomUUID();
+    },
+    requestIdHeader: false,
+    rewriteUrl(req) {
+      return rewriteUrl.call(this, req as never, opts.vaultHostSuffix);
+    },
+    serverFactory: (handler) => https.createServer({ key: opts.tls.key, cert: opts.tls.cert }, handler),
+    ajv: { customOptions: { coerceTypes: false, allErrors: false, removeAdditional: false, useDefaults: true } },
+  }) as unknown as FastifyInstance;
+
+  // Bodies: JSON with positioned parse errors; empty JSON bodies are undefined (the SDKs' first request has none).
+  app.removeAllContentTypeParsers();
+  app.addContentTypeParser(/^application\/(.+\+)?json/, { parseAs: 'string' }, (_req, body, done) => {
+    const text = typeof body === 'string' ? body : body.toString('utf8');
+    if (text.trim() === '') return done(null, undefined);
+    try {
+      done(null, JSON.parse(text));
+    } catch (e) {
+      done(
+        new ArmError(400, 'InvalidRequestContent', `The request content was invalid and could not be deserialized: '${(e as Error).message}'.`, {
+          recommendation: 'Send a valid JSON document.',
+        }),
+        undefined,
+      );
+    }
+  });
+  app.addContentTypeParser('application/x-www-form-urlencoded', { parseAs: 'string' }, (_req, body, done) => {
+    done(null, Object.fromEntries(new URLSearchParams(typeof body === 'string' ? body : body.toString('utf8'))));
+  });
+  app.addContentTypeParser(['text/plain', 'application/octet-stream'], (_req, payload, done) => done(null, payload));
+  // Clients that send JSON with no or an unusual content type (some send text/json): parse leniently.
+  app.addContentTypeParser('*', { parseAs: 'string' }, (_req, body, done) => {
+    const text = typeof body === 'string' ? body : body.toString('utf8');
+    if (text.trim() === '') return done(null, undefined);
+    try {
+      done(null, JSON.parse(text));
+    } catch {
+      done(new ArmError(415, 'UnsupportedMediaType', 'The content media type is not supported; use application/json.'), undefined);
+    }
+  });
+
+  app.addHook('onRequest', async (req, reply) => {
+    reply.header('x-ms-request-id', req.id);
+    reply.header('x-ms-correlation-request-id', req.id);
+    req.log.debug({ method: req.method, url: req.url.replace(/\?.*$/, '') }, 'request');
+  });
+
+  app.addHook('onResponse', async (req, reply) => {
+    const route = req.routeOptions.url ?? 'unmatched';
+    opts.metrics.httpRequests.inc({ method: req.method, route, status: String(reply.statusCode) });
+    opts.metrics.httpDuration.observe({ method: req.method, route }, reply.elapsedTime / 1000);
+    req.log.info(
+      { reqId: req.id, method: req.method, route, status: reply.statusCode, ms: Math.round(reply.elapsedTime) },
+      'request completed',
+    );
+  });
+
+  app.setNotFoundHandler((req, reply) => {
+    const path = req.url.replace(/\?.*$/, '');
+    const err = /^\/subscriptions\//i.test(path)
+      ? new ArmError(404, 'InvalidResourceType', `The resource type or operation for '${req.method} ${path}' could not be found.`, {
+          recommendation: 'Check the resource path and the provider namespace.',
+        })
+      : new ArmError(404, 'NotFound', `No such endpoint: ${req.method} ${path}`);
+    void reply.code(404).send(err.toBody());
+  });
+
+  app.setErrorHandler((error: FastifyError | HttpError | Error, req: FastifyRequest, reply: FastifyReply) => {
+    const e = toHttpError(error, req);
+    if (e.status >= 500) req.log.error({ err: error, reqId: req.id }, 'request failed');
+    else req.log.info({ reqId: req.id, code: e.code, status: e.status }, 'request rejected');
+    if (e.headers) for (const [k, v] of Object.entries(e.headers)) void reply.header(k, v);
+    void reply.code(e.status).send(e.toBody());
+  });
+
+  return app;
+}
+
+function jsonPath(instancePath: string, context: string | undefined, missing?: string): string {
+  const parts = instancePath.split('/').filter(Boolean).map((p) => p.replace(/~1/g, '/').replace(/~0/g, '~'));
+  if (missing) parts.push(missing);
+  const base = parts.map((p) => (/^\d+$/.test(p) ? `[${p}]` : `.${p}`)).join('');
+  const prefix = context === 'querystring' ? 'query' : context === 'params' ? 'path' : context === 'headers' ? 'headers' : '$';
+  return (prefix + base).replace(/^\$\./, '$.');
+}
+
+export function toHttpError(error: FastifyError | HttpError | Error, req?: FastifyRequest): HttpError {
+  if (error instanceof HttpError) return error;
+  const fe = error as FastifyError & { validation?: { instancePath: string; message?: string; keyword: string; params: Record<string, unknown> }[]; validationContext?: string };
+  if (fe.validation && fe.validation.length > 0) {
+    const v = fe.validation[0]!;
+    const missing = v.keyword === 'required' ? String(v.params.missingProperty ?? '') : undefined;
+    const extra = v.keyword === 'additionalProperties' ? String(v.params.additionalProperty ?? '') : undefined;
+    const path = jsonPath(v.instancePath, fe.validationContext, missing ?? extra);
+    const detail =
+      v.keyword === 'required'
+        ? `a value is required`
+        : v.keyword === 'additionalProperties'
+          ? `this member is not allowed here`
+          : v.keyword === 'enum'
+            ? `must be one of ${JSON.stringify((v.params as { allowedValues?: unknown[] }).allowedValues ?? [])}`
+            : (v.message ?? 'invalid value');
+    const code = fe.validationContext === 'querystring' ? 'InvalidQueryParameterValue' : 'InvalidRequestContent';
+    return new ArmError(400, code, `The request content was invalid: '${path}' ${detail}.`, {
+      target: path,
+      recommendation: 'Fix the named member so that it matches the API schema, then retry.',
+    });
+  }
+  switch (fe.code) {
+    case 'FST_ERR_CTP_BODY_TOO_LARGE':
+      return new ArmError(413, 'RequestEntityTooLarge', 'The request body is too large.');
+    case 'FST_ERR_CTP_INVALID_MEDIA_TYPE':
+      return new ArmError(415, 'UnsupportedMediaType', 'The content media type is not supported; use application/json.');
+    case 'FST_ERR_CTP_INVALID_CONTENT_LENGTH':
+      return new ArmError(400, 'InvalidRequestContent', 'The Content-Length does not match the body.');
+    default:
+      break;
+  }
+  if (typeof fe.statusCode === 'number' && fe.statusCode >= 400 && fe.statusCode < 500) {
+    return new ArmError(fe.statusCode, 'BadRequest', fe.message);
+  }
+  return new ArmError(500, 'InternalServerError', `The server hit an unexpected error; request id ${req?.id ?? 'unknown'}. Nothing was changed by the failed step.`, {
+    recommendation: 'Retry the request; if it keeps failing, report the request id with the server log.',
+  });
+}
