@@ -1,0 +1,102 @@
+/**
+ * Starts the real `rsvault serve` binary (compiled dist, as users run it) on a free port in a temp data dir,
+ * and hands tests what a user would have: the port, credentials.json, the CA, and a logged-in admin client.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { RsvaultClient } from '../../src/client/index.js';
+
+export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
+export const BIN = path.join(ROOT, 'bin', 'rsvault.js');
+
+export interface Credentials {
+  tenantId: string;
+  subscriptionId: string;
+  clientId: string;
+  clientSecret: string;
+  objectId: string;
+  caPath: string;
+  endpoints: Record<string, string>;
+}
+
+export interface TestServer {
+  port: number;
+  origin: string;
+  dataDir: string;
+  creds: Credentials;
+  ca: Buffer;
+  /** Admin (Owner on the subscription) client. */
+  client: RsvaultClient;
+  proc: ChildProcess;
+  output: () => string;
+  /** SIGTERM and wait; returns the exit code. */
+  stop(opts?: { keepData?: boolean }): Promise<number | null>;
+  clientFor(clientId: string, clientSecret: string): RsvaultClient;
+}
+
+export async function startTestServer(opts: { dataDir?: string; env?: Record<string, string>; args?: string[] } = {}): Promise<TestServer> {
+  const dataDir = opts.dataDir ?? mkdtempSync(path.join(os.tmpdir(), 'rsvault-test-'));
+  const proc = spawn(process.execPath, [BIN, 'serve', '--data-dir', dataDir, '--port', '0', '--log-level', 'warn', ...(opts.args ?? [])], {
+    env: { ...process.env, ...(opts.env ?? {}) },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let out = '';
+  proc.stdout!.on('data', (d: Buffer) => (out += d.toString()));
+  proc.stderr!.on('data', (d: Buffer) => (out += d.toString()));
+  const port = await new Promise<number>((resolve, reject) => {
+    const t = setTimeout(() => reject(new Error(`server did not start in 60 s:\n${out}`)), 60_000);
+    const check = () => {
+      const m = /listening on https:\/\/localhost:(\d+)\//.exec(out);
+      if (m) {
+        clearTimeout(t);
+        resolve(Number(m[1]));
+      }
+    };
+    proc.stdout!.on('data', check);
+    proc.once('exit', (code) => {
+      clearTimeout(t);
+      reject(new Error(`server exited with ${code}:\n${out}`));
+    });
+  });
+  const creds = JSON.parse(readFileSync(path.join(dataDir, 'credentials.json'), 'utf8')) as Credentials;
+  const ca = readFileSync(creds.caPath);
+  const origin = `https://localhost:${port}`;
+  const clientFor = (clientId: string, clientSecret: string) => new RsvaultClient({ server: origin, ca, credentials: { tenantId: creds.tenantId, clientId, clientSecret } });
+  const client = clientFor(creds.clientId, creds.clientSecret);
+  return {
+    port,
+    origin,
+    dataDir,
+    creds,
+    ca,
+    client,
+    proc,
+    output: () => out,
+    clientFor,
+    async stop(o = {}) {
+      client.close();
+      const code = await new Promise<number | null>((resolve) => {
+        if (proc.exitCode !== null) return resolve(proc.exitCode);
+        proc.once('exit', (c) => resolve(c));
+        proc.kill('SIGTERM');
+      });
+      if (!o.keepData && !opts.dataDir) rmSync(dataDir, { recursive: true, force: true });
+      return code;
+    },
+  };
+}
+
+/** Runs the `rsvault` CLI binary with an isolated config dir; resolves with its exit code and output. */
+export function runCli(args: string[], env: Record<string, string> = {}): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    const p = spawn(process.execPath, [BIN, ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    p.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+    p.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    p.on('exit', (code) => resolve({ code, stdout, stderr }));
+  });
+}
