@@ -360,9 +360,13 @@ describe('restart', () => {
   it('a second start reuses CA, ids and data; SIGTERM exits cleanly', async () => {
     const dir = mkdtempSync(path.join(os.tmpdir(), 'rsvault-restart-'));
     try {
-      const a = await startTestServer({ dataDir: dir });
+      const a = await startTestServer({ dataDir: dir, args: ['--log-level', 'debug'] });
       await a.client.request('PUT', `/subscriptions/${a.creds.subscriptionId}/resourcegroups/keep-me`, { query: { 'api-version': '2021-04-01' }, body: { location: 'local' } });
       expect(await a.stop()).toBe(0);
+      // Debug logs carry request ids but never a secret or a token.
+      expect(a.output()).toMatch(/"reqId"/);
+      expect(a.output()).not.toContain(a.creds.clientSecret);
+      expect(a.output()).not.toMatch(/eyJ[\w-]+\.eyJ/);
       const b = await startTestServer({ dataDir: dir });
       expect(b.creds.tenantId).toBe(a.creds.tenantId);
       expect(b.creds.clientSecret).toBe(a.creds.clientSecret);

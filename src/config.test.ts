@@ -1,0 +1,23 @@
+import { describe, it, expect } from 'vitest';
+import path from 'node:path';
+import { ConfigError, loadConfig } from './config.js';
+
+describe('loadConfig', () => {
+  it('applies defaults, then env, then flags', () => {
+    const d = loadConfig({}, {});
+    expect(d).toMatchObject({ port: 8443, listen: ['127.0.0.1', '::1'], vaultHostSuffix: 'vault.localhost', logLevel: 'info', role: 'all' });
+    expect(d.dataDir).toBe(path.resolve('.rsvault'));
+    expect(d.dbUrl).toBe(path.join(d.dataDir, 'rsvault.db'));
+    const e = loadConfig({}, { RSVAULT_PORT: '9000', RSVAULT_DATA_DIR: '/tmp/x', RSVAULT_LOG_LEVEL: 'debug' });
+    expect(e).toMatchObject({ port: 9000, dataDir: '/tmp/x', dbUrl: '/tmp/x/rsvault.db', logLevel: 'debug' });
+    expect(loadConfig({ port: '7000' }, { RSVAULT_PORT: '9000' }).port).toBe(7000);
+  });
+  it('rejects bad values with one clear message', () => {
+    expect(() => loadConfig({ port: '70000' }, {})).toThrow(ConfigError);
+    expect(() => loadConfig({ listen: 'not an address' }, {})).toThrow(/invalid listen address/);
+    expect(() => loadConfig({ dbUrl: 'mysql://u:pw@h/db' }, {})).toThrow(/invalid database URL scheme/);
+    expect(() => loadConfig({ dbUrl: 'mysql://u:pw@h/db' }, {})).not.toThrow(/pw/);
+    expect(() => loadConfig({ vaultHostSuffix: 'bad suffix' }, {})).toThrow(/host suffix/);
+    expect(() => loadConfig({ role: 'boss' }, {})).toThrow(/invalid role/);
+  });
+});
