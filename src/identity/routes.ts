@@ -37,19 +37,16 @@ export class AadError extends HttpError {
   }
 }
 
-const TokenForm = Type.Object(
-  {
-    grant_type: Type.Optional(Type.String()),
-    client_id: Type.Optional(Type.String()),
-    client_secret: Type.Optional(Type.String()),
-    scope: Type.Optional(Type.String()),
-    resource: Type.Optional(Type.String()),
-    username: Type.Optional(Type.String()),
-    password: Type.Optional(Type.String()),
-  },
-  { additionalProperties: true },
-);
-type TokenFormT = Static<typeof TokenForm>;
+/** The form fields of a token request (parsed from application/x-www-form-urlencoded; others are ignored). */
+type TokenFormT = {
+  grant_type?: string;
+  client_id?: string;
+  client_secret?: string;
+  scope?: string;
+  resource?: string;
+  username?: string;
+  password?: string;
+};
 
 /** `https://management.core.windows.net//.default` → `https://management.core.windows.net/`. */
 export function resourceFromScope(scope: string | undefined, resource: string | undefined): string | undefined {

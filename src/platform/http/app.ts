@@ -33,6 +33,7 @@ export interface RouteConfig {
 }
 
 declare module 'fastify' {
+  // eslint-disable-next-line @typescript-eslint/no-empty-object-type -- declaration merging: route config gains RouteConfig's members
   interface FastifyContextConfig extends RouteConfig {}
 }
 
