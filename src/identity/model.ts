@@ -110,6 +110,17 @@ export const BUILT_IN_ROLES: readonly RoleDefinition[] = [
     dataActions: [],
     notDataActions: [],
   },
+  // Key Vault data-plane roles (Azure's ids), used by vaults with enableRbacAuthorization.
+  ...(
+    [
+      ['00482a5a-887f-4fb3-b363-3b7fe8e74483', 'Key Vault Administrator', 'Perform all data plane operations on a key vault and all objects in it.', ['Microsoft.KeyVault/vaults/*']],
+      ['4633458b-17de-408a-b874-0445c86b69e6', 'Key Vault Secrets User', 'Read secret contents.', ['Microsoft.KeyVault/vaults/secrets/getSecret/action', 'Microsoft.KeyVault/vaults/secrets/readMetadata/action']],
+      ['b86a8fe4-44ce-4948-aee5-eccb2c155cd7', 'Key Vault Secrets Officer', 'Perform any action on the secrets of a key vault.', ['Microsoft.KeyVault/vaults/secrets/*']],
+      ['12338af0-0e69-4776-bea7-57ae8d297424', 'Key Vault Crypto User', 'Perform cryptographic operations using keys.', ['Microsoft.KeyVault/vaults/keys/read', 'Microsoft.KeyVault/vaults/keys/update/action', 'Microsoft.KeyVault/vaults/keys/backup/action', 'Microsoft.KeyVault/vaults/keys/encrypt/action', 'Microsoft.KeyVault/vaults/keys/decrypt/action', 'Microsoft.KeyVault/vaults/keys/wrap/action', 'Microsoft.KeyVault/vaults/keys/unwrap/action', 'Microsoft.KeyVault/vaults/keys/sign/action', 'Microsoft.KeyVault/vaults/keys/verify/action']],
+      ['14b46e9e-c2b7-41b4-b07b-48a6ebf60603', 'Key Vault Crypto Officer', 'Perform any action on the keys of a key vault.', ['Microsoft.KeyVault/vaults/keys/*']],
+      ['21090545-7ca7-4776-b22c-e363652d74d2', 'Key Vault Reader', 'Read metadata of key vaults and their keys and secrets (not secret values).', ['Microsoft.KeyVault/vaults/keys/read', 'Microsoft.KeyVault/vaults/secrets/readMetadata/action']],
+    ] as const
+  ).map(([id, roleName, description, dataActions]) => ({ id, roleName, description, actions: ['Microsoft.Authorization/*/read', 'Microsoft.Resources/subscriptions/resourceGroups/read', 'Microsoft.KeyVault/vaults/read'], notActions: [], dataActions: [...dataActions], notDataActions: [] })),
 ];
 
 export function findRole(nameOrId: string): RoleDefinition | undefined {
