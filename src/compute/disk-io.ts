@@ -1,0 +1,263 @@
+/**
+ * Guest I/O on disk image files: plaintext reads/writes (through LUKS1 when encrypted), before-write hooks (the
+ * engine's copy-on-write snapshots), the changed-block bitmap and its file stamp, bulk in-place conversion
+ * raw ⇄ LUKS1, sparse copy. No ARM words here; the service passes rows in.
+ */
+import { open, stat, rename, unlink } from 'node:fs/promises';
+import type { FileHandle } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
+import { formatHeader, LuksVolume, readHeader, unlock, verifyMasterKey, type FormatOptions } from './luks/luks1.js';
+import { SECTOR } from './luks/xts.js';
+import { CBT_BLOCK_SIZE } from './model.js';
+
+export interface FileStamp {
+  size: number;
+  mtimeMs: number;
+  ino: number;
+}
+
+export async function stampOf(file: string): Promise<FileStamp | undefined> {
+  try {
+    const s = await stat(file, { bigint: false });
+    return { size: s.size, mtimeMs: s.mtimeMs, ino: s.ino };
+  } catch {
+    return undefined;
+  }
+}
+
+export function sameStamp(a: FileStamp | undefined, b: FileStamp | undefined): boolean {
+  return !!a && !!b && a.size === b.size && a.ino === b.ino && Math.abs(a.mtimeMs - b.mtimeMs) < 0.001;
+}
+
+/** Sets bits for every 64 KiB block that [offset, offset+length) of the image file touches. */
+export function markBits(bits: Buffer, offset: number, length: number): Buffer {
+  if (length <= 0) return bits;
+  const first = Math.floor(offset / CBT_BLOCK_SIZE);
+  const last = Math.floor((offset + length - 1) / CBT_BLOCK_SIZE);
+  let out = bits;
+  if (out.length * 8 <= last) {
+    out = Buffer.alloc(Math.ceil((last + 1) / 8));
+    bits.copy(out);
+  }
+  for (let i = first; i <= last; i++) out[i >> 3] = out[i >> 3]! | (1 << (i & 7));
+  return out;
+}
+
+export function bitmapBytesFor(imageSize: number): number {
+  return Math.ceil(Math.ceil(imageSize / CBT_BLOCK_SIZE) / 8);
+}
+
+/** Resize a bitmap to `imageSize` (keeps bits, zero-fills new ones). */
+export function fitBits(bits: Buffer, imageSize: number): Buffer {
+  const n = bitmapBytesFor(imageSize);
+  if (bits.length === n) return bits;
+  const out = Buffer.alloc(n);
+  bits.copy(out, 0, 0, Math.min(n, bits.length));
+  return out;
+}
+
+export function dirtyBlocks(bits: Buffer): number[] {
+  const out: number[] = [];
+  for (let i = 0; i < bits.length * 8; i++) if (bits[i >> 3]! & (1 << (i & 7))) out.push(i);
+  return out;
+}
+
+/** A disk opened for guest I/O: raw or an unlocked LUKS1 volume. Image-file coordinates are reported to `touched`. */
+export class OpenDisk {
+  private constructor(
+    readonly fh: FileHandle,
+    private readonly luks: LuksVolume | undefined,
+  ) {}
+
+  static async open(file: string, masterKey: Buffer | undefined, writable: boolean): Promise<OpenDisk> {
+    const fh = await open(file, writable ? 'r+' : 'r');
+    try {
+      if (!masterKey) return new OpenDisk(fh, undefined);
+      const h = await readHeader(fh);
+      if (!(await verifyMasterKey(h, masterKey))) throw new Error('stored volume key does not match the LUKS header');
+      return new OpenDisk(fh, new LuksVolume(fh, h, masterKey));
+    } catch (e) {
+      await fh.close();
+      throw e;
+    }
+  }
+
+  get payloadStart(): number {
+    return this.luks?.payloadStart ?? 0;
+  }
+
+  async guestSize(): Promise<number> {
+    if (this.luks) return this.luks.size();
+    return (await this.fh.stat()).size;
+  }
+
+  /** The image-file byte range a guest write of [offset, offset+length) changes. */
+  fileRange(offset: number, length: number): { offset: number; length: number } {
+    if (!this.luks) return { offset, length };
+    const s0 = Math.floor(offset / SECTOR);
+    const s1 = Math.ceil((offset + length) / SECTOR);
+    return { offset: this.payloadStart + s0 * SECTOR, length: (s1 - s0) * SECTOR };
+  }
+
+  async read(offset: number, length: number): Promise<Buffer> {
+    if (this.luks) return this.luks.read(offset, length);
+    const b = Buffer.alloc(length);
+    let done = 0;
+    while (done < length) {
+      const { bytesRead } = await this.fh.read(b, done, length - done, offset + done);
+      if (bytesRead === 0) break;
+      done += bytesRead;
+    }
+    return b;
+  }
+
+  async write(offset: number, data: Buffer): Promise<void> {
+    if (this.luks) return this.luks.write(offset, data);
+    let done = 0;
+    while (done < data.length) {
+      const { bytesWritten } = await this.fh.write(data, done, data.length - done, offset + done);
+      done += bytesWritten;
+    }
+  }
+
+  async close(): Promise<void> {
+    await this.fh.sync().catch(() => undefined);
+    await this.fh.close();
+  }
+}
+
+const CHUNK = 4 << 20;
+
+async function readFull(fh: FileHandle, buf: Buffer, pos: number): Promise<number> {
+  let done = 0;
+  while (done < buf.length) {
+    const { bytesRead } = await fh.read(buf, done, buf.length - done, pos + done);
+    if (bytesRead === 0) break;
+    done += bytesRead;
+  }
+  return done;
+}
+async function writeFull(fh: FileHandle, buf: Buffer, pos: number): Promise<void> {
+  let done = 0;
+  while (done < buf.length) {
+    const { bytesWritten } = await fh.write(buf, done, buf.length - done, pos + done);
+    done += bytesWritten;
+  }
+}
+const isZero = (b: Buffer): boolean => {
+  for (let i = 0; i < b.length; i += 8) if (b.readBigUInt64LE(i) !== 0n) return false;
+  return true;
+};
+
+/** Copies `src` to `dst` leaving all-zero 1 MiB ranges as holes (sparse); returns the size. */
+export async function sparseCopy(src: string, dst: string): Promise<number> {
+  const a = await open(src, 'r');
+  const b = await open(dst, 'wx', 0o600);
+  try {
+    const size = (await a.stat()).size;
+    const buf = Buffer.alloc(1 << 20);
+    for (let pos = 0; pos < size; pos += buf.length) {
+      const n = await readFull(a, buf, pos);
+      const piece = buf.subarray(0, n);
+      if (n % 8 === 0 && isZero(piece)) continue;
+      await writeFull(b, piece, pos);
+    }
+    await b.truncate(size);
+    await b.sync();
+    return size;
+  } finally {
+    await a.close();
+    await b.close();
+  }
+}
+
+const tmpName = (file: string) => `${file}.convert-${process.pid}-${randomBytes(4).toString('hex')}`;
+
+/**
+ * Raw → LUKS1, preserving data: a new file = LUKS header area (2 MiB) + the old bytes encrypted; renamed over the
+ * original only when complete (a crash leaves the original untouched). The image grows by the header size; the
+ * guest-visible size stays the same. Returns the volume key.
+ */
+export async function encryptInPlace(file: string, passphrase: Buffer, o: FormatOptions = {}): Promise<{ masterKey: Buffer; payloadOffset: number }> {
+  const tmp = tmpName(file);
+  const src = await open(file, 'r');
+  const dst = await open(tmp, 'wx', 0o600);
+  try {
+    const size = (await src.stat()).size;
+    if (size % SECTOR !== 0) throw new Error(`image size ${size} is not a multiple of ${SECTOR}`);
+    const { header, masterKey } = await formatHeader(dst, passphrase, o);
+    const vol = new LuksVolume(dst, header, masterKey);
+    const buf = Buffer.alloc(CHUNK);
+    for (let pos = 0; pos < size; pos += CHUNK) {
+      const n = await readFull(src, buf, pos);
+      const piece = buf.subarray(0, n);
+      vol.encryptSectors(piece, pos / SECTOR);
+      await writeFull(dst, piece, vol.payloadStart + pos);
+    }
+    await dst.truncate(vol.payloadStart + size);
+    await dst.sync();
+    await dst.close();
+    await src.close();
+    await rename(tmp, file);
+    return { masterKey, payloadOffset: header.payloadOffset };
+  } catch (e) {
+    await dst.close().catch(() => undefined);
+    await src.close().catch(() => undefined);
+    await unlink(tmp).catch(() => undefined);
+    throw e;
+  }
+}
+
+/** LUKS1 → raw (decrypt in place, via a new sparse file renamed over the original). */
+export async function decryptInPlace(file: string, masterKey: Buffer): Promise<void> {
+  const tmp = tmpName(file);
+  const src = await open(file, 'r');
+  const dst = await open(tmp, 'wx', 0o600);
+  try {
+    const h = await readHeader(src);
+    if (!(await verifyMasterKey(h, masterKey))) throw new Error('volume key does not match the LUKS header');
+    const vol = new LuksVolume(src, h, masterKey);
+    const size = await vol.size();
+    const buf = Buffer.alloc(CHUNK);
+    for (let pos = 0; pos < size; pos += CHUNK) {
+      const n = Math.min(CHUNK, size - pos);
+      const piece = buf.subarray(0, n);
+      await readFull(src, piece, vol.payloadStart + pos);
+      vol.decryptSectors(piece, pos / SECTOR);
+      if (isZero(piece)) continue;
+      await writeFull(dst, piece, pos);
+    }
+    await dst.truncate(size);
+    await dst.sync();
+    await dst.close();
+    await src.close();
+    await rename(tmp, file);
+  } catch (e) {
+    await dst.close().catch(() => undefined);
+    await src.close().catch(() => undefined);
+    await unlink(tmp).catch(() => undefined);
+    throw e;
+  }
+}
+
+/** Opens a LUKS1 image with a passphrase: the volume key, or throws LuksError. */
+export async function unlockImage(file: string, passphrase: Buffer): Promise<{ masterKey: Buffer; payloadOffset: number }> {
+  const fh = await open(file, 'r');
+  try {
+    const r = await unlock(fh, passphrase);
+    return { masterKey: r.masterKey, payloadOffset: r.header.payloadOffset };
+  } finally {
+    await fh.close();
+  }
+}
+
+export async function luksPayloadOffset(file: string): Promise<number | undefined> {
+  const fh = await open(file, 'r');
+  try {
+    return (await readHeader(fh)).payloadOffset * SECTOR;
+  } catch {
+    return undefined;
+  } finally {
+    await fh.close();
+  }
+}
