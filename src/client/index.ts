@@ -170,7 +170,21 @@ export class RsvaultClient {
     }
   }
 
-  private raw<T>(
+  private async raw<T>(
+    method: string,
+    path: string,
+    o: { query?: Record<string, string | undefined> | undefined; body?: unknown; rawBody?: string; contentType?: string; headers?: Record<string, string>; baseUrl?: string | undefined },
+  ): Promise<ApiResponse<T>> {
+    try {
+      return await this.rawOnce<T>(method, path, o);
+    } catch (e) {
+      // A pooled keep-alive socket the server closed while idle: the request never reached it, so send it again once.
+      if ((e as NodeJS.ErrnoException).code === 'ECONNRESET' && (e as { reusedSocket?: boolean }).reusedSocket) return this.rawOnce<T>(method, path, o);
+      throw e;
+    }
+  }
+
+  private rawOnce<T>(
     method: string,
     path: string,
     o: { query?: Record<string, string | undefined> | undefined; body?: unknown; rawBody?: string; contentType?: string; headers?: Record<string, string>; baseUrl?: string | undefined },
@@ -202,7 +216,8 @@ export class RsvaultClient {
         });
         res.on('error', reject);
       });
-      req.on('error', (e: NodeJS.ErrnoException) => {
+      req.on('error', (e: NodeJS.ErrnoException & { reusedSocket?: boolean }) => {
+        e.reusedSocket = req.reusedSocket;
         if (e.code === 'ECONNREFUSED') reject(new ApiError(0, 'ServerUnreachable', `Cannot connect to ${url.origin}: is \`rsvault serve\` running?`));
         else if (/certificate|self.signed|UNABLE_TO_VERIFY/i.test(e.message + (e.code ?? ''))) {
           reject(new ApiError(0, 'TlsUntrusted', `The server certificate of ${url.origin} is not trusted (${e.code ?? e.message}).`, 'Pass --ca-file <data-dir>/tls/ca.pem to rsvault login.'));

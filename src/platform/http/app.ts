@@ -61,6 +61,16 @@ function rewriteUrl(this: unknown, req: IncomingMessage & { url?: string; header
   return url;
 }
 
+/**
+ * Keep-alive longer than clients' idle pools (Node's default 5 s makes a pooled client socket race the server's
+ * close); headers timeout above it, as Node requires.
+ */
+export function tuneServer<S extends https.Server>(server: S): S {
+  server.keepAliveTimeout = 72_000;
+  server.headersTimeout = 75_000;
+  return server;
+}
+
 export function createHttpApp(opts: HttpOptions): FastifyInstance {
   const app = Fastify({
     loggerInstance: opts.logger,
@@ -81,7 +91,7 @@ export function createHttpApp(opts: HttpOptions): FastifyInstance {
     rewriteUrl(req) {
       return rewriteUrl.call(this, req as never, opts.vaultHostSuffix);
     },
-    serverFactory: (handler) => https.createServer({ key: opts.tls.key, cert: opts.tls.cert }, handler),
+    serverFactory: (handler) => tuneServer(https.createServer({ key: opts.tls.key, cert: opts.tls.cert }, handler)),
     ajv: { customOptions: { coerceTypes: false, allErrors: false, removeAdditional: false, useDefaults: true } },
   }) as unknown as FastifyInstance;
 
