@@ -3,7 +3,7 @@
 # qemu-img and cryptsetup (LUKS interop), PostgreSQL, Chromium (portal), Debian's python3-azure (a second
 # official Key Vault SDK), and libnss-myhostname so *.vault.localhost resolves to loopback. Needs root (Debian).
 set -euo pipefail
-pkgs=(qemu-utils cryptsetup-bin libnss-myhostname python3-azure postgresql)
+pkgs=(qemu-utils cryptsetup-bin libnss-myhostname python3-azure postgresql chromium)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
