@@ -10,12 +10,17 @@ import { createLogger, type Logger } from './platform/log.js';
 import { createMetrics } from './platform/metrics.js';
 import { openDatabase, migrate, type Migration, DatabaseConfigError } from './platform/db/index.js';
 import { platformMigrations, Settings } from './platform/db/kv.js';
-import { createHttpApp } from './platform/http/app.js';
+import { createHttpApp, tuneServer } from './platform/http/app.js';
+import { registerPortal } from './platform/http/static.js';
 import { AsyncOperations } from './platform/http/async-ops.js';
 import { registerAuth, TokenKeys, TokenService } from './platform/auth/index.js';
 import { initInstallation, writeFileAtomic } from './platform/install.js';
 import { IdentityService, IdentityStore, identityMigrations, registerIdentityRoutes } from './identity/index.js';
 import { ResourceService, ResourceStore, resourceMigrations, registerResourceRoutes } from './resources/index.js';
+import { KeyVaultServiceImpl, KeyVaultStore, keyvaultMigrations, registerKeyVaultRoutes, registerKeyVaultDataRoutes, keyVaultChallenge } from './keyvault/index.js';
+import { ComputeService, ComputeStore, computeMigrations, registerComputeRoutes, DISK_TYPE, VM_TYPE, CLASSIC_VM_TYPE } from './compute/index.js';
+import { EmbeddedQueue, Scheduler, jobsMigrations, offsetClock } from './platform/jobs/index.js';
+import { createRecovery, recoveryMigrations } from './recovery/index.js';
 import { runCli } from './cli/index.js';
 
 export interface RunningServer {
@@ -24,7 +29,7 @@ export interface RunningServer {
   close(): Promise<void>;
 }
 
-const MIGRATIONS: Migration[] = [...platformMigrations, ...identityMigrations, ...resourceMigrations];
+const MIGRATIONS: Migration[] = [...platformMigrations, ...identityMigrations, ...resourceMigrations, ...keyvaultMigrations, ...computeMigrations, ...jobsMigrations, ...recoveryMigrations];
 
 export async function startServer(config: Config, log: Logger = createLogger(config.logLevel)): Promise<RunningServer> {
   const install = await initInstallation(config.dataDir, config.vaultHostSuffix);
@@ -51,11 +56,50 @@ export async function startServer(config: Config, log: Logger = createLogger(con
   const resources = new ResourceService(new ResourceStore(database.db), () => identity.subscriptionId, ops);
 
   const app = createHttpApp({ tls: install.tls, logger: log, metrics, vaultHostSuffix: config.vaultHostSuffix });
-  registerAuth(app, { tokens, authorizer: identity });
+  const keyvault = new KeyVaultServiceImpl({
+    store: new KeyVaultStore(database.db),
+    sealer: install.sealer,
+    resources,
+    identity,
+    port: () => port,
+    vaultHostSuffix: config.vaultHostSuffix,
+    issuer: (tid) => tokens.issuerFor(tid),
+    log,
+  });
+  registerAuth(app, { tokens, authorizer: identity, challenge: { vault: keyVaultChallenge({ tenantId: () => identity.tenantId, port: () => port, vaultHostSuffix: config.vaultHostSuffix }) } });
   app.get('/healthz', { config: { plane: 'public' } }, async () => ({ status: 'ok' }));
   app.get('/metrics', { config: { plane: 'public' } }, async (_req, reply) => reply.type(metrics.registry.contentType).send(await metrics.registry.metrics()));
   registerIdentityRoutes(app, { identity, tokens });
   registerResourceRoutes(app, { resources, ops });
+  registerKeyVaultRoutes(app, { keyvault, resources });
+  registerKeyVaultDataRoutes(app, { keyvault });
+  // Compute: disks as image files under {dataDir}/disks; RSVAULT_LUKS_ITERATIONS forces low PBKDF2 counts (tests only).
+  const luksIter = Number(process.env.RSVAULT_LUKS_ITERATIONS ?? '') || undefined;
+  const compute = new ComputeService(new ComputeStore(database.db), resources, { dataDir: config.dataDir, sealer: install.sealer, luksIterations: luksIter });
+  resources.registerDeleter(VM_TYPE, async (id) => void (await compute.deleteVm(id)));
+  resources.registerDeleter(DISK_TYPE, async (id) => {
+    const d = await compute.getDisk(id);
+    if (d?.managedBy) await compute.deleteVm(d.managedBy);
+    await compute.deleteDisk(id);
+  });
+  resources.registerDeleter(CLASSIC_VM_TYPE, async (id) => void (await compute.deleteClassicVm(id)));
+  registerComputeRoutes(app, { compute, ops, keyvault });
+  // Recovery Services + the job queue and scheduler. RSVAULT_CLOCK_OFFSET_MS / RSVAULT_SCHEDULER_TICK_MS /
+  // RSVAULT_RETENTION_CRON / RSVAULT_QUEUE_LEASE_MS move the scheduler's clock, cadence and job leases (tests only).
+  const clock = offsetClock(Number(process.env.RSVAULT_CLOCK_OFFSET_MS ?? '') || 0);
+  const queue = new EmbeddedQueue(database.db, { log, leaseMs: Number(process.env.RSVAULT_QUEUE_LEASE_MS ?? '') || undefined });
+  const scheduler = new Scheduler(queue, { clock, tickMs: Number(process.env.RSVAULT_SCHEDULER_TICK_MS ?? '') || 15_000, log });
+  const recovery = createRecovery({ db: database.db, resources, identity, keyvault, compute, ops, queue, sealer: install.sealer, dataDir: config.dataDir, log, clock });
+  recovery.registerRoutes(app);
+  if (config.role === 'all' || config.role === 'worker') {
+    recovery.startWorkers(queue);
+    queue.start();
+  }
+  if (config.role === 'all' || config.role === 'scheduler') {
+    recovery.addSchedules(scheduler, process.env.RSVAULT_RETENTION_CRON || undefined);
+    scheduler.start();
+  }
+  await registerPortal(app, { config: () => ({ tenantId: identity.tenantId }) });
   await app.ready();
 
   // Listen: the first address through Fastify, the others as extra HTTPS servers sharing its router.
@@ -65,7 +109,7 @@ export async function startServer(config: Config, log: Logger = createLogger(con
   if (addr && typeof addr === 'object') port = addr.port;
   const extra: https.Server[] = [];
   for (const host of rest) {
-    const srv = https.createServer({ key: install.tls.key, cert: install.tls.cert }, (req, res) => app.routing(req, res));
+    const srv = tuneServer(https.createServer({ key: install.tls.key, cert: install.tls.cert }, (req, res) => app.routing(req, res)));
     try {
       await new Promise<void>((resolve, reject) => {
         srv.once('error', reject);
@@ -108,6 +152,8 @@ export async function startServer(config: Config, log: Logger = createLogger(con
       closing ??= (async () => {
         await Promise.all(extra.map((s) => new Promise<void>((r) => s.close(() => r()))));
         await app.close();
+        await scheduler.stop();
+        await queue.stop();
         await ops.drain();
         await database.close();
       })();

@@ -8,6 +8,9 @@ import { randomUUID } from 'node:crypto';
 import { ApiError, RsvaultClient } from '../client/index.js';
 import { render, type OutputFormat } from './output.js';
 import { clearProfile, loadProfile, profilePath, saveProfile, type Profile } from './profile.js';
+import { registerKeyvaultCommands } from './keyvault.js';
+import { registerComputeCommands } from './compute.js';
+import { registerBackupCommands } from './backup.js';
 
 export interface ServeFlags {
   dataDir?: string;
@@ -372,6 +375,9 @@ export function buildProgram(deps: CliDeps): Command {
         });
       }),
     );
+  registerKeyvaultCommands(program, { action, out, withClient, sub, parseTags, usageError: (m) => new UsageError(m) });
+  registerComputeCommands(program, { action, out, withClient, sub, parseTags, usageError: (m) => new UsageError(m) });
+  registerBackupCommands(program, { action, out, withClient, sub, parseTags, usageError: (m) => new UsageError(m) });
   return program;
 }
 

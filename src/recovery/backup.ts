@@ -1,0 +1,497 @@
+/**
+ * Protection and the data path: configure / stop / delete / resume protection, backup jobs (Take Snapshot →
+ * Transfer data to vault → commit), scheduled backups, retention pruning and GC.
+ *
+ * A backup job step list is idempotent: a job re-run after a crash finds its recovery point row (done) or starts
+ * over (chunks already stored are reused). Commit order: chunks durable (engine) → manifests durable → the recovery
+ * point row in one transaction with the item and job updates. A recovery point exists iff its row exists.
+ */
+import { rm, mkdir, readdir, stat } from 'node:fs/promises';
+import path from 'node:path';
+import { randomInt } from 'node:crypto';
+import {
+  backupImage, collectGarbage, createSnapshot, ChangedBlockBitmap, readManifestFile, writeManifestFile, MIN_CHUNK_SIZE, DEFAULT_CHUNK_SIZE,
+  type Manifest, type Snapshot,
+} from '../engine/index.js';
+import type { JobContext } from '../platform/jobs/index.js';
+import { KeyVaultError, parseObjectUrl } from '../keyvault/index.js';
+import { ArmError } from '../platform/http/errors.js';
+import { scheduledExpiry, type IaasVmPolicy } from './policy.js';
+import { RecoveryError, recoveryErrors } from './errors.js';
+import { itemName } from './model.js';
+import {
+  QUEUE_BACKUP, refOfItem, softDeleteMs, itemKey, jobErrorOf,
+  type ItemRow, type JobRow, type JobTask, type PointRow, type RecoveryService, type VaultRow, type VmPlan,
+} from './service.js';
+import type { VmRef } from './model.js';
+
+const TASK_SNAPSHOT = 'Take Snapshot';
+const TASK_TRANSFER = 'Transfer data to vault';
+
+export interface DiskRecord {
+  diskId: string;
+  name: string;
+  lun?: number | undefined;
+  os: boolean;
+  sizeBytes: number;
+  manifest: string;
+  chunkSize: number;
+}
+
+/** Chunk size for a disk: ~1/1024 of it, a power of two between 64 KiB and 4 MiB (stays fixed per disk). */
+export function chunkSizeFor(diskSize: number): number {
+  let c = MIN_CHUNK_SIZE;
+  while (c < DEFAULT_CHUNK_SIZE && c * 1024 < diskSize) c *= 2;
+  return c;
+}
+
+const mb = (b: number) => `${Math.max(0, Math.round(b / (1024 * 1024)))} MB`;
+
+export class Protection {
+  constructor(private readonly s: RecoveryService) {}
+
+  // ---- configure / change policy / resume / stop -----------------------------------------------------------------
+  /**
+   * PUT protectedItems: returns at once; the work (a ConfigureBackup job with the preflight) runs in the async
+   * operation, whose status carries the job id.
+   */
+  async beginConfigure(v: VaultRow, ref: VmRef, b: { sourceResourceId?: string | undefined; policyId?: string | undefined; protectionState?: string | undefined; isRehydrate?: boolean | undefined; diskExclusion?: boolean | undefined; extendedProperties?: unknown }): Promise<string> {
+    const existing = await this.s.getItem(v, ref);
+    const stop = b.protectionState !== undefined && b.protectionState.toLowerCase() === 'protectionstopped' && !b.isRehydrate;
+    const stopByEmptyPolicy = existing && b.policyId === '' && !b.isRehydrate;
+    const vmId = b.sourceResourceId ?? existing?.vm_id;
+    if (!vmId) throw new ArmError(400, 'BMSUserErrorInvalidInput', 'properties.sourceResourceId is required to enable protection: the ARM id of the virtual machine.', { target: 'properties.sourceResourceId' });
+    const vmRef = parseVmId(vmId);
+    if (!vmRef || vmRef.vmName.toLowerCase() !== ref.vmName.toLowerCase() || vmRef.resourceGroup.toLowerCase() !== ref.resourceGroup.toLowerCase()) {
+      throw new ArmError(400, 'BMSUserErrorInvalidInput', `properties.sourceResourceId '${vmId}' does not match the protected item name '${itemName(ref)}'.`, { target: 'properties.sourceResourceId' });
+    }
+    if (stop || stopByEmptyPolicy) {
+      if (!existing) throw recoveryErrors.itemNotFound(itemName(ref));
+      return this.s.d.ops.start('Microsoft.RecoveryServices/vaults/backupFabrics/protectionContainers/protectedItems/write', this.s.itemId(v, ref), async (opId) => {
+        const job = await this.s.createJob({ vault: v, item: existing, ref, operation: 'DisableBackup', opId, userTriggered: true });
+        await this.s.db.updateTable('recovery_items').set({ policy_name: null, protection_state: 'ProtectionStopped', updated_at: Date.now() }).where('id_norm', '=', existing.id_norm).execute();
+        await this.s.finishJob(job.id, 'Completed');
+        return { jobId: job.id };
+      });
+    }
+    if (b.isRehydrate && existing && existing.deferred_delete_at !== null && !b.policyId) {
+      // Undelete: the item comes back, stopped, with its recovery points.
+      return this.s.d.ops.start('Microsoft.RecoveryServices/vaults/backupFabrics/protectionContainers/protectedItems/write', this.s.itemId(v, ref), async (opId) => {
+        const job = await this.s.createJob({ vault: v, item: existing, ref, operation: 'Undelete', opId, userTriggered: true });
+        await this.s.db.updateTable('recovery_items').set({ deferred_delete_at: null, protection_state: 'ProtectionStopped', updated_at: Date.now() }).where('id_norm', '=', existing.id_norm).execute();
+        await this.s.finishJob(job.id, 'Completed');
+        return { jobId: job.id };
+      });
+    }
+    if (!b.policyId) throw new ArmError(400, 'BMSUserErrorInvalidInput', 'properties.policyId is required: the id of a backup policy of this vault (e.g. .../backupPolicies/DefaultPolicy).', { target: 'properties.policyId' });
+    const policy = await this.s.policyFromId(v, b.policyId);
+    return this.s.d.ops.start('Microsoft.RecoveryServices/vaults/backupFabrics/protectionContainers/protectedItems/write', this.s.itemId(v, ref), async (opId) => {
+      const job = await this.s.createJob({ vault: v, item: existing, ref, operation: 'ConfigureBackup', opId, userTriggered: true });
+      try {
+        await this.s.preflight(v, vmId, { diskExclusion: b.diskExclusion });
+        const t = Date.now();
+        const ext = JSON.stringify(b.extendedProperties ?? {});
+        if (existing) {
+          const state = existing.protection_state === 'ProtectionStopped' ? (existing.last_rp_id ? 'Protected' : 'IRPending') : existing.protection_state;
+          await this.s.db.updateTable('recovery_items').set({ policy_name: policy.name_norm, protection_state: state, deferred_delete_at: null, extended_json: ext, updated_at: t }).where('id_norm', '=', existing.id_norm).execute();
+        } else {
+          const vm = await this.s.d.compute.getVm(vmId);
+          await this.s.db
+            .insertInto('recovery_items')
+            .values({
+              id_norm: itemKey(v.id_norm, ref), vault_norm: v.id_norm, vm_id: vm?.id ?? vmId, vm_rg: vm?.resourceGroup ?? ref.resourceGroup, vm_name: vm?.name ?? ref.vmName, classic: 0,
+              policy_name: policy.name_norm, protection_state: 'IRPending', last_backup_status: '', last_backup_time: null, last_rp_id: null, health_json: null, extended_json: ext,
+              deferred_delete_at: null, created_at: t, updated_at: t,
+            })
+            .execute();
+        }
+        await this.s.finishJob(job.id, 'Completed');
+        return { jobId: job.id };
+      } catch (e) {
+        await this.s.finishJob(job.id, 'Failed', e);
+        throw e;
+      }
+    });
+  }
+
+  /** DELETE protectedItems: stop protection and delete the backup data (soft-deleted for 14 days when enabled). */
+  async beginDelete(v: VaultRow, item: ItemRow): Promise<string> {
+    const ref = refOfItem(item);
+    const running = await this.s.runningJobFor(item.id_norm);
+    if (running) throw recoveryErrors.inProgress(itemName(ref));
+    return this.s.d.ops.start('Microsoft.RecoveryServices/vaults/backupFabrics/protectionContainers/protectedItems/delete', this.s.itemId(v, ref), async (opId) => {
+      const job = await this.s.createJob({ vault: v, item, ref, operation: 'DeleteBackupData', opId, userTriggered: true });
+      if (v.soft_delete === 'Enabled' || v.soft_delete === 'AlwaysON') {
+        await this.s.db.updateTable('recovery_items').set({ policy_name: null, protection_state: 'ProtectionStopped', deferred_delete_at: Date.now(), updated_at: Date.now() }).where('id_norm', '=', item.id_norm).execute();
+      } else {
+        await this.purgeItem(v, item);
+      }
+      await this.s.finishJob(job.id, 'Completed');
+      return { jobId: job.id };
+    });
+  }
+
+  /** Deletes an item and all its recovery points (row first, then manifests; chunks go to GC). */
+  async purgeItem(v: VaultRow, item: ItemRow): Promise<void> {
+    const points = await this.s.listPoints(item.id_norm);
+    await this.s.db.transaction().execute(async (tx) => {
+      await tx.deleteFrom('recovery_points').where('item_norm', '=', item.id_norm).execute();
+      await tx.deleteFrom('recovery_items').where('id_norm', '=', item.id_norm).execute();
+    });
+    await this.removeManifests(v, points);
+    await this.gc(v);
+  }
+
+  private async removeManifests(v: VaultRow, points: PointRow[]): Promise<void> {
+    const { dir } = await this.s.vaultStore(v);
+    for (const p of points) await rm(path.join(dir, 'manifests', p.id), { recursive: true, force: true });
+  }
+
+  // ---- backup ---------------------------------------------------------------------------------------------------
+  /** POST …/backup: validates, creates the Backup job, enqueues it; returns the operation id (status carries the job). */
+  async beginBackup(v: VaultRow, item: ItemRow, expiryMs: number | undefined): Promise<string> {
+    const ref = refOfItem(item);
+    if (item.deferred_delete_at !== null || item.protection_state === 'ProtectionStopped' || !item.policy_name) throw recoveryErrors.notProtected(itemName(ref));
+    const now = Date.now();
+    if (expiryMs !== undefined && expiryMs <= now) throw new ArmError(400, 'BMSUserErrorInvalidInput', `recoveryPointExpiryTimeInUTC ${new Date(expiryMs).toISOString()} is in the past.`, { target: 'properties.recoveryPointExpiryTimeInUTC' });
+    const expiry = expiryMs ?? now + 30 * 86_400_000;
+    const running = await this.s.runningJobFor(item.id_norm);
+    if (running) throw recoveryErrors.inProgress(itemName(ref));
+    const job = await this.s.createJob({ vault: v, item, ref, operation: 'Backup', userTriggered: true, tasks: [TASK_SNAPSHOT, TASK_TRANSFER], params: { expiry, rule: 'OnDemand' } });
+    await this.s.d.queue.send(QUEUE_BACKUP, { jobId: job.id }, { uniqueKey: `backup:${job.id}`, retryLimit: 2 });
+    return this.s.d.ops.start('Microsoft.RecoveryServices/vaults/backupFabrics/protectionContainers/protectedItems/backup/action', this.s.itemId(v, ref), async (opId) => {
+      await this.s.updateJob(job.id, { op_id: opId });
+      return { jobId: job.id };
+    });
+  }
+
+  /** Queue handler of a scheduler slot: creates (idempotently) the slot's Backup job and enqueues it. */
+  async scheduled(payload: { key: string; slot: string }): Promise<void> {
+    const item = await this.s.db.selectFrom('recovery_items').selectAll().where('id_norm', '=', payload.key).executeTakeFirst();
+    if (!item || !item.policy_name || item.deferred_delete_at !== null) return;
+    const v = await this.s.vaultByNorm(item.vault_norm);
+    if (!v) return;
+    const pol = await this.s.getPolicy(v, item.policy_name);
+    if (!pol) return;
+    const slot = Date.parse(payload.slot);
+    const { expiry, rule } = scheduledExpiry(JSON.parse(pol.props_json) as IaasVmPolicy, slot);
+    const ref = refOfItem(item);
+    const triggerKey = `scheduled:${item.id_norm}:${payload.slot}`;
+    const running = await this.s.runningJobFor(item.id_norm);
+    if (running && running.trigger_key !== triggerKey) {
+      const j = await this.s.createJob({ vault: v, item, ref, operation: 'Backup', userTriggered: false, triggerKey, tasks: [TASK_SNAPSHOT, TASK_TRANSFER], params: { expiry, rule, slot: payload.slot } });
+      if (j.status === 'InProgress' && j.id !== running.id) await this.s.finishJob(j.id, 'Failed', recoveryErrors.inProgress(itemName(ref)));
+      return;
+    }
+    const job = await this.s.createJob({ vault: v, item, ref, operation: 'Backup', userTriggered: false, triggerKey, tasks: [TASK_SNAPSHOT, TASK_TRANSFER], params: { expiry, rule, slot: payload.slot } });
+    await this.s.d.queue.send(QUEUE_BACKUP, { jobId: job.id }, { uniqueKey: `backup:${job.id}`, retryLimit: 2 });
+  }
+
+  /** Queue handler of a Backup job. */
+  async runBackup(ctx: JobContext<{ jobId: string }>): Promise<void> {
+    const job = await this.s.getJob(ctx.payload.jobId);
+    if (!job || !['InProgress', 'Cancelling'].includes(job.status)) return;
+    if (job.cancel_requested) return this.s.finishJob(job.id, 'Cancelled');
+    const done = await this.s.db.selectFrom('recovery_points').select('id').where('job_id', '=', job.id).executeTakeFirst();
+    if (done) return this.s.finishJob(job.id, 'Completed');
+    const v = await this.s.vaultByNorm(job.vault_norm);
+    const item = job.item_norm ? await this.s.db.selectFrom('recovery_items').selectAll().where('id_norm', '=', job.item_norm).executeTakeFirst() : undefined;
+    if (!v || !item) return this.s.finishJob(job.id, 'Failed', recoveryErrors.itemNotFound(job.friendly_name));
+    const ac = new AbortController();
+    ctx.signal.addEventListener('abort', () => ac.abort(ctx.signal.reason));
+    this.s.running.set(job.id, ac);
+    try {
+      await this.backupSteps(v, item, job, ac.signal, () => void ctx.heartbeat().catch(() => undefined));
+    } catch (e) {
+      const cancelled = ac.signal.aborted && (ac.signal.reason as Error | undefined)?.message === 'cancelled';
+      if (cancelled) {
+        await this.s.finishJob(job.id, 'Cancelled', new RecoveryError(400, 'UserErrorJobCancelled', 'The backup job was cancelled by the user; no recovery point was created.'));
+        return;
+      }
+      if (ctx.signal.aborted) throw e; // lease lost / shutting down: another attempt will run
+      if (!(e instanceof ArmError) && ctx.attempt <= 2) throw e; // unexpected: let the queue retry the (idempotent) job
+      await this.s.finishJob(job.id, 'Failed', e);
+      const err = jobErrorOf(e);
+      await this.s.db
+        .updateTable('recovery_items')
+        .set({ last_backup_status: 'Failed', health_json: JSON.stringify({ healthStatus: 'ActionRequired', healthDetails: [{ code: err.errorCode, title: err.errorTitle, message: err.errorString, recommendations: err.recommendations }] }), updated_at: Date.now() })
+        .where('id_norm', '=', item.id_norm)
+        .execute();
+    } finally {
+      this.s.running.delete(job.id);
+    }
+  }
+
+  private async setTask(jobId: string, taskId: string, patch: Partial<JobTask>, extra: { bag?: Record<string, string>; progress?: number } = {}): Promise<void> {
+    const j = await this.s.getJob(jobId);
+    if (!j) return;
+    const tasks = (JSON.parse(j.tasks_json) as JobTask[]).map((t) => (t.taskId === taskId ? { ...t, ...patch } : t));
+    const bag = extra.bag ? JSON.stringify({ ...JSON.parse(j.bag_json), ...extra.bag }) : j.bag_json;
+    await this.s.updateJob(jobId, { tasks_json: JSON.stringify(tasks), bag_json: bag, ...(extra.progress !== undefined ? { progress: extra.progress } : {}) });
+  }
+
+  private async backupSteps(v: VaultRow, item: ItemRow, job: JobRow, signal: AbortSignal, beat: () => void): Promise<void> {
+    const s = this.s;
+    const compute = s.d.compute;
+    const params = JSON.parse(job.params_json) as { expiry: number; rule: string };
+    await this.setTask(job.id, TASK_SNAPSHOT, { status: 'InProgress', startTime: Date.now() });
+
+    // 1. Preflight again: the VM may have changed (encrypted since protection, agent stopped, permission revoked).
+    const plan = await s.preflight(v, item.vm_id);
+    // 2. Key material, as the Backup Management Service through the normal Key Vault authorization path.
+    const keyAndSecret = plan.encrypted ? await this.backupKeys(plan) : undefined;
+    signal.throwIfAborted();
+
+    // 3. Snapshots: bitmap handover first, then the point-in-time image under the disk lock, then the dirty set.
+    const vm = plan.vm;
+    const disks = compute.vmDisks(vm);
+    const snaps: { diskId: string; lun?: number | undefined; os: boolean; snap: Snapshot; unhook: () => void; bitmap: { valid: boolean; bits: Buffer; size: number } }[] = [];
+    let committed = false;
+    try {
+      for (const d of disks) {
+        await compute.beginBackup(d.diskId);
+        const file = await compute.diskImagePath(d.diskId);
+        await compute.withDiskLock(d.diskId, async () => {
+          const snap = await createSnapshot(file);
+          const unhook = compute.onBeforeWrite(d.diskId, (o, l) => snap.beforeWrite(o, l));
+          const cb = await compute.changedBlocks(d.diskId);
+          snaps.push({ ...d, snap, unhook, bitmap: { valid: cb.valid, bits: cb.bitmap, size: cb.imageSize } });
+        });
+      }
+      const t1 = Date.now();
+      await this.setTask(job.id, TASK_SNAPSHOT, { status: 'Completed', endTime: t1 });
+      await this.setTask(job.id, TASK_TRANSFER, { status: 'InProgress', startTime: t1, progressPercentage: 0 });
+      signal.throwIfAborted();
+
+      // 4. Transfer: per disk, incremental against the previous recovery point's manifest when the bitmap is valid.
+      const { store, keys, dir } = await s.vaultStore(v);
+      const prevRp = item.last_rp_id ? await s.getPoint(item.id_norm, item.last_rp_id) : undefined;
+      const prevDisks = prevRp ? (JSON.parse(prevRp.disks_json) as DiskRecord[]) : [];
+      const rpId = `${Date.now()}${String(randomInt(0, 100)).padStart(2, '0')}`;
+      const rpDir = path.join(dir, 'manifests', rpId);
+      await mkdir(rpDir, { recursive: true, mode: 0o700 });
+      const total = snaps.reduce((a, x) => a + x.snap.size, 0);
+      let doneBefore = 0;
+      let stored = 0;
+      let read = 0;
+      let lastUpdate = 0;
+      const records: DiskRecord[] = [];
+      for (const x of snaps) {
+        const disk = await compute.requireDisk(x.diskId);
+        const prevRec = prevDisks.find((p) => p.diskId.toLowerCase() === x.diskId.toLowerCase());
+        let previous: Manifest | undefined;
+        if (prevRec) previous = await readManifestFile(path.join(dir, 'manifests', prevRp!.id, prevRec.manifest)).catch(() => undefined);
+        const chunkSize = previous && previous.diskSize === x.snap.size ? previous.chunkSize : chunkSizeFor(x.snap.size);
+        if (previous && (previous.diskSize !== x.snap.size || previous.chunkSize !== chunkSize)) previous = undefined;
+        let bitmap: ChangedBlockBitmap | undefined;
+        if (previous && x.bitmap.valid && x.bitmap.size === x.snap.size) {
+          try {
+            bitmap = new ChangedBlockBitmap(x.snap.size, x.bitmap.bits);
+          } catch {
+            bitmap = undefined;
+          }
+        }
+        const res = await backupImage({
+          store, keys, source: x.snap, chunkSize, previous, bitmap, signal,
+          onProgress: (p) => {
+            beat();
+            const now = Date.now();
+            if (now - lastUpdate < 500) return;
+            lastUpdate = now;
+            const pct = total ? Math.min(99, Math.floor(((doneBefore + p.bytesDone) / total) * 100)) : 0;
+            void this.setTask(job.id, TASK_TRANSFER, { progressPercentage: pct }, { progress: pct }).catch(() => undefined);
+          },
+        });
+        doneBefore += x.snap.size;
+        stored += res.stats.bytesStored;
+        read += res.stats.bytesRead;
+        const file = `${x.os ? 'os' : `lun${x.lun}`}.manifest`;
+        await writeManifestFile(path.join(rpDir, file), res.manifest);
+        records.push({ diskId: disk.id, name: disk.name, lun: x.lun, os: x.os, sizeBytes: x.snap.size, manifest: file, chunkSize });
+      }
+      signal.throwIfAborted();
+
+      // 5. Commit: the recovery point row, the item and the job in one transaction.
+      const vmConfig = await compute.vmConfig(vm.id);
+      const t = Date.now();
+      const sealed = keyAndSecret ? s.d.sealer.sealText(JSON.stringify(keyAndSecret), `recovery-rp-keys:${rpId}`) : null;
+      const bag = { 'VM Name': vm.name, 'Backup Size': mb(total), 'Data Transferred (in MB)': String(Math.round(stored / (1024 * 1024))), 'Bytes Transferred': String(stored), 'Bytes Read': String(read), 'Recovery Point Id': rpId, 'Backup Type': prevRp && previous_ok(records, prevDisks) ? 'Incremental' : 'Full' };
+      const j0 = (await s.getJob(job.id))!;
+      const tasks = (JSON.parse(j0.tasks_json) as JobTask[]).map((x) => (x.taskId === TASK_TRANSFER ? { ...x, status: 'Completed' as const, endTime: t, progressPercentage: 100 } : x));
+      await s.db.transaction().execute(async (tx) => {
+        await tx
+          .insertInto('recovery_points')
+          .values({
+            id: rpId, vault_norm: v.id_norm, item_norm: item.id_norm, job_id: job.id, time: t, expiry: params.expiry, rule: params.rule, rp_type: 'CrashConsistent',
+            disks_json: JSON.stringify(records), vm_json: JSON.stringify(vmConfig), encrypted: plan.encrypted ? 1 : 0, keys_sealed: sealed,
+            encryption_mechanism: plan.encrypted ? 'SinglePass' : 'None', size_bytes: stored, created_at: t,
+          })
+          .execute();
+        await tx
+          .updateTable('recovery_items')
+          .set({ protection_state: item.protection_state === 'IRPending' ? 'Protected' : item.protection_state, last_backup_status: 'Completed', last_backup_time: t, last_rp_id: rpId, health_json: null, updated_at: t })
+          .where('id_norm', '=', item.id_norm)
+          .execute();
+        await tx
+          .updateTable('recovery_jobs')
+          .set({ status: 'Completed', end_time: t, progress: 100, tasks_json: JSON.stringify(tasks), bag_json: JSON.stringify({ ...JSON.parse(j0.bag_json), ...bag }) })
+          .where('id', '=', job.id)
+          .execute();
+      });
+      committed = true;
+      for (const x of snaps) await compute.markBackedUp(x.diskId, { recoveryPointId: rpId }).catch((e: unknown) => s.d.log.warn({ err: e, disk: x.diskId }, 'could not reset the changed-block bitmap'));
+    } finally {
+      for (const x of snaps) {
+        x.unhook();
+        await x.snap.release().catch(() => undefined);
+        if (!committed) await compute.abortBackup(x.diskId).catch(() => undefined);
+      }
+    }
+  }
+
+  /** KEK: keys/backup (+ get for its URL); BEK: secrets/get (the wrapped value) + secrets/backup. Never unwraps. */
+  private async backupKeys(plan: VmPlan): Promise<Record<string, unknown>> {
+    const s = this.s;
+    const kv = s.d.keyvault;
+    const bms = await s.bms();
+    const out: Record<string, unknown> = { encryptionMechanism: 'SinglePass' };
+    if (plan.kek) {
+      const k = parseObjectUrl(plan.kek.keyUrl);
+      if (!k) throw recoveryErrors.keyOrSecretMissing(plan.kek.keyUrl);
+      try {
+        const blob = await kv.backupKey(bms, plan.kek.keyVaultId, k.name);
+        out.kekDetails = { keyUrl: plan.kek.keyUrl, keyVaultId: plan.kek.keyVaultId, keyBackupData: blob };
+      } catch (e) {
+        throw this.kvErr(e, plan.kek.keyVaultId, plan.kek.keyUrl, bms.objectId);
+      }
+    }
+    if (plan.bek) {
+      const b = parseObjectUrl(plan.bek.secretUrl);
+      if (!b) throw recoveryErrors.keyOrSecretMissing(plan.bek.secretUrl);
+      try {
+        const sec = await kv.getSecret(bms, plan.bek.secretVaultId, b.name, b.version);
+        const blob = await kv.backupSecret(bms, plan.bek.secretVaultId, b.name);
+        out.bekDetails = { secretUrl: plan.bek.secretUrl, secretVaultId: plan.bek.secretVaultId, secretData: sec.value, secretBackupData: blob, contentType: sec.contentType, tags: sec.tags };
+      } catch (e) {
+        throw this.kvErr(e, plan.bek.secretVaultId, plan.bek.secretUrl, bms.objectId);
+      }
+    }
+    return out;
+  }
+
+  private kvErr(e: unknown, vaultId: string, url: string, bmsObjectId: string): Error {
+    if (e instanceof KeyVaultError) {
+      if (e.status === 403) return recoveryErrors.kvPermissions(vaultId.split('/').pop()!, `${e.message}`, bmsObjectId);
+      if (e.code === 'KeyNotFound' || e.code === 'SecretNotFound') return recoveryErrors.keyOrSecretMissing(url);
+    }
+    return this.s.kvError(e, vaultId);
+  }
+
+  // ---- retention + GC ---------------------------------------------------------------------------------------------
+  /** Prunes expired recovery points and soft-deleted items past their 14 days, then collects garbage per vault. */
+  async retention(): Promise<{ pruned: number; purgedItems: number }> {
+    const s = this.s;
+    const now = s.now();
+    const expired = await s.db.selectFrom('recovery_points').selectAll().where('expiry', '<=', now).execute();
+    const touched = new Set<string>();
+    let pruned = 0;
+    for (const rp of expired) {
+      const v = await s.vaultByNorm(rp.vault_norm);
+      // Keep the newest point of an item whose data is retained (Azure keeps the last RP while protection is stopped).
+      const item = await s.db.selectFrom('recovery_items').selectAll().where('id_norm', '=', rp.item_norm).executeTakeFirst();
+      if (item && item.protection_state === 'ProtectionStopped' && item.deferred_delete_at === null && item.last_rp_id === rp.id) continue;
+      await s.db.transaction().execute(async (tx) => {
+        await tx.deleteFrom('recovery_points').where('id', '=', rp.id).execute();
+        if (item && item.last_rp_id === rp.id) {
+          const newer = await tx.selectFrom('recovery_points').select('id').where('item_norm', '=', rp.item_norm).orderBy('time', 'desc').executeTakeFirst();
+          await tx.updateTable('recovery_items').set({ last_rp_id: newer?.id ?? null }).where('id_norm', '=', rp.item_norm).execute();
+        }
+      });
+      pruned++;
+      if (v) {
+        await this.removeManifests(v, [rp]);
+        touched.add(v.id_norm);
+      }
+    }
+    let purgedItems = 0;
+    const dead = await s.db.selectFrom('recovery_items').selectAll().where('deferred_delete_at', 'is not', null).where('deferred_delete_at', '<=', now - softDeleteMs).execute();
+    for (const it of dead) {
+      const v = await s.vaultByNorm(it.vault_norm);
+      if (!v) continue;
+      await this.purgeItem(v, it);
+      purgedItems++;
+    }
+    for (const vn of touched) {
+      const v = await s.vaultByNorm(vn);
+      if (v) await this.gc(v);
+    }
+    if (pruned || purgedItems) s.d.log.info({ pruned, purgedItems }, 'retention pruned recovery points');
+    return { pruned, purgedItems };
+  }
+
+  private gcRunning = new Map<string, Promise<void>>();
+  /** Mark-and-sweep of the vault's chunk store; cutoff = the start of the oldest running backup. */
+  async gc(v: VaultRow): Promise<void> {
+    const prev = this.gcRunning.get(v.id_norm) ?? Promise.resolve();
+    const next = prev.then(async () => {
+      const { store, dir } = await this.s.vaultStore(v);
+      const running = await this.s.db.selectFrom('recovery_jobs').select('start_time').where('vault_norm', '=', v.id_norm).where('status', 'in', ['InProgress', 'Cancelling']).orderBy('start_time').executeTakeFirst();
+      const cutoff = new Date(Math.min(Date.now(), running ? Number(running.start_time) : Date.now()));
+      const points = await this.s.db.selectFrom('recovery_points').select(['id', 'disks_json']).where('vault_norm', '=', v.id_norm).execute();
+      async function* live(): AsyncIterable<Manifest> {
+        for (const p of points) for (const d of JSON.parse(p.disks_json) as DiskRecord[]) yield await readManifestFile(path.join(dir, 'manifests', p.id, d.manifest));
+      }
+      // Manifests of a backup that crashed before its row was committed: not a recovery point, remove (after an hour).
+      const ids = new Set(points.map((p) => p.id));
+      for (const e of await readdir(path.join(dir, 'manifests'), { withFileTypes: true }).catch(() => [])) {
+        if (!e.isDirectory() || ids.has(e.name)) continue;
+        const st = await stat(path.join(dir, 'manifests', e.name)).catch(() => undefined);
+        if (st && st.mtimeMs < Date.now() - 3600_000) await rm(path.join(dir, 'manifests', e.name), { recursive: true, force: true });
+      }
+      const stats = await collectGarbage({ store, liveManifests: live(), cutoff, safetyMarginMs: 0 });
+      this.s.d.log.info({ vault: v.name, swept: stats.swept, bytes: stats.bytesSwept }, 'vault garbage collected');
+    });
+    const p = next.catch((e: unknown) => this.s.d.log.error({ err: e, vault: v.name }, 'garbage collection failed'));
+    this.gcRunning.set(v.id_norm, p);
+    await next;
+  }
+
+  /**
+   * At start-up: jobs of operations that ran in-process (ConfigureBackup, DisableBackup, ...) and were interrupted
+   * fail with a clear error; InProgress Backup jobs are (re-)enqueued — the unique key makes this a no-op when their
+   * queue job still exists, and the idempotent steps finish them.
+   */
+  async recoverInterrupted(): Promise<{ failed: number; resumed: number }> {
+    const s = this.s;
+    const rows = await s.db.selectFrom('recovery_jobs').selectAll().where('status', 'in', ['InProgress', 'Cancelling']).execute();
+    let failed = 0;
+    let resumed = 0;
+    for (const j of rows) {
+      if (j.operation === 'Backup') {
+        await s.d.queue.send(QUEUE_BACKUP, { jobId: j.id }, { uniqueKey: `backup:${j.id}`, retryLimit: 2 });
+        resumed++;
+      } else {
+        await s.finishJob(j.id, 'Failed', { errorCode: 500002, errorString: `The server restarted while this ${j.operation} job was running; nothing was committed by it. Retry the operation.`, errorTitle: 'OperationInterrupted', recommendations: ['Retry the operation.'] });
+        failed++;
+      }
+    }
+    return { failed, resumed };
+  }
+
+  /** A worker that died too often: the job fails with a clear error instead of staying InProgress. */
+  async deadBackup(jobId: string, error: string): Promise<void> {
+    const j = await this.s.getJob(jobId);
+    if (!j || !['InProgress', 'Cancelling'].includes(j.status)) return;
+    await this.s.finishJob(jobId, 'Failed', { errorCode: 500001, errorString: `Backup failed: ${error}. No recovery point was created.`, errorTitle: 'BackUpOperationFailed', recommendations: ['Retry the backup (rsvault backup protection backup-now).'] });
+  }
+}
+
+function previous_ok(records: DiskRecord[], prev: DiskRecord[]): boolean {
+  return records.every((r) => prev.some((p) => p.diskId.toLowerCase() === r.diskId.toLowerCase()));
+}
+
+export function parseVmId(id: string): { resourceGroup: string; vmName: string; classic: boolean } | undefined {
+  const m = /^\/subscriptions\/[^/]+\/resourceGroups\/([^/]+)\/providers\/Microsoft\.(Classic)?Compute\/virtualMachines\/([^/]+)$/i.exec(id);
+  return m ? { resourceGroup: m[1]!, vmName: m[3]!, classic: !!m[2] } : undefined;
+}
+

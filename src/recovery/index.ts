@@ -1,0 +1,58 @@
+/**
+ * Recovery Services slice: vaults, policies, protection of encrypted VMs, backup jobs, recovery points,
+ * retention and scheduled backups. The only file other slices (and main.ts) import.
+ */
+import type { FastifyInstance } from 'fastify';
+import type { JobQueue, Scheduler } from '../platform/jobs/index.js';
+import { RecoveryService, QUEUE_BACKUP, QUEUE_RETENTION, QUEUE_SCHEDULED, type RecoveryDeps } from './service.js';
+import { Protection } from './backup.js';
+import { RecoveryStore } from './store.js';
+import { registerRecoveryRoutes } from './routes.js';
+import { VAULT_TYPE } from './model.js';
+
+export { recoveryMigrations, RecoveryStore } from './store.js';
+export { RecoveryService, type RecoveryDeps } from './service.js';
+export { Protection } from './backup.js';
+export { validatePolicy, scheduleCron, scheduledExpiry, nextScheduledRun } from './policy.js';
+
+export interface RecoveryModule {
+  service: RecoveryService;
+  protection: Protection;
+  registerRoutes(app: FastifyInstance): void;
+  /** Queue workers (role worker) and schedule sources (role scheduler). */
+  startWorkers(queue: JobQueue): void;
+  addSchedules(scheduler: Scheduler, retentionCron?: string): void;
+}
+
+export function createRecovery(deps: Omit<RecoveryDeps, 'store'> & { store?: RecoveryStore; db?: ConstructorParameters<typeof RecoveryStore>[0] }): RecoveryModule {
+  const store = deps.store ?? new RecoveryStore(deps.db!);
+  const service = new RecoveryService({ ...deps, store });
+  const protection = new Protection(service);
+  deps.resources.registerDeleter(VAULT_TYPE, async (id) => {
+    const v = await service.db.selectFrom('recovery_vaults').selectAll().where('id_norm', '=', id.toLowerCase()).executeTakeFirst();
+    if (v) await service.deleteVault(v, true);
+  });
+  return {
+    service,
+    protection,
+    registerRoutes(app) {
+      registerRecoveryRoutes(app, { recovery: service, protection, ops: deps.ops });
+    },
+    startWorkers(queue) {
+      void protection.recoverInterrupted().then(
+        (r) => (r.failed || r.resumed ? deps.log.warn(r, 'recovery jobs interrupted by the previous shutdown were failed or resumed') : undefined),
+        (e: unknown) => deps.log.error({ err: e }, 'could not recover interrupted recovery jobs'),
+      );
+      queue.work<{ jobId: string }>(QUEUE_BACKUP, (ctx) => protection.runBackup(ctx), { concurrency: 2 });
+      queue.work<{ key: string; slot: string }>(QUEUE_SCHEDULED, (ctx) => protection.scheduled(ctx.payload), { concurrency: 2 });
+      queue.work(QUEUE_RETENTION, async () => void (await protection.retention()), { concurrency: 1 });
+      queue.onDead(async (j) => {
+        if (j.name === QUEUE_BACKUP) await protection.deadBackup((j.payload as { jobId: string }).jobId, j.error);
+      });
+    },
+    addSchedules(scheduler, retentionCron = '0 */15 * * * *') {
+      scheduler.add(service.policySource());
+      scheduler.add({ name: 'recovery-retention', queue: QUEUE_RETENTION, entries: async () => [{ key: 'all', cron: retentionCron }] });
+    },
+  };
+}

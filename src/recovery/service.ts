@@ -1,0 +1,504 @@
+/**
+ * Recovery Services use cases: vaults (+ DefaultPolicy, storage config, vault config), policies, discovery,
+ * protection with the encrypted-VM preflight, jobs, recovery points, retention and scheduled backups.
+ * The data path of a backup job lives in backup.ts; ARM shapes in views.ts.
+ */
+import { randomUUID, createHash } from 'node:crypto';
+import { mkdirSync, rmSync } from 'node:fs';
+import path from 'node:path';
+import { ArmError, armErrors, HttpError } from '../platform/http/errors.js';
+import type { AsyncOperations } from '../platform/http/async-ops.js';
+import type { Logger } from '../platform/log.js';
+import type { Sealer } from '../platform/crypto.js';
+import type { Clock, JobQueue, ScheduleSource } from '../platform/jobs/index.js';
+import type { ResourceService } from '../resources/index.js';
+import type { IdentityService } from '../identity/index.js';
+import { KeyVaultError, formatMissing, parseObjectUrl, type KeyVaultService, type KvPrincipal } from '../keyvault/index.js';
+import type { ComputeService, Vm } from '../compute/index.js';
+import { FsChunkStore, generateStoreKeys, type StoreKeys } from '../engine/index.js';
+import { defaultPolicy, scheduleCron, validatePolicy, type IaasVmPolicy } from './policy.js';
+import { RecoveryError, recoveryErrors, canonicalCode } from './errors.js';
+import { containerName, itemName, normLocation, requireVaultName, shortContainerName, SOFT_DELETE_DAYS, VAULT_TYPE, type VmRef } from './model.js';
+import type { RecoveryStore, RecoveryTables } from './store.js';
+
+export type VaultRow = RecoveryTables['recovery_vaults'];
+export type ItemRow = RecoveryTables['recovery_items'];
+export type JobRow = RecoveryTables['recovery_jobs'];
+export type PointRow = RecoveryTables['recovery_points'];
+export type PolicyRow = RecoveryTables['recovery_policies'];
+
+export interface RecoveryDeps {
+  store: RecoveryStore;
+  resources: ResourceService;
+  identity: IdentityService;
+  keyvault: KeyVaultService;
+  compute: ComputeService;
+  ops: AsyncOperations;
+  queue: JobQueue;
+  sealer: Sealer;
+  dataDir: string;
+  log: Logger;
+  clock: Clock;
+}
+
+export interface JobTask {
+  taskId: string;
+  status: 'NotStarted' | 'InProgress' | 'Completed' | 'Failed' | 'Cancelled';
+  startTime?: number | undefined;
+  endTime?: number | undefined;
+  progressPercentage?: number | undefined;
+}
+
+export interface JobError {
+  errorCode: number;
+  errorString: string;
+  errorTitle: string;
+  recommendations: string[];
+}
+
+/** What the preflight learnt about the VM: its disks and, when encrypted, where its BEK and KEK live. */
+export interface VmPlan {
+  vm: Vm;
+  encrypted: boolean;
+  bek?: { secretUrl: string; secretVaultId: string } | undefined;
+  kek?: { keyUrl: string; keyVaultId: string } | undefined;
+}
+
+export const QUEUE_BACKUP = 'recovery.backup';
+export const QUEUE_SCHEDULED = 'recovery.scheduled-backup';
+export const QUEUE_RETENTION = 'recovery.retention';
+
+const lc = (s: string) => s.toLowerCase();
+export const vaultIdOf = (sub: string, rg: string, name: string) => `/subscriptions/${sub}/resourceGroups/${rg}/providers/Microsoft.RecoveryServices/vaults/${name}`;
+const etagOf = (t: number) => `W/"datetime'${encodeURIComponent(new Date(t).toISOString())}'"`;
+export const itemKey = (vaultNorm: string, ref: VmRef) => `${vaultNorm}|${lc(itemName(ref))}`;
+export const refOfItem = (r: ItemRow): VmRef => ({ resourceGroup: r.vm_rg, vmName: r.vm_name, classic: r.classic === 1 });
+
+export class RecoveryService {
+  readonly db: RecoveryStore['db'];
+  private readonly stores = new Map<string, Promise<{ store: FsChunkStore; keys: StoreKeys; dir: string }>>();
+  /** In-process running backup jobs (cancel aborts them). */
+  readonly running = new Map<string, AbortController>();
+
+  constructor(readonly d: RecoveryDeps) {
+    this.db = d.store.db;
+  }
+
+  now(): number {
+    return this.d.clock.now();
+  }
+
+  // ---- vaults ----------------------------------------------------------------------------------------------------
+  async getVault(sub: string, rg: string, name: string): Promise<VaultRow | undefined> {
+    return this.db.selectFrom('recovery_vaults').selectAll().where('id_norm', '=', lc(vaultIdOf(sub, rg, name))).executeTakeFirst();
+  }
+
+  async requireVault(sub: string, rg: string, name: string): Promise<VaultRow> {
+    await this.d.resources.requireGroup(sub, rg);
+    const v = await this.getVault(sub, rg, name);
+    if (!v) throw armErrors.notFound(VAULT_TYPE, name, rg);
+    return v;
+  }
+
+  async vaultByNorm(norm: string): Promise<VaultRow | undefined> {
+    return this.db.selectFrom('recovery_vaults').selectAll().where('id_norm', '=', norm).executeTakeFirst();
+  }
+
+  async listVaults(sub: string, rg?: string): Promise<VaultRow[]> {
+    this.d.resources.requireSubscription(sub);
+    let q = this.db.selectFrom('recovery_vaults').selectAll().where('subscription_id', '=', sub);
+    if (rg) {
+      await this.d.resources.requireGroup(sub, rg);
+      q = q.where('resource_group', '=', lc(rg));
+    }
+    return q.orderBy('id_norm').execute();
+  }
+
+  async putVault(sub: string, rg: string, name: string, b: { location: string; tags?: Record<string, string> | undefined; sku?: Record<string, unknown> | undefined; identity?: unknown; properties?: Record<string, unknown> | undefined }): Promise<{ vault: VaultRow; created: boolean }> {
+    const g = await this.d.resources.requireGroup(sub, rg);
+    requireVaultName(name);
+    const skuName = String(b.sku?.name ?? 'Standard');
+    if (!['standard', 'rs0'].includes(lc(skuName))) throw armErrors.invalidContent(`The sku '${skuName}' is not supported: use 'Standard' or 'RS0'.`, 'sku.name');
+    const location = normLocation(b.location);
+    const t = Date.now();
+    const existing = await this.getVault(sub, rg, name);
+    const props = { ...(b.properties ?? {}) };
+    delete props.provisioningState;
+    if (existing) {
+      if (normLocation(existing.location) !== location) {
+        throw new ArmError(409, 'LocationNotAvailableForResourceType', `The vault '${name}' already exists in location '${existing.location}'; a vault cannot move to '${b.location}'.`, { recommendation: `Use location '${existing.location}', or create a vault with another name.` });
+      }
+      await this.db
+        .updateTable('recovery_vaults')
+        .set({ tags_json: JSON.stringify(b.tags ?? JSON.parse(existing.tags_json)), sku_json: JSON.stringify({ name: skuName, ...(b.sku?.tier ? { tier: b.sku.tier } : {}) }), identity_json: b.identity ? JSON.stringify(b.identity) : existing.identity_json, props_json: JSON.stringify({ ...JSON.parse(existing.props_json), ...props }), etag: etagOf(t), updated_at: t })
+        .where('id_norm', '=', existing.id_norm)
+        .execute();
+      return { vault: (await this.getVault(sub, rg, name))!, created: false };
+    }
+    const id = vaultIdOf(sub, g.name, name);
+    const keys = generateStoreKeys();
+    const sealedKeys = this.d.sealer.seal(Buffer.concat([keys.idKey, keys.sealKey]), `recovery-vault-store-keys:${lc(id)}`);
+    await this.db.transaction().execute(async (tx) => {
+      await tx
+        .insertInto('recovery_vaults')
+        .values({
+          id_norm: lc(id), id, subscription_id: sub, resource_group: lc(g.name), name, location, tags_json: JSON.stringify(b.tags ?? {}),
+          sku_json: JSON.stringify({ name: skuName }), identity_json: b.identity ? JSON.stringify(b.identity) : null, props_json: JSON.stringify(props), etag: etagOf(t),
+          uid: randomUUID(), storage_type: 'GeoRedundant', cross_region_restore: 0, soft_delete: 'Enabled', enhanced_security: 'Disabled', bek_only: 'Disabled',
+          store_keys: sealedKeys, created_at: t, updated_at: t,
+        })
+        .execute();
+      // DefaultPolicy: daily at 19:00 UTC... spread by vault so not every vault fires at once? Azure picks a time; keep it stable.
+      await tx.insertInto('recovery_policies').values({ vault_norm: lc(id), name_norm: 'defaultpolicy', name: 'DefaultPolicy', props_json: JSON.stringify(defaultPolicy()), created_at: t, updated_at: t }).execute();
+    });
+    await this.d.resources.index({ id, subscriptionId: sub, resourceGroup: g.name, type: VAULT_TYPE, name, location, tags: b.tags });
+    return { vault: (await this.getVault(sub, rg, name))!, created: true };
+  }
+
+  async patchVault(v: VaultRow, b: { tags?: Record<string, string> | undefined; properties?: Record<string, unknown> | undefined }): Promise<VaultRow> {
+    const t = Date.now();
+    const props = { ...JSON.parse(v.props_json), ...(b.properties ?? {}) } as Record<string, unknown>;
+    delete props.provisioningState;
+    await this.db.updateTable('recovery_vaults').set({ tags_json: JSON.stringify(b.tags ?? JSON.parse(v.tags_json)), props_json: JSON.stringify(props), etag: etagOf(t), updated_at: t }).where('id_norm', '=', v.id_norm).execute();
+    return (await this.vaultByNorm(v.id_norm))!;
+  }
+
+  /** Items that block vault deletion and storage changes: everything not fully deleted. */
+  async activeItemCount(vaultNorm: string): Promise<number> {
+    const r = await this.db.selectFrom('recovery_items').select((eb) => eb.fn.countAll<number>().as('n')).where('vault_norm', '=', vaultNorm).executeTakeFirst();
+    return Number(r?.n ?? 0);
+  }
+
+  async deleteVault(v: VaultRow, force = false): Promise<void> {
+    if (!force && (await this.activeItemCount(v.id_norm)) > 0) throw recoveryErrors.vaultHasItems(v.name, 'The vault cannot be deleted');
+    await this.db.transaction().execute(async (tx) => {
+      for (const t of ['recovery_points', 'recovery_items', 'recovery_policies', 'recovery_jobs'] as const) await tx.deleteFrom(t).where('vault_norm', '=', v.id_norm).execute();
+      await tx.deleteFrom('recovery_vaults').where('id_norm', '=', v.id_norm).execute();
+    });
+    await this.d.resources.unindex(v.id);
+    this.stores.delete(v.id_norm);
+    rmSync(this.vaultDir(v), { recursive: true, force: true });
+  }
+
+  vaultDir(v: VaultRow): string {
+    return path.join(this.d.dataDir, 'vaults', v.uid);
+  }
+
+  /** The vault's chunk store and keys (keys unsealed with the master key). */
+  vaultStore(v: VaultRow): Promise<{ store: FsChunkStore; keys: StoreKeys; dir: string }> {
+    let p = this.stores.get(v.id_norm);
+    if (!p) {
+      p = (async () => {
+        const dir = this.vaultDir(v);
+        mkdirSync(path.join(dir, 'manifests'), { recursive: true, mode: 0o700 });
+        const raw = this.d.sealer.open(v.store_keys, `recovery-vault-store-keys:${v.id_norm}`);
+        const keys: StoreKeys = { idKey: raw.subarray(0, 32), sealKey: raw.subarray(32, 64) };
+        const store = await FsChunkStore.open(path.join(dir, 'store'));
+        return { store, keys, dir };
+      })();
+      p.catch(() => this.stores.delete(v.id_norm));
+      this.stores.set(v.id_norm, p);
+    }
+    return p;
+  }
+
+  async setStorageConfig(v: VaultRow, b: { storageType?: string | undefined; storageModelType?: string | undefined; crossRegionRestoreFlag?: boolean | undefined }): Promise<VaultRow> {
+    const want = b.storageType ?? b.storageModelType;
+    const allowed = ['GeoRedundant', 'LocallyRedundant', 'ZoneRedundant', 'ReadAccessGeoZoneRedundant'];
+    let storageType = v.storage_type;
+    if (want !== undefined) {
+      const hit = allowed.find((a) => lc(a) === lc(want));
+      if (!hit) throw new ArmError(400, 'BMSUserErrorInvalidInput', `The storage type '${want}' is not supported: use one of ${allowed.join(', ')}.`, { target: 'properties.storageType' });
+      storageType = hit;
+    }
+    if (storageType !== v.storage_type && (await this.activeItemCount(v.id_norm)) > 0) {
+      throw recoveryErrors.vaultHasItems(v.name, `The storage redundancy cannot change from ${v.storage_type} to ${storageType} (storageTypeState is Locked)`);
+    }
+    await this.db.updateTable('recovery_vaults').set({ storage_type: storageType, cross_region_restore: b.crossRegionRestoreFlag === undefined ? v.cross_region_restore : b.crossRegionRestoreFlag ? 1 : 0, updated_at: Date.now() }).where('id_norm', '=', v.id_norm).execute();
+    return (await this.vaultByNorm(v.id_norm))!;
+  }
+
+  async setVaultConfig(v: VaultRow, b: Record<string, unknown>): Promise<VaultRow> {
+    const state = (field: string, cur: string): string => {
+      const x = b[field];
+      if (x === undefined || x === null) return cur;
+      if (typeof x !== 'string' || !['enabled', 'disabled', 'alwayson'].includes(lc(x))) throw new ArmError(400, 'BMSUserErrorInvalidInput', `properties.${field} must be 'Enabled' or 'Disabled' (got '${String(x)}').`, { target: `properties.${field}` });
+      return lc(x) === 'enabled' ? 'Enabled' : lc(x) === 'alwayson' ? 'AlwaysON' : 'Disabled';
+    };
+    await this.db
+      .updateTable('recovery_vaults')
+      .set({ soft_delete: state('softDeleteFeatureState', v.soft_delete), enhanced_security: state('enhancedSecurityState', v.enhanced_security), bek_only: state('bekOnlyBackup', v.bek_only), updated_at: Date.now() })
+      .where('id_norm', '=', v.id_norm)
+      .execute();
+    return (await this.vaultByNorm(v.id_norm))!;
+  }
+
+  // ---- policies --------------------------------------------------------------------------------------------------
+  async listPolicies(v: VaultRow): Promise<PolicyRow[]> {
+    return this.db.selectFrom('recovery_policies').selectAll().where('vault_norm', '=', v.id_norm).orderBy('name_norm').execute();
+  }
+
+  async getPolicy(v: VaultRow, name: string): Promise<PolicyRow | undefined> {
+    return this.db.selectFrom('recovery_policies').selectAll().where('vault_norm', '=', v.id_norm).where('name_norm', '=', lc(name)).executeTakeFirst();
+  }
+
+  async requirePolicy(v: VaultRow, name: string): Promise<PolicyRow> {
+    const p = await this.getPolicy(v, name);
+    if (!p) throw recoveryErrors.policyNotFound(name);
+    return p;
+  }
+
+  async putPolicy(v: VaultRow, name: string, properties: unknown): Promise<PolicyRow> {
+    if (!/^[A-Za-z0-9][A-Za-z0-9_-]{2,149}$/.test(name)) throw armErrors.invalidName('backup policy', name, 'it must be 3-150 characters: letters, digits, hyphens and underscores, starting with a letter or digit.');
+    const p = validatePolicy(properties);
+    const t = Date.now();
+    const existing = await this.getPolicy(v, name);
+    if (existing) await this.db.updateTable('recovery_policies').set({ props_json: JSON.stringify(p), updated_at: t }).where('vault_norm', '=', v.id_norm).where('name_norm', '=', lc(name)).execute();
+    else await this.db.insertInto('recovery_policies').values({ vault_norm: v.id_norm, name_norm: lc(name), name, props_json: JSON.stringify(p), created_at: t, updated_at: t }).execute();
+    return (await this.getPolicy(v, name))!;
+  }
+
+  async deletePolicy(v: VaultRow, name: string): Promise<boolean> {
+    const p = await this.getPolicy(v, name);
+    if (!p) return false;
+    const n = await this.db.selectFrom('recovery_items').select('id_norm').where('vault_norm', '=', v.id_norm).where('policy_name', '=', p.name_norm).executeTakeFirst();
+    if (n) throw new RecoveryError(409, 'BMSUserErrorPolicyHasProtectedItems', `The policy '${p.name}' cannot be deleted: items are protected with it.`, { recommendation: 'Move the items to another policy (rsvault backup item set-policy) or stop their protection first.' });
+    await this.db.deleteFrom('recovery_policies').where('vault_norm', '=', v.id_norm).where('name_norm', '=', p.name_norm).execute();
+    return true;
+  }
+
+  async protectedCount(v: VaultRow, policyNorm: string): Promise<number> {
+    const r = await this.db.selectFrom('recovery_items').select((eb) => eb.fn.countAll<number>().as('n')).where('vault_norm', '=', v.id_norm).where('policy_name', '=', policyNorm).executeTakeFirst();
+    return Number(r?.n ?? 0);
+  }
+
+  /** Resolves a policyId (full ARM id or bare name) of this vault. */
+  async policyFromId(v: VaultRow, policyId: string): Promise<PolicyRow> {
+    const m = /\/backupPolicies\/([^/?]+)$/i.exec(policyId);
+    const name = m ? decodeURIComponent(m[1]!) : policyId;
+    if (m && !lc(policyId).startsWith(v.id_norm + '/')) throw new ArmError(400, 'BMSUserErrorInvalidInput', `The policy '${policyId}' belongs to another vault; use a policy of vault '${v.name}'.`, { target: 'properties.policyId' });
+    return this.requirePolicy(v, name);
+  }
+
+  // ---- discovery -------------------------------------------------------------------------------------------------
+  /** The subscription's VMs in the vault's region (Resource Manager and classic), with their protection state. */
+  async protectables(v: VaultRow): Promise<{ ref: VmRef; vmId: string; friendlyName: string; encrypted: boolean; protectionState: string }[]> {
+    const items = await this.db.selectFrom('recovery_items').selectAll().where('vault_norm', '=', v.id_norm).execute();
+    const protectedIds = new Set(items.filter((i) => i.deferred_delete_at === null).map((i) => lc(i.vm_id)));
+    const out: { ref: VmRef; vmId: string; friendlyName: string; encrypted: boolean; protectionState: string }[] = [];
+    for (const vm of await this.d.compute.listVms(v.subscription_id)) {
+      if (normLocation(vm.location) !== normLocation(v.location)) continue;
+      const enc = (await this.d.compute.encryptionInfo(vm.id).catch(() => [])).some((e) => e.encrypted);
+      out.push({ ref: { resourceGroup: vm.resourceGroup, vmName: vm.name, classic: false }, vmId: vm.id, friendlyName: vm.name, encrypted: enc, protectionState: protectedIds.has(lc(vm.id)) ? 'Protected' : 'NotProtected' });
+    }
+    for (const vm of await this.d.compute.listClassicVms(v.subscription_id)) {
+      if (normLocation(vm.location) !== normLocation(v.location)) continue;
+      out.push({ ref: { resourceGroup: vm.resourceGroup, vmName: vm.name, classic: true }, vmId: vm.id, friendlyName: vm.name, encrypted: classicEncrypted(vm.props), protectionState: protectedIds.has(lc(vm.id)) ? 'Protected' : 'NotProtected' });
+    }
+    return out;
+  }
+
+  // ---- protection: preflight -------------------------------------------------------------------------------------
+  async bms(): Promise<KvPrincipal> {
+    const p = await this.d.identity.backupManagementService();
+    return { objectId: p.objectId, tenantId: p.tenantId, appId: p.appId };
+  }
+
+  /**
+   * The ordered preflight: VM exists → Resource Manager model → agent ready → BEK+KEK (or BEK-only allowed) →
+   * the Backup Management Service holds get/list/backup on the keys and secrets of every KEK/BEK vault →
+   * no disk exclusion for encrypted VMs. Throws the ERRORS.md error of the first failing step.
+   */
+  async preflight(v: VaultRow, vmId: string, o: { diskExclusion?: boolean | undefined } = {}): Promise<VmPlan> {
+    const vm = await this.d.compute.getVm(vmId).catch(() => undefined);
+    if (!vm) {
+      const classic = await this.d.compute.getClassicVm(vmId).catch(() => undefined);
+      if (classic) throw recoveryErrors.classicVm(vmId, classicEncrypted(classic.props));
+      throw recoveryErrors.vmNotFound(vmId);
+    }
+    if (/\/providers\/Microsoft\.ClassicCompute\//i.test(vm.id)) throw recoveryErrors.classicVm(vmId, false);
+    const agent = this.d.compute.agentStatusOf(vm);
+    if (agent.status !== 'Ready') throw recoveryErrors.agent(vm.id, agent.status);
+    const info = await this.d.compute.encryptionInfo(vm.id);
+    const withBek = info.find((e) => e.secretUrl && e.secretVaultId);
+    const plan: VmPlan = { vm, encrypted: !!withBek };
+    if (withBek) {
+      plan.bek = { secretUrl: withBek.secretUrl!, secretVaultId: withBek.secretVaultId! };
+      const withKek = info.find((e) => e.keyUrl && e.keyVaultId);
+      if (withKek) plan.kek = { keyUrl: withKek.keyUrl!, keyVaultId: withKek.keyVaultId! };
+      else if (v.bek_only !== 'Enabled') throw recoveryErrors.bekOnly(vm.id);
+      await this.checkKeyVaultAccess(plan);
+      if (o.diskExclusion) throw recoveryErrors.diskExclusion(vm.id);
+    }
+    return plan;
+  }
+
+  /** get/list/backup on keys (KEK vault) and secrets (BEK vault) for the Backup Management Service. */
+  async checkKeyVaultAccess(plan: VmPlan): Promise<void> {
+    const bms = await this.bms();
+    const needs = new Map<string, { ref: string; keys: string[]; secrets: string[] }>();
+    const add = (ref: string, kind: 'keys' | 'secrets') => {
+      const k = lc(ref);
+      const e = needs.get(k) ?? { ref, keys: [], secrets: [] };
+      e[kind] = ['get', 'list', 'backup'];
+      needs.set(k, e);
+    };
+    if (plan.kek) add(plan.kek.keyVaultId, 'keys');
+    if (plan.bek) add(plan.bek.secretVaultId, 'secrets');
+    for (const n of needs.values()) {
+      let missing: { keys: string[]; secrets: string[] };
+      try {
+        missing = await this.d.keyvault.hasPermissions(n.ref, bms.objectId, { keys: n.keys, secrets: n.secrets });
+      } catch (e) {
+        throw this.kvError(e, n.ref);
+      }
+      if (missing.keys.length || missing.secrets.length) throw recoveryErrors.kvPermissions(n.ref.split('/').pop()!, formatMissing(missing), bms.objectId);
+    }
+  }
+
+  kvError(e: unknown, ref: string): Error {
+    if (e instanceof RecoveryError) return e;
+    if (e instanceof KeyVaultError) {
+      if (e.code === 'VaultNotFound' || e.status === 404 && /vault/i.test(e.code)) return recoveryErrors.kvNotFound(ref);
+      if (e.code === 'KeyNotFound' || e.code === 'SecretNotFound') return recoveryErrors.keyOrSecretMissing(ref);
+      if (e.status === 403 || e.code === 'Forbidden') {
+        const name = parseObjectUrl(ref)?.vaultName ?? ref.split('/').pop() ?? ref;
+        return recoveryErrors.kvPermissions(name, e.message, '<Backup Management Service object id>');
+      }
+    }
+    return e as Error;
+  }
+
+  // ---- protected items -------------------------------------------------------------------------------------------
+  async getItem(v: VaultRow, ref: VmRef): Promise<ItemRow | undefined> {
+    return this.db.selectFrom('recovery_items').selectAll().where('id_norm', '=', itemKey(v.id_norm, ref)).executeTakeFirst();
+  }
+
+  async requireItem(v: VaultRow, ref: VmRef): Promise<ItemRow> {
+    const i = await this.getItem(v, ref);
+    if (!i) throw recoveryErrors.itemNotFound(itemName(ref));
+    return i;
+  }
+
+  async listItems(v: VaultRow): Promise<ItemRow[]> {
+    return this.db.selectFrom('recovery_items').selectAll().where('vault_norm', '=', v.id_norm).orderBy('id_norm').execute();
+  }
+
+  itemId(v: VaultRow, ref: VmRef): string {
+    return `${v.id}/backupFabrics/Azure/protectionContainers/${containerName(ref)}/protectedItems/${itemName(ref)}`;
+  }
+
+  // ---- jobs ------------------------------------------------------------------------------------------------------
+  async createJob(j: { vault: VaultRow; item?: ItemRow | undefined; ref: VmRef; operation: string; opId?: string | undefined; triggerKey?: string | undefined; userTriggered: boolean; tasks?: string[] | undefined; bag?: Record<string, string> | undefined; params?: Record<string, unknown> | undefined; status?: string | undefined }): Promise<JobRow> {
+    const id = j.triggerKey ? uuidFrom(j.triggerKey) : randomUUID();
+    const row: JobRow = {
+      id, vault_norm: j.vault.id_norm, item_norm: j.item?.id_norm ?? itemKey(j.vault.id_norm, j.ref), op_id: j.opId ?? null, trigger_key: j.triggerKey ?? null,
+      operation: j.operation, status: j.status ?? 'InProgress', friendly_name: j.ref.vmName, container_name: shortContainerName(j.ref), user_triggered: j.userTriggered ? 1 : 0,
+      start_time: Date.now(), end_time: null, error_json: null, tasks_json: JSON.stringify((j.tasks ?? []).map((t) => ({ taskId: t, status: 'NotStarted' }))),
+      bag_json: JSON.stringify({ 'VM Name': j.ref.vmName, ...(j.bag ?? {}) }), params_json: JSON.stringify(j.params ?? {}), progress: 0, cancel_requested: 0,
+    };
+    await this.db.insertInto('recovery_jobs').values(row).onConflict((oc) => oc.column('trigger_key').doNothing()).execute();
+    return (await this.getJob(id))!;
+  }
+
+  async getJob(id: string): Promise<JobRow | undefined> {
+    return this.db.selectFrom('recovery_jobs').selectAll().where('id', '=', lc(id)).executeTakeFirst();
+  }
+
+  async updateJob(id: string, set: Partial<JobRow>): Promise<void> {
+    await this.db.updateTable('recovery_jobs').set(set).where('id', '=', id).execute();
+  }
+
+  async finishJob(id: string, status: 'Completed' | 'Failed' | 'Cancelled' | 'CompletedWithWarnings', err?: unknown, tasksFix?: (t: JobTask[]) => JobTask[]): Promise<void> {
+    const j = await this.getJob(id);
+    if (!j) return;
+    const t = Date.now();
+    let tasks = JSON.parse(j.tasks_json) as JobTask[];
+    tasks = tasks.map((x) => (x.status === 'InProgress' ? { ...x, status: status === 'Completed' ? 'Completed' : status === 'Cancelled' ? 'Cancelled' : 'Failed', endTime: t } : x));
+    if (tasksFix) tasks = tasksFix(tasks);
+    await this.updateJob(id, { status, end_time: t, tasks_json: JSON.stringify(tasks), error_json: err === undefined ? null : JSON.stringify([jobErrorOf(err)]), progress: status === 'Completed' ? 100 : j.progress });
+  }
+
+  async listJobs(v: VaultRow): Promise<JobRow[]> {
+    return this.db.selectFrom('recovery_jobs').selectAll().where('vault_norm', '=', v.id_norm).orderBy('start_time', 'desc').orderBy('id').execute();
+  }
+
+  async runningJobFor(itemNorm: string, ops: string[] = ['Backup', 'Restore']): Promise<JobRow | undefined> {
+    return this.db.selectFrom('recovery_jobs').selectAll().where('item_norm', '=', itemNorm).where('status', 'in', ['InProgress', 'Cancelling']).where('operation', 'in', ops).executeTakeFirst();
+  }
+
+  async cancelJob(v: VaultRow, id: string): Promise<JobRow> {
+    const j = await this.getJob(id);
+    if (!j || j.vault_norm !== v.id_norm) throw recoveryErrors.jobNotFound(id);
+    if (j.operation !== 'Backup') throw new RecoveryError(400, 'BMSUserErrorJobNotCancellable', `Cancellation isn't supported for this job type (${j.operation}).`, { recommendation: 'Only Backup jobs can be cancelled.' });
+    if (j.status !== 'InProgress') throw recoveryErrors.notCancellable(id, j.status);
+    await this.updateJob(j.id, { status: 'Cancelling', cancel_requested: 1 });
+    const ac = this.running.get(j.id);
+    if (ac) ac.abort(new Error('cancelled'));
+    else {
+      // Not running in this process (queued, or on another worker): the worker sees cancel_requested when it starts.
+      const q = await this.getJob(j.id);
+      if (q && q.status === 'Cancelling' && !JSON.parse(q.tasks_json).some((t: JobTask) => t.status !== 'NotStarted')) await this.finishJob(j.id, 'Cancelled');
+    }
+    return (await this.getJob(j.id))!;
+  }
+
+  // ---- recovery points -------------------------------------------------------------------------------------------
+  async listPoints(itemNorm: string): Promise<PointRow[]> {
+    return this.db.selectFrom('recovery_points').selectAll().where('item_norm', '=', itemNorm).orderBy('time', 'desc').execute();
+  }
+
+  async getPoint(itemNorm: string, id: string): Promise<PointRow | undefined> {
+    return this.db.selectFrom('recovery_points').selectAll().where('item_norm', '=', itemNorm).where('id', '=', id).executeTakeFirst();
+  }
+
+  openKeys(rp: PointRow): Record<string, unknown> | undefined {
+    if (!rp.keys_sealed) return undefined;
+    return JSON.parse(this.d.sealer.openText(rp.keys_sealed, `recovery-rp-keys:${rp.id}`)) as Record<string, unknown>;
+  }
+
+  // ---- schedules -------------------------------------------------------------------------------------------------
+  policySource(): ScheduleSource {
+    return {
+      name: 'recovery-policy',
+      queue: QUEUE_SCHEDULED,
+      entries: async () => {
+        const rows = await this.db
+          .selectFrom('recovery_items')
+          .innerJoin('recovery_policies', (j) => j.onRef('recovery_policies.vault_norm', '=', 'recovery_items.vault_norm').onRef('recovery_policies.name_norm', '=', 'recovery_items.policy_name'))
+          .select(['recovery_items.id_norm as item', 'recovery_policies.props_json as props'])
+          .where('recovery_items.deferred_delete_at', 'is', null)
+          .execute();
+        return rows.map((r) => ({ key: r.item, cron: scheduleCron(JSON.parse(r.props) as IaasVmPolicy) }));
+      },
+    };
+  }
+
+  /** Errors from a dead worker, or reported to a caller, as ARM bodies. */
+  static errorBody(e: unknown): { code: string; message: string } {
+    if (e instanceof HttpError) return { code: canonicalCode(e.code), message: e.message };
+    return { code: 'BackUpOperationFailed', message: 'Backup failed with an internal error; retry in a few minutes.' };
+  }
+}
+
+export function jobErrorOf(e: unknown): JobError {
+  if (e instanceof ArmError) {
+    const code = canonicalCode(e.code);
+    return { errorCode: e instanceof RecoveryError ? e.numericCode : 500000, errorString: e.message, errorTitle: code, recommendations: e.recommendation ? [e.recommendation] : [] };
+  }
+  if (e && typeof e === 'object' && 'errorTitle' in e) return e as JobError;
+  return { errorCode: 500001, errorString: `Backup failed with an internal error: ${(e as Error)?.message ?? String(e)}`, errorTitle: 'BackUpOperationFailed', recommendations: ['Retry the operation in a few minutes; if it keeps failing, check the server log.'] };
+}
+
+function classicEncrypted(props: Record<string, unknown>): boolean {
+  const s = JSON.stringify(props).toLowerCase();
+  return s.includes('encryption') && !s.includes('"encryptionenabled":false');
+}
+
+/** Deterministic GUID for a trigger key (scheduled slot): the same slot always names the same job. */
+export function uuidFrom(key: string): string {
+  const h = createHash('sha256').update(key).digest('hex');
+  return `${h.slice(0, 8)}-${h.slice(8, 12)}-5${h.slice(13, 16)}-a${h.slice(17, 20)}-${h.slice(20, 32)}`;
+}
+
+export const softDeleteMs = SOFT_DELETE_DAYS * 86_400_000;
