@@ -1,0 +1,369 @@
+/**
+ * rsvault data-path benchmark (`npm run bench`; flags --size-gib N (default 2), --out FILE
+ * (default bench/results.json), --repeat N (rsvault and cp steps, median; default 3), --no-sweep,
+ * --no-others).
+ *
+ * In one run, on a generated random image (incompressible, like an encrypted disk):
+ *   cp (warm, no sync) · rsvault full backup · incremental after rewriting 1% of the 4 MiB chunks,
+ *   with and without a changed-block bitmap · restore · restic and borg full / incremental /
+ *   restore · peak RSS of each · rsvault full backup at 1/2/4/8 MiB chunks.
+ * Every figure is a whole-process wall time measured from outside. rsvault steps run the engine
+ * compiled to JS (tsc into the work dir) in a child process each, so TypeScript loading is not
+ * timed. Ratios: *_vs_* > 1 means rsvault is faster; incr_bitmap_vs_full is a time ratio.
+ */
+import { spawn, spawnSync } from 'node:child_process';
+import { createHash, randomBytes, randomFillSync } from 'node:crypto';
+import { existsSync, promises as fsp } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { ChangedBlockBitmap } from '../src/engine/bitmap.js';
+import { readManifestFile } from '../src/engine/manifest.js';
+import type { StepArgs, StepResult } from './step.js';
+
+const MiB = 1024 * 1024;
+const GiB = 1024 * MiB;
+const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+
+interface Args {
+  sizeGiB: number;
+  out: string;
+  sweep: boolean;
+  others: boolean;
+  keep: boolean;
+  repeat: number;
+}
+
+function parseArgs(argv: string[]): Args {
+  const a: Args = { sizeGiB: 2, out: path.join(repoRoot, 'bench', 'results.json'), sweep: true, others: true, keep: false, repeat: 3 };
+  for (let i = 0; i < argv.length; i++) {
+    const f = argv[i];
+    if (f === '--size-gib') a.sizeGiB = Number(argv[++i]);
+    else if (f === '--out') a.out = path.resolve(argv[++i] ?? a.out);
+    else if (f === '--no-sweep') a.sweep = false;
+    else if (f === '--no-others') a.others = false;
+    else if (f === '--keep') a.keep = true;
+    else if (f === '--repeat') a.repeat = Math.max(1, Math.floor(Number(argv[++i])));
+    else if (f === '--help' || f === '-h') {
+      console.log('usage: npm run bench -- [--size-gib N] [--out FILE] [--repeat N] [--no-sweep] [--no-others] [--keep]');
+      process.exit(0);
+    } else throw new Error(`unknown flag ${f}`);
+  }
+  if (!(a.sizeGiB > 0)) throw new Error('--size-gib must be > 0');
+  return a;
+}
+
+interface Row {
+  name: string;
+  wallS: number;
+  gbps: number | null;
+  peakRssMiB: number | null;
+  note?: string;
+}
+
+const hasTime = existsSync('/usr/bin/time');
+
+/** Run a command, timing it from outside; peak RSS via /usr/bin/time -v when available. */
+function run(cmd: string, args: string[], opts: { env?: NodeJS.ProcessEnv; cwd?: string; stdin?: string } = {}): Promise<{ wallS: number; rssMiB: number | null; stdout: string; stderr: string; code: number }> {
+  return new Promise((resolve, reject) => {
+    const full = hasTime ? ['/usr/bin/time', ['-v', cmd, ...args]] as const : [cmd, args] as const;
+    const t0 = performance.now();
+    const child = spawn(full[0], [...full[1]], { env: { ...process.env, ...opts.env }, cwd: opts.cwd, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    child.on('error', reject);
+    child.on('exit', (code) => {
+      const wallS = (performance.now() - t0) / 1000;
+      const m = /Maximum resident set size \(kbytes\): (\d+)/.exec(stderr);
+      resolve({ wallS, rssMiB: m?.[1] ? Number(m[1]) / 1024 : null, stdout, stderr, code: code ?? -1 });
+    });
+  });
+}
+
+async function must(cmd: string, args: string[], opts: Parameters<typeof run>[2] = {}): Promise<{ wallS: number; rssMiB: number | null; stdout: string }> {
+  const r = await run(cmd, args, opts);
+  if (r.code !== 0) throw new Error(`${cmd} ${args.join(' ')} failed (${r.code}):\n${r.stderr.slice(-2000)}`);
+  return r;
+}
+
+function sync(): void {
+  spawnSync('sync');
+}
+
+async function sha256File(file: string): Promise<string> {
+  const h = createHash('sha256');
+  const fh = await fsp.open(file, 'r');
+  const buf = Buffer.allocUnsafe(16 * MiB);
+  try {
+    for (;;) {
+      const { bytesRead } = await fh.read(buf, 0, buf.length, null);
+      if (bytesRead === 0) break;
+      h.update(buf.subarray(0, bytesRead));
+    }
+  } finally {
+    await fh.close();
+  }
+  return h.digest('hex');
+}
+
+async function generateImage(file: string, size: number): Promise<void> {
+  const fh = await fsp.open(file, 'w');
+  const buf = Buffer.allocUnsafe(16 * MiB);
+  try {
+    for (let off = 0; off < size; off += buf.length) {
+      const n = Math.min(buf.length, size - off);
+      randomFillSync(buf, 0, n);
+      await fh.write(buf, 0, n, off);
+    }
+  } finally {
+    await fh.close();
+  }
+}
+
+/** Compile the engine and the step script to JS in `outDir` (so timings exclude TS loading). */
+async function buildEngine(outDir: string): Promise<string> {
+  const tsconfig = path.join(outDir, 'tsconfig.bench.json');
+  await fsp.writeFile(
+    tsconfig,
+    JSON.stringify({
+      extends: path.join(repoRoot, 'tsconfig.json'),
+      compilerOptions: { rootDir: repoRoot, outDir: path.join(outDir, 'build'), noEmit: false, sourceMap: false, typeRoots: [path.join(repoRoot, 'node_modules', '@types')] },
+      include: [path.join(repoRoot, 'src/engine/**/*.ts'), path.join(repoRoot, 'bench/step.ts')],
+      exclude: [path.join(repoRoot, 'src/**/*.test.ts')],
+    }),
+  );
+  await must(process.execPath, [path.join(repoRoot, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', tsconfig]);
+  await fsp.writeFile(path.join(outDir, 'build', 'package.json'), '{"type":"module"}');
+  return path.join(outDir, 'build', 'bench', 'step.js');
+}
+
+async function step(stepJs: string, args: StepArgs): Promise<{ wallS: number; rssMiB: number; result: StepResult }> {
+  sync();
+  const r = await must(process.execPath, [stepJs, JSON.stringify(args)]);
+  const line = r.stdout.trim().split('\n').at(-1) ?? '{}';
+  const result = JSON.parse(line) as StepResult;
+  return { wallS: r.wallS, rssMiB: r.rssMiB ?? result.maxRssKiB / 1024, result };
+}
+
+/** Run `once` n times (with `reset` before each repeat) and keep the median run. */
+async function median<T extends { wallS: number }>(n: number, once: () => Promise<T>, reset?: () => Promise<void>): Promise<T & { runs: number[] }> {
+  const all: T[] = [];
+  for (let i = 0; i < n; i++) {
+    if (i > 0 && reset) await reset();
+    all.push(await once());
+  }
+  const sorted = [...all].sort((a, b) => a.wallS - b.wallS);
+  const mid = sorted[Math.floor((sorted.length - 1) / 2)] as T;
+  return { ...mid, runs: all.map((r) => r.wallS) };
+}
+
+function runsNote(runs: number[]): string {
+  return runs.length > 1 ? `runs ${runs.map((r) => r.toFixed(2)).join(' / ')}` : '';
+}
+
+function fmtRow(r: Row): string {
+  const gb = r.gbps === null ? '' : r.gbps.toFixed(3);
+  const rss = r.peakRssMiB === null ? '' : r.peakRssMiB.toFixed(0);
+  return `| ${r.name.padEnd(44)} | ${r.wallS.toFixed(2).padStart(7)} | ${gb.padStart(6)} | ${rss.padStart(8)} | ${r.note ?? ''} |`;
+}
+
+function which(cmd: string): boolean {
+  return spawnSync('sh', ['-c', `command -v ${cmd}`]).status === 0;
+}
+
+async function main(): Promise<void> {
+  const args = parseArgs(process.argv.slice(2));
+  const size = Math.round(args.sizeGiB * GiB / (4 * MiB)) * 4 * MiB;
+  const work = await fsp.mkdtemp(path.join(os.tmpdir(), 'rsvault-bench-'));
+  const rows: Row[] = [];
+  const gbps = (s: number): number => size / s / 1e9;
+  const add = (r: Row): void => {
+    rows.push(r);
+    console.log(fmtRow(r));
+  };
+  console.log(`rsvault bench: ${(size / GiB).toFixed(2)} GiB random image, ${os.cpus().length} CPUs (${os.cpus()[0]?.model ?? '?'}), node ${process.version}, work dir ${work}`);
+  try {
+    console.log('compiling the engine...');
+    const stepJs = await buildEngine(work);
+    const imgA = path.join(work, 'a.img');
+    const imgB = path.join(work, 'b.img');
+    console.log('generating the image...');
+    await generateImage(imgA, size);
+    await must('sh', ['-c', 'cat "$0" > /dev/null', imgA]); // warm the page cache
+    console.log('| step                                         |  wall s |   GB/s | peak RSS | note |');
+    console.log('|----------------------------------------------|---------|--------|----------|------|');
+
+    // cp baseline (warm source, no sync) — also makes B, the "next day" image.
+    const cp = await median(args.repeat, async () => {
+      await fsp.rm(imgB, { force: true });
+      sync();
+      return must('cp', [imgA, imgB]);
+    });
+    add({ name: 'cp (warm, no sync)', wallS: cp.wallS, gbps: gbps(cp.wallS), peakRssMiB: cp.rssMiB, note: runsNote(cp.runs) });
+    sync();
+    const cpSync = await must('sh', ['-c', `cp "${imgA}" "${work}/c.img" && sync`]);
+    add({ name: 'cp + sync', wallS: cpSync.wallS, gbps: gbps(cpSync.wallS), peakRssMiB: null });
+    await fsp.rm(path.join(work, 'c.img'));
+
+    // Rewrite 1% of the 4 MiB chunks of B, recording a changed-block bitmap.
+    const chunks4 = size / (4 * MiB);
+    const changed = Math.max(1, Math.round(chunks4 * 0.01));
+    const bitmap = new ChangedBlockBitmap(size);
+    const picked = new Set<number>();
+    while (picked.size < changed) picked.add(Math.floor(Math.random() * chunks4));
+    const fh = await fsp.open(imgB, 'r+');
+    for (const c of picked) {
+      await fh.write(randomBytes(4 * MiB), 0, 4 * MiB, c * 4 * MiB);
+      bitmap.markWritten(c * 4 * MiB, 4 * MiB);
+    }
+    await fh.close();
+    const bitmapFile = path.join(work, 'b.bitmap');
+    await fsp.writeFile(bitmapFile, bitmap.toBytes());
+    await must('sh', ['-c', 'cat "$0" > /dev/null', imgB]);
+
+    // rsvault
+    const keys = { idKeyHex: randomBytes(32).toString('hex'), sealKeyHex: randomBytes(32).toString('hex') };
+    const store = path.join(work, 'store');
+    const mA = path.join(work, 'a.manifest');
+    const full = await median(
+      args.repeat,
+      () => step(stepJs, { op: 'backup', storeRoot: store, ...keys, image: imgA, manifestOut: mA }),
+      () => fsp.rm(store, { recursive: true }),
+    );
+    add({ name: 'rsvault full backup (4 MiB chunks)', wallS: full.wallS, gbps: gbps(full.wallS), peakRssMiB: full.rssMiB, note: runsNote(full.runs) });
+    const mB = path.join(work, 'b.manifest');
+    // Before each repeat, delete the chunks the previous run added, so every run stores them.
+    const dropNewChunks = async (): Promise<void> => {
+      const a = await readManifestFile(mA);
+      const b = await readManifestFile(mB);
+      const old = new Set(a.distinctIds());
+      for (const id of b.distinctIds()) {
+        if (!old.has(id)) await fsp.rm(path.join(store, 'chunks', id.slice(0, 4), id), { force: true });
+      }
+    };
+    const incrBm = await median(args.repeat, () => step(stepJs, { op: 'backup', storeRoot: store, ...keys, image: imgB, previous: mA, bitmapFile, manifestOut: mB }), dropNewChunks);
+    const sBm = incrBm.result.stats as { bytesRead: number; chunksNew: number };
+    add({ name: `rsvault incr 1% (${changed} chunks), bitmap`, wallS: incrBm.wallS, gbps: null, peakRssMiB: incrBm.rssMiB, note: `read ${(sBm.bytesRead / MiB).toFixed(0)} MiB; ${runsNote(incrBm.runs)}` });
+    const mB2 = path.join(work, 'b2.manifest');
+    await dropNewChunks(); // the no-bitmap incremental stores the changed chunks itself
+    const incrNo = await median(args.repeat, () => step(stepJs, { op: 'backup', storeRoot: store, ...keys, image: imgB, previous: mA, manifestOut: mB2 }), dropNewChunks);
+    const sNo = incrNo.result.stats as { bytesRead: number; chunksNew: number };
+    add({ name: 'rsvault incr 1%, no bitmap (read + hash all)', wallS: incrNo.wallS, gbps: gbps(incrNo.wallS), peakRssMiB: incrNo.rssMiB, note: `read ${(sNo.bytesRead / MiB).toFixed(0)} MiB, ${sNo.chunksNew} new; ${runsNote(incrNo.runs)}` });
+    const target = path.join(work, 'restored.img');
+    const rest = await median(args.repeat, () => step(stepJs, { op: 'restore', storeRoot: store, ...keys, manifestIn: mB, target }));
+    const restoreOk = (await sha256File(target)) === (await sha256File(imgB));
+    add({ name: 'rsvault restore (verified GCM, fsync)', wallS: rest.wallS, gbps: gbps(rest.wallS), peakRssMiB: rest.rssMiB, note: `${restoreOk ? 'identical' : 'MISMATCH'}; ${runsNote(rest.runs)}` });
+    await fsp.rm(target);
+    const restNs = await median(args.repeat, () => step(stepJs, { op: 'restore', storeRoot: store, ...keys, manifestIn: mB, target, fsync: false }));
+    add({ name: 'rsvault restore, no fsync (as cp/restic/borg)', wallS: restNs.wallS, gbps: gbps(restNs.wallS), peakRssMiB: restNs.rssMiB, note: runsNote(restNs.runs) });
+    await fsp.rm(target);
+    await fsp.rm(store, { recursive: true });
+
+    const sweep: Array<{ chunk_mib: number; wall_s: number; gbps: number; peak_rss_mib: number }> = [];
+    if (args.sweep) {
+      for (const mib of [1, 2, 4, 8]) {
+        const s = path.join(work, `sweep-${mib}`);
+        const r = await step(stepJs, { op: 'backup', storeRoot: s, ...keys, image: imgA, chunkSize: mib * MiB, manifestOut: path.join(work, `sweep-${mib}.manifest`) });
+        add({ name: `rsvault full backup, ${mib} MiB chunks`, wallS: r.wallS, gbps: gbps(r.wallS), peakRssMiB: r.rssMiB });
+        sweep.push({ chunk_mib: mib, wall_s: r.wallS, gbps: gbps(r.wallS), peak_rss_mib: r.rssMiB });
+        await fsp.rm(s, { recursive: true });
+      }
+    }
+
+    // restic and borg: the same image under one path, first A then B (hard links).
+    const others: Record<string, { full?: number; incr?: number; restore?: number; rss?: number }> = {};
+    const srcDir = path.join(work, 'src');
+    await fsp.mkdir(srcDir);
+    const srcImg = path.join(srcDir, 'disk.img');
+    const notes: string[] = [];
+    if (args.others && which('restic')) {
+      const env = { RESTIC_PASSWORD: 'bench', RESTIC_REPOSITORY: path.join(work, 'restic'), RESTIC_CACHE_DIR: path.join(work, 'restic-cache') };
+      await must('restic', ['init'], { env });
+      await fsp.link(imgA, srcImg);
+      sync();
+      const f = await must('restic', ['backup', '--compression', 'off', srcDir], { env });
+      add({ name: 'restic 0.14 full (--compression off)', wallS: f.wallS, gbps: gbps(f.wallS), peakRssMiB: f.rssMiB });
+      await fsp.rm(srcImg);
+      await fsp.link(imgB, srcImg);
+      sync();
+      const i = await must('restic', ['backup', '--compression', 'off', srcDir], { env });
+      add({ name: 'restic incr 1%', wallS: i.wallS, gbps: gbps(i.wallS), peakRssMiB: i.rssMiB });
+      const rdir = path.join(work, 'restic-restore');
+      sync();
+      const r = await must('restic', ['restore', 'latest', '--target', rdir], { env });
+      add({ name: 'restic restore', wallS: r.wallS, gbps: gbps(r.wallS), peakRssMiB: r.rssMiB });
+      others['restic'] = { full: f.wallS, incr: i.wallS, restore: r.wallS, rss: Math.max(f.rssMiB ?? 0, i.rssMiB ?? 0, r.rssMiB ?? 0) };
+      await fsp.rm(rdir, { recursive: true });
+      await fsp.rm(path.join(work, 'restic'), { recursive: true });
+      await fsp.rm(srcImg);
+    } else if (args.others) {
+      notes.push('restic not installed: skipped (sudo apt-get install restic)');
+      console.log('restic not installed: skipping its rows (install: sudo apt-get install restic)');
+    }
+    if (args.others && which('borg')) {
+      const env = {
+        BORG_PASSPHRASE: 'bench',
+        BORG_REPO: path.join(work, 'borg'),
+        BORG_BASE_DIR: path.join(work, 'borg-base'),
+        BORG_RELOCATED_REPO_ACCESS_IS_OK: 'yes',
+      };
+      await must('borg', ['init', '-e', 'repokey'], { env });
+      await fsp.link(imgA, srcImg);
+      sync();
+      const common = ['-C', 'none', '--chunker-params', 'fixed,4194304'];
+      const f = await must('borg', ['create', ...common, '::full', 'disk.img'], { env, cwd: srcDir });
+      add({ name: 'borg 1.2 full (-C none, fixed 4 MiB)', wallS: f.wallS, gbps: gbps(f.wallS), peakRssMiB: f.rssMiB });
+      await fsp.rm(srcImg);
+      await fsp.link(imgB, srcImg);
+      sync();
+      const i = await must('borg', ['create', ...common, '::incr', 'disk.img'], { env, cwd: srcDir });
+      add({ name: 'borg incr 1%', wallS: i.wallS, gbps: gbps(i.wallS), peakRssMiB: i.rssMiB });
+      const rdir = path.join(work, 'borg-restore');
+      await fsp.mkdir(rdir);
+      sync();
+      const r = await must('borg', ['extract', '::incr'], { env, cwd: rdir });
+      add({ name: 'borg extract', wallS: r.wallS, gbps: gbps(r.wallS), peakRssMiB: r.rssMiB });
+      others['borg'] = { full: f.wallS, incr: i.wallS, restore: r.wallS, rss: Math.max(f.rssMiB ?? 0, i.rssMiB ?? 0, r.rssMiB ?? 0) };
+      await fsp.rm(rdir, { recursive: true });
+      await fsp.rm(srcImg);
+    } else if (args.others) {
+      notes.push('borg not installed: skipped (sudo apt-get install borgbackup)');
+      console.log('borg not installed: skipping its rows (install: sudo apt-get install borgbackup)');
+    }
+
+    const rsvaultRss = Math.max(full.rssMiB, incrBm.rssMiB, incrNo.rssMiB, rest.rssMiB, restNs.rssMiB, ...sweep.map((s) => s.peak_rss_mib));
+    const results = {
+      date: new Date().toISOString(),
+      size_bytes: size,
+      machine: { cpus: os.cpus().length, model: os.cpus()[0]?.model ?? null, node: process.version },
+      full_vs_cp: cp.wallS / full.wallS,
+      full_vs_restic: others['restic']?.full ? others['restic'].full / full.wallS : null,
+      full_vs_borg: others['borg']?.full ? others['borg'].full / full.wallS : null,
+      incr_bitmap_vs_full: incrBm.wallS / full.wallS,
+      incr_nobitmap_vs_full: incrNo.wallS / full.wallS,
+      restore_vs_cp: cp.wallS / rest.wallS,
+      restore_nofsync_vs_cp: cp.wallS / restNs.wallS,
+      restore_vs_restic: others['restic']?.restore ? others['restic'].restore / rest.wallS : null,
+      peak_rss_mib: rsvaultRss,
+      restore_identical: restoreOk,
+      rows: rows.map((r) => ({ name: r.name, wall_s: r.wallS, gbps: r.gbps, peak_rss_mib: r.peakRssMiB, note: r.note ?? null })),
+      chunk_sweep: sweep,
+      others,
+      notes,
+    };
+    await fsp.mkdir(path.dirname(args.out), { recursive: true });
+    await fsp.writeFile(args.out, `${JSON.stringify(results, null, 2)}\n`);
+    console.log('');
+    for (const k of ['full_vs_cp', 'full_vs_restic', 'full_vs_borg', 'incr_bitmap_vs_full', 'incr_nobitmap_vs_full', 'restore_vs_cp', 'restore_nofsync_vs_cp', 'restore_vs_restic', 'peak_rss_mib'] as const) {
+      const v = results[k];
+      console.log(`${k.padEnd(22)} ${typeof v === 'number' ? v.toFixed(3) : 'n/a'}`);
+    }
+    console.log(`results written to ${args.out}`);
+  } finally {
+    if (!args.keep) await fsp.rm(work, { recursive: true, force: true });
+  }
+}
+
+await main();

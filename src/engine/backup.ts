@@ -1,0 +1,274 @@
+/**
+ * Image backup: fixed-size chunks → holes / ids → sealed objects in a chunk store → manifest.
+ *
+ * Pipeline (memory bounded by two shared-memory slot pools, never by the image):
+ * 1. The main thread reads chunk after chunk into a free input slot (one sequential reader).
+ * 2. A worker checks for all zeros (→ hole), computes the id (HMAC of the SHA-256) and, when the chunk is
+ *    probably new (no previous manifest), seals it right away into an output slot — one pass of
+ *    each algorithm, no copies.
+ * 3. The main thread `touch`es the id: present → reused (and protected from a running GC); absent
+ *    → sealed (if not yet) and `putIfAbsent`.
+ * 4. With a valid changed-block bitmap and a previous manifest, chunks without a dirty block are
+ *    not read at all: their ids are copied from the previous manifest (and touched; a chunk that
+ *    vanished is read and stored again).
+ * 5. When every chunk is in, `store.sync()` makes them durable; the caller then commits the
+ *    manifest (`writeManifestFile`). A crash before that leaves only unreferenced chunks.
+ * Each chunk is hashed once (SHA-256); the id is the HMAC of that hash and the whole-image digest
+ * is the SHA-256 of all chunk hashes in order (FORMAT.md), so full reads get it for free.
+ */
+import { EngineError, asEngineError } from './errors.js';
+import { Manifest, checkChunkSize } from './manifest.js';
+import { ChangedBlockBitmap } from './bitmap.js';
+import { InlineCrypto, SlotPool, sharedCryptoPool, type CryptoRunner } from './pool.js';
+import { ProgressTracker, type ProgressListener } from './progress.js';
+import { SEAL_OVERHEAD, imageDigestOf, zeroChunkDigest, type StoreKeys } from './seal.js';
+import { openFileSource, type ImageSource } from './snapshot.js';
+import { Semaphore } from './store-wrappers.js';
+import type { ChunkStore } from './store.js';
+
+export const DEFAULT_CHUNK_SIZE = 4 * 1024 * 1024;
+
+export interface BackupOptions {
+  store: ChunkStore;
+  keys: StoreKeys;
+  /** A file path (read as is) or an ImageSource such as a Snapshot. */
+  source: string | ImageSource;
+  /** Chunk size in bytes, a multiple of 64 KiB (default 4 MiB). */
+  chunkSize?: number;
+  /** The previous manifest of the same disk: enables bitmap incrementals and lazy sealing. */
+  previous?: Manifest;
+  /** Blocks written since `previous` was taken. Only used together with `previous`. */
+  bitmap?: ChangedBlockBitmap;
+  /** Record the whole-image digest on full reads (default true; costs nothing extra: see FORMAT.md). */
+  imageDigest?: boolean;
+  onProgress?: ProgressListener;
+  progressIntervalMs?: number;
+  signal?: AbortSignal;
+  /** Worker pool (default: the shared one, sized to the cores). */
+  pool?: CryptoRunner;
+  /**
+   * A bitmap incremental with at most this many bytes to read hashes and seals on the calling
+   * thread instead of starting workers (default 64 MiB; 0 = always use workers).
+   */
+  inlineBelowBytes?: number;
+  /** Chunks being sealed or uploaded at once, beyond the workers' own (default 4). */
+  putConcurrency?: number;
+  /** Chunks read ahead of the workers (default 2 × workers + 2). */
+  readAhead?: number;
+}
+
+export interface BackupStats {
+  startedAt: Date;
+  bytesTotal: number;
+  /** Bytes read from the source. */
+  bytesRead: number;
+  /** Plaintext bytes of chunks this backup stored. */
+  bytesNew: number;
+  /** Sealed bytes written to the store. */
+  bytesStored: number;
+  /** Plaintext bytes of chunks that were already in the store. */
+  bytesReused: number;
+  bytesHoles: number;
+  chunksTotal: number;
+  chunksNew: number;
+  chunksReused: number;
+  holes: number;
+  /** True when a changed-block bitmap limited the reads. */
+  usedBitmap: boolean;
+  durationMs: number;
+}
+
+export interface BackupResult {
+  manifest: Manifest;
+  stats: BackupStats;
+}
+
+export async function backupImage(options: BackupOptions): Promise<BackupResult> {
+  const started = performance.now();
+  const startedAt = new Date();
+  const chunkSize = options.chunkSize ?? DEFAULT_CHUNK_SIZE;
+  checkChunkSize(chunkSize);
+  const { store, keys, previous, signal } = options;
+  const ownSource = typeof options.source === 'string';
+  const source = typeof options.source === 'string' ? await openFileSource(options.source) : options.source;
+  try {
+    const size = source.size;
+    const count = Math.ceil(size / chunkSize);
+    const bitmap = options.bitmap;
+    if (bitmap && bitmap.diskSize !== size) {
+      throw new EngineError('InvalidArgument', `bitmap covers ${bitmap.diskSize} bytes, the image has ${size}`);
+    }
+    const useBitmap = !!(bitmap && previous && previous.chunkSize === chunkSize);
+    let dirtyBytes = 0;
+    if (useBitmap && previous && bitmap) {
+      for (let i = 0; i < count; i++) {
+        const off = i * chunkSize;
+        const len = Math.min(chunkSize, size - off);
+        if (i >= previous.chunkCount || previous.lengthOf(i) !== len || bitmap.isRangeDirty(off, len)) dirtyBytes += len;
+      }
+    }
+    const inline = useBitmap && dirtyBytes <= (options.inlineBelowBytes ?? 64 * 1024 * 1024);
+    const pool: CryptoRunner = options.pool ?? (inline ? new InlineCrypto() : sharedCryptoPool());
+    // Per-chunk SHA-256s for the whole-image digest (32 B per chunk, like the ids); only on full reads.
+    const chunkDigests = (options.imageDigest ?? true) && !useBitmap ? new Uint8Array(count * 32) : undefined;
+    const eagerSeal = !previous;
+    const putConcurrency = options.putConcurrency ?? 4;
+    const inPool = new SlotPool(Math.max(2, options.readAhead ?? pool.size * 2 + 2), chunkSize);
+    const outPool = new SlotPool(putConcurrency + pool.size, chunkSize + SEAL_OVERHEAD);
+    const touchSem = new Semaphore(32);
+    const ids = new Uint8Array(count * 32);
+    const progress = new ProgressTracker(size, options.onProgress, options.progressIntervalMs);
+    const stats: BackupStats = {
+      startedAt,
+      bytesTotal: size,
+      bytesRead: 0,
+      bytesNew: 0,
+      bytesStored: 0,
+      bytesReused: 0,
+      bytesHoles: 0,
+      chunksTotal: count,
+      chunksNew: 0,
+      chunksReused: 0,
+      holes: 0,
+      usedBitmap: useBitmap,
+      durationMs: 0,
+    };
+
+    let failure: unknown;
+    const inflight = new Set<Promise<void>>();
+    const track = (p: Promise<void>): void => {
+      inflight.add(p);
+      p.then(
+        () => inflight.delete(p),
+        (err: unknown) => {
+          inflight.delete(p);
+          failure ??= err;
+        },
+      );
+    };
+    const reused = (len: number): void => {
+      stats.chunksReused++;
+      stats.bytesReused += len;
+    };
+
+    /** Steps 2–3 for one chunk already read into `slot`. */
+    const processChunk = async (i: number, slot: number, len: number, releaseIn: () => void): Promise<void> => {
+      let outSlot: number | undefined;
+      let inReleased = false;
+      try {
+        if (eagerSeal) outSlot = await outPool.acquire();
+        const r = await pool.run({
+          op: 'hash',
+          idKey: keys.idKey,
+          src: inPool.ref(slot, len),
+          ...(outSlot !== undefined ? { sealKey: keys.sealKey, dst: outPool.ref(outSlot, len + SEAL_OVERHEAD) } : {}),
+        });
+        if (r.zero) {
+          stats.holes++;
+          stats.bytesHoles += len;
+          chunkDigests?.set(zeroChunkDigest(len), i * 32);
+          return;
+        }
+        if (!r.id || !r.digest) throw new Error('worker returned no id');
+        chunkDigests?.set(r.digest, i * 32);
+        const id = Buffer.from(r.id);
+        ids.set(id, i * 32);
+        const hex = id.toString('hex');
+        if (await store.touch(hex)) {
+          reused(len);
+          return;
+        }
+        let sealedLen = r.sealedLen;
+        if (sealedLen === undefined || outSlot === undefined) {
+          outSlot = await outPool.acquire();
+          const s = await pool.run({ op: 'seal', sealKey: keys.sealKey, id, src: inPool.ref(slot, len), dst: outPool.ref(outSlot, len + SEAL_OVERHEAD) });
+          sealedLen = s.sealedLen ?? 0;
+        }
+        releaseIn();
+        inReleased = true;
+        if (await store.putIfAbsent(hex, outPool.buffer(outSlot, sealedLen))) {
+          stats.chunksNew++;
+          stats.bytesNew += len;
+          stats.bytesStored += sealedLen;
+        } else {
+          reused(len);
+        }
+      } finally {
+        if (!inReleased) releaseIn();
+        if (outSlot !== undefined) outPool.release(outSlot);
+        progress.add(len);
+      }
+    };
+
+    /** Step 1: read chunk i (awaits only the read), then hand it to processChunk. */
+    const readChunk = async (i: number): Promise<void> => {
+      const off = i * chunkSize;
+      const len = Math.min(chunkSize, size - off);
+      const slot = await inPool.acquire();
+      let n: number;
+      try {
+        n = await source.read(inPool.buffer(slot, len), off);
+      } catch (err) {
+        inPool.release(slot);
+        throw err;
+      }
+      if (n !== len) {
+        inPool.release(slot);
+        throw new EngineError('SourceChanged', `short read at offset ${off}: ${n} of ${len} bytes (did the image shrink?)`, { offset: off, chunkIndex: i });
+      }
+      stats.bytesRead += len;
+      track(processChunk(i, slot, len, () => inPool.release(slot)));
+    };
+
+    for (let i = 0; i < count && failure === undefined; i++) {
+      if (signal?.aborted) {
+        failure = new EngineError('Aborted', 'backup aborted');
+        break;
+      }
+      const off = i * chunkSize;
+      const len = Math.min(chunkSize, size - off);
+      if (useBitmap && previous && bitmap && i < previous.chunkCount && previous.lengthOf(i) === len && !bitmap.isRangeDirty(off, len)) {
+        if (previous.isHole(i)) {
+          stats.holes++;
+          stats.bytesHoles += len;
+          progress.add(len);
+          continue;
+        }
+        const id = previous.idAt(i);
+        await touchSem.acquire();
+        track(
+          (async () => {
+            try {
+              if (await store.touch(id.toString('hex'))) {
+                ids.set(id, i * 32);
+                reused(len);
+                progress.add(len);
+              } else {
+                await readChunk(i);
+              }
+            } finally {
+              touchSem.release();
+            }
+          })(),
+        );
+        continue;
+      }
+      try {
+        await readChunk(i);
+      } catch (err) {
+        failure ??= err;
+      }
+    }
+    while (inflight.size > 0) await Promise.allSettled([...inflight]);
+    if (failure !== undefined) throw asEngineError(failure, 'backup failed');
+    await store.sync();
+    const imageDigest = chunkDigests ? imageDigestOf(chunkDigests) : undefined;
+    stats.durationMs = performance.now() - started;
+    progress.finish();
+    return { manifest: new Manifest(size, chunkSize, ids, imageDigest), stats };
+  } catch (err) {
+    throw asEngineError(err, 'backup failed');
+  } finally {
+    if (ownSource) await source.close();
+  }
+}

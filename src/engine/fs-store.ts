@@ -1,0 +1,331 @@
+/**
+ * Filesystem chunk store.
+ *
+ * Layout under `root`:
+ * ```
+ * chunks/<first 4 hex of id>/<id>          committed objects (fan-out: at most 65,536 directories)
+ * chunks/<first 4 hex of id>/.tmp-<id>-<r> an object being written (never listed; GC removes old ones)
+ * trash/<id>                               an object GC is deciding about (see delete)
+ * ```
+ * Writes: temp file (O_EXCL) → write → fsync → rename over the final name. The directory holding
+ * the new name is remembered and fsynced by `sync()` (the commit point), together with `chunks/`
+ * when a fan-out directory was created.
+ *
+ * Conditional delete (GC sweep) is made atomic against `touch` with a rename: the object is first
+ * renamed into `trash/`, then its mtime is read there. A touch that happened before the rename is
+ * visible in that mtime and the object is renamed back; a touch after the rename finds nothing and
+ * reports the object absent, so its backup writes it again. Any read that misses an object also
+ * looks in `trash/` and moves it back, so a GC killed between its two renames loses nothing.
+ */
+import { constants as fsc, promises as fsp } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import path from 'node:path';
+import { ChunkStoreError } from './errors.js';
+import { assertChunkId, isChunkId, type ChunkStat, type ChunkStore, type DeleteOptions, type DeleteResult } from './store.js';
+
+const TRANSIENT_CODES = new Set(['EAGAIN', 'EBUSY', 'EMFILE', 'ENFILE', 'EINTR', 'ETIMEDOUT', 'ECONNRESET']);
+
+function errCode(err: unknown): string | undefined {
+  return typeof err === 'object' && err !== null && 'code' in err ? String((err as { code: unknown }).code) : undefined;
+}
+
+function classify(err: unknown, what: string): ChunkStoreError {
+  if (err instanceof ChunkStoreError) return err;
+  const code = errCode(err);
+  const msg = `${what}: ${err instanceof Error ? err.message : String(err)}`;
+  if (code === 'ENOENT') return new ChunkStoreError('NotFound', msg, { cause: err });
+  if (code !== undefined && TRANSIENT_CODES.has(code)) return new ChunkStoreError('Transient', msg, { cause: err });
+  return new ChunkStoreError('Permanent', msg, { cause: err });
+}
+
+export interface FsChunkStoreOptions {
+  /** fsync each object before its rename (default true). Turning it off is for benchmarks only. */
+  fsyncObjects?: boolean;
+}
+
+export class FsChunkStore implements ChunkStore {
+  readonly description: string;
+  private readonly chunksDir: string;
+  private readonly trashDir: string;
+  private readonly knownDirs = new Set<string>();
+  private dirtyDirs = new Set<string>();
+  private readonly fsyncObjects: boolean;
+
+  private constructor(readonly root: string, options: FsChunkStoreOptions) {
+    this.description = `fs:${root}`;
+    this.chunksDir = path.join(root, 'chunks');
+    this.trashDir = path.join(root, 'trash');
+    this.fsyncObjects = options.fsyncObjects ?? true;
+  }
+
+  /** Open (creating if needed) a store rooted at `root`. */
+  static async open(root: string, options: FsChunkStoreOptions = {}): Promise<FsChunkStore> {
+    const store = new FsChunkStore(path.resolve(root), options);
+    try {
+      await fsp.mkdir(store.chunksDir, { recursive: true });
+      await fsp.mkdir(store.trashDir, { recursive: true });
+      await fsyncDir(store.root);
+    } catch (err) {
+      throw classify(err, `open store ${root}`);
+    }
+    return store;
+  }
+
+  private dirOf(id: string): string {
+    return path.join(this.chunksDir, id.slice(0, 4));
+  }
+
+  private pathOf(id: string): string {
+    return path.join(this.chunksDir, id.slice(0, 4), id);
+  }
+
+  /** Move an object back from trash/ if a GC left it there. True if it is now in place. */
+  private async resurrect(id: string): Promise<boolean> {
+    try {
+      await fsp.access(path.join(this.trashDir, id));
+    } catch {
+      return false; // the common case: the object simply does not exist
+    }
+    try {
+      await this.ensureDir(this.dirOf(id));
+      await fsp.rename(path.join(this.trashDir, id), this.pathOf(id));
+      this.dirtyDirs.add(this.dirOf(id));
+      return true;
+    } catch (err) {
+      if (errCode(err) === 'ENOENT') return false;
+      throw classify(err, `resurrect ${id}`);
+    }
+  }
+
+  private async ensureDir(dir: string): Promise<void> {
+    if (this.knownDirs.has(dir)) return;
+    try {
+      await fsp.mkdir(dir);
+      this.dirtyDirs.add(this.chunksDir);
+    } catch (err) {
+      if (errCode(err) !== 'EEXIST') throw err;
+    }
+    this.knownDirs.add(dir);
+  }
+
+  async putIfAbsent(id: string, data: Uint8Array): Promise<boolean> {
+    assertChunkId(id);
+    if (await this.touch(id)) return false;
+    const dir = this.dirOf(id);
+    const tmp = path.join(dir, `.tmp-${id}-${randomBytes(6).toString('hex')}`);
+    try {
+      await this.ensureDir(dir);
+      const fh = await fsp.open(tmp, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL, 0o600);
+      try {
+        let done = 0;
+        while (done < data.length) {
+          const { bytesWritten } = await fh.write(data, done, data.length - done);
+          done += bytesWritten;
+        }
+        if (this.fsyncObjects) await fh.sync();
+      } finally {
+        await fh.close();
+      }
+      await fsp.rename(tmp, this.pathOf(id));
+      this.dirtyDirs.add(dir);
+      return true;
+    } catch (err) {
+      await fsp.rm(tmp, { force: true }).catch(() => undefined);
+      throw classify(err, `put ${id}`);
+    }
+  }
+
+  async get(id: string): Promise<Buffer> {
+    assertChunkId(id);
+    try {
+      return await fsp.readFile(this.pathOf(id));
+    } catch (err) {
+      if (errCode(err) === 'ENOENT' && (await this.resurrect(id))) return this.get(id);
+      throw classify(err, `get ${id}`);
+    }
+  }
+
+  async readInto(id: string, target: Uint8Array): Promise<number> {
+    assertChunkId(id);
+    let fh;
+    try {
+      fh = await fsp.open(this.pathOf(id), 'r');
+    } catch (err) {
+      if (errCode(err) === 'ENOENT' && (await this.resurrect(id))) return this.readInto(id, target);
+      throw classify(err, `get ${id}`);
+    }
+    try {
+      const size = (await fh.stat()).size;
+      if (size > target.length) return size;
+      let done = 0;
+      while (done < size) {
+        const { bytesRead } = await fh.read(target, done, size - done, done);
+        if (bytesRead === 0) break;
+        done += bytesRead;
+      }
+      return done;
+    } catch (err) {
+      throw classify(err, `get ${id}`);
+    } finally {
+      await fh.close();
+    }
+  }
+
+  async has(id: string): Promise<boolean> {
+    assertChunkId(id);
+    try {
+      await fsp.access(this.pathOf(id));
+      return true;
+    } catch (err) {
+      if (errCode(err) === 'ENOENT') return this.resurrect(id);
+      throw classify(err, `has ${id}`);
+    }
+  }
+
+  async touch(id: string): Promise<boolean> {
+    assertChunkId(id);
+    const now = new Date();
+    try {
+      await fsp.utimes(this.pathOf(id), now, now);
+      return true;
+    } catch (err) {
+      if (errCode(err) === 'ENOENT') return (await this.resurrect(id)) ? this.touch(id) : false;
+      throw classify(err, `touch ${id}`);
+    }
+  }
+
+  async stat(id: string): Promise<ChunkStat> {
+    assertChunkId(id);
+    try {
+      const st = await fsp.stat(this.pathOf(id));
+      return { size: st.size, mtimeMs: st.mtimeMs };
+    } catch (err) {
+      if (errCode(err) === 'ENOENT' && (await this.resurrect(id))) return this.stat(id);
+      throw classify(err, `stat ${id}`);
+    }
+  }
+
+  async *list(): AsyncIterable<string> {
+    let dirs: string[];
+    try {
+      dirs = await fsp.readdir(this.chunksDir);
+    } catch (err) {
+      throw classify(err, 'list');
+    }
+    for (const d of dirs.sort()) {
+      if (!/^[0-9a-f]{4}$/.test(d)) continue;
+      let names: string[];
+      try {
+        names = await fsp.readdir(path.join(this.chunksDir, d));
+      } catch (err) {
+        if (errCode(err) === 'ENOENT') continue;
+        throw classify(err, 'list');
+      }
+      for (const n of names) if (isChunkId(n) && n.startsWith(d)) yield n;
+    }
+  }
+
+  async delete(id: string, options: DeleteOptions = {}): Promise<DeleteResult> {
+    assertChunkId(id);
+    const live = this.pathOf(id);
+    try {
+      if (options.unmodifiedSince === undefined) {
+        await fsp.unlink(live);
+        this.dirtyDirs.add(this.dirOf(id));
+        return 'deleted';
+      }
+      const trashed = path.join(this.trashDir, id);
+      await fsp.rename(live, trashed);
+      const st = await fsp.stat(trashed);
+      if (st.mtimeMs >= options.unmodifiedSince.getTime()) {
+        await fsp.rename(trashed, live);
+        return 'kept';
+      }
+      await fsp.unlink(trashed);
+      this.dirtyDirs.add(this.dirOf(id));
+      return 'deleted';
+    } catch (err) {
+      if (errCode(err) === 'ENOENT') return 'absent';
+      throw classify(err, `delete ${id}`);
+    }
+  }
+
+  async sync(): Promise<void> {
+    const dirs = [...this.dirtyDirs];
+    this.dirtyDirs = new Set();
+    try {
+      // Fan-out directories first, then chunks/ itself (it records newly created fan-out dirs).
+      const chunksDirty = dirs.includes(this.chunksDir);
+      const fanout = dirs.filter((d) => d !== this.chunksDir);
+      for (let i = 0; i < fanout.length; i += 16) {
+        await Promise.all(fanout.slice(i, i + 16).map((d) => fsyncDir(d)));
+      }
+      if (chunksDirty) await fsyncDir(this.chunksDir);
+    } catch (err) {
+      for (const d of dirs) this.dirtyDirs.add(d);
+      throw classify(err, 'sync');
+    }
+  }
+
+  async removeStaleTemporaries(olderThan: Date): Promise<number> {
+    let removed = 0;
+    const cutoff = olderThan.getTime();
+    const sweepDir = async (dir: string, match: (n: string) => boolean): Promise<void> => {
+      let names: string[];
+      try {
+        names = await fsp.readdir(dir);
+      } catch (err) {
+        if (errCode(err) === 'ENOENT') return;
+        throw classify(err, 'removeStaleTemporaries');
+      }
+      for (const n of names) {
+        if (!match(n)) continue;
+        const p = path.join(dir, n);
+        try {
+          const st = await fsp.stat(p);
+          if (st.mtimeMs < cutoff) {
+            await fsp.unlink(p);
+            removed++;
+          }
+        } catch (err) {
+          if (errCode(err) !== 'ENOENT') throw classify(err, 'removeStaleTemporaries');
+        }
+      }
+    };
+    const dirs = await fsp.readdir(this.chunksDir).catch(() => [] as string[]);
+    for (const d of dirs) await sweepDir(path.join(this.chunksDir, d), (n) => n.startsWith('.tmp-'));
+    // Objects a crashed GC left in trash/ that nobody asked for since: they were unreferenced.
+    await sweepDir(this.trashDir, (n) => isChunkId(n));
+    return removed;
+  }
+}
+
+/** fsync a directory so the names it holds survive a crash. */
+export async function fsyncDir(dir: string): Promise<void> {
+  const fh = await fsp.open(dir, fsc.O_RDONLY | fsc.O_DIRECTORY);
+  try {
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+}
+
+/** Write a file durably: temp + fsync + rename + directory fsync. */
+export async function writeFileDurable(file: string, data: Uint8Array): Promise<void> {
+  const dir = path.dirname(file);
+  const tmp = path.join(dir, `.${path.basename(file)}.tmp-${randomBytes(6).toString('hex')}`);
+  try {
+    const fh = await fsp.open(tmp, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL, 0o600);
+    try {
+      await fh.writeFile(data);
+      await fh.sync();
+    } finally {
+      await fh.close();
+    }
+    await fsp.rename(tmp, file);
+    await fsyncDir(dir);
+  } catch (err) {
+    await fsp.rm(tmp, { force: true }).catch(() => undefined);
+    throw err;
+  }
+}

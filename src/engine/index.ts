@@ -1,0 +1,45 @@
+/**
+ * The backup engine's public API: bytes only (chunks, manifests, stores, keys); no product words.
+ * See README.md (concepts, concurrency matrix) and FORMAT.md (on-disk formats).
+ */
+export { ChunkStoreError, EngineError, isNotFound } from './errors.js';
+export type { ChunkStoreErrorKind, EngineErrorCode, EngineErrorDetails } from './errors.js';
+export { isChunkId } from './store.js';
+export type { ChunkStore, ChunkStat, DeleteOptions, DeleteResult } from './store.js';
+export { FsChunkStore, writeFileDurable } from './fs-store.js';
+export type { FsChunkStoreOptions } from './fs-store.js';
+export { withRetry, withConcurrencyLimit, Semaphore } from './store-wrappers.js';
+export type { RetryOptions } from './store-wrappers.js';
+export { runChunkStoreConformance } from './store-conformance.js';
+export type { StoreFixture, TestApi } from './store-conformance.js';
+export {
+  generateStoreKeys,
+  generateMasterKey,
+  wrapStoreKeys,
+  unwrapStoreKeys,
+  chunkIdOf,
+  chunkDigestOf,
+  chunkIdFromDigest,
+  imageDigestOf,
+  zeroChunkDigest,
+  seal,
+  open as openSealed,
+  SEAL_OVERHEAD,
+  WRAPPED_KEYS_BYTES,
+} from './seal.js';
+export type { StoreKeys } from './seal.js';
+export { ChangedBlockBitmap, BITMAP_BLOCK_SIZE } from './bitmap.js';
+export { Manifest, encodeManifest, decodeManifest, writeManifestFile, readManifestFile, MIN_CHUNK_SIZE, MAX_CHUNK_SIZE } from './manifest.js';
+export { openFileSource, createSnapshot } from './snapshot.js';
+export type { ImageSource, Snapshot, SnapshotMode, SnapshotOptions } from './snapshot.js';
+export { backupImage, DEFAULT_CHUNK_SIZE } from './backup.js';
+export type { BackupOptions, BackupResult, BackupStats } from './backup.js';
+export { restoreImage, restoreToStream, ImageReader } from './restore.js';
+export type { RestoreOptions, RestoreStats } from './restore.js';
+export { verifyManifest, verifyStore } from './verify.js';
+export type { ManifestVerifyReport, StoreVerifyReport, ChunkProblem, VerifyManifestOptions, VerifyStoreOptions } from './verify.js';
+export { collectGarbage } from './gc.js';
+export type { GcOptions, GcStats } from './gc.js';
+export { CryptoPool, InlineCrypto, sharedCryptoPool, defaultWorkerCount } from './pool.js';
+export type { CryptoRunner } from './pool.js';
+export type { Progress, ProgressListener } from './progress.js';

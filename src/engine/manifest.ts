@@ -1,0 +1,134 @@
+/**
+ * Manifest: how one image is rebuilt from chunks (a fixed index, as PBS's .fidx). Binary format
+ * in FORMAT.md; 32 bytes per chunk, so memory stays O(image), never O(store).
+ */
+import { createHash } from 'node:crypto';
+import { promises as fsp } from 'node:fs';
+import { EngineError } from './errors.js';
+import { writeFileDurable } from './fs-store.js';
+
+export const MANIFEST_MAGIC = Buffer.from('RSVMFST\0', 'latin1');
+export const MANIFEST_VERSION = 1;
+export const MANIFEST_HEADER_BYTES = 64;
+export const MANIFEST_TRAILER_BYTES = 32;
+export const FLAG_IMAGE_DIGEST = 1;
+const KNOWN_FLAGS = FLAG_IMAGE_DIGEST;
+export const MIN_CHUNK_SIZE = 64 * 1024;
+export const MAX_CHUNK_SIZE = 64 * 1024 * 1024;
+const ZERO_ID = Buffer.alloc(32);
+
+export function checkChunkSize(chunkSize: number): void {
+  if (!Number.isInteger(chunkSize) || chunkSize < MIN_CHUNK_SIZE || chunkSize > MAX_CHUNK_SIZE || chunkSize % MIN_CHUNK_SIZE !== 0) {
+    throw new EngineError('InvalidArgument', `chunk size ${chunkSize} must be a multiple of 64 KiB between 64 KiB and 64 MiB`);
+  }
+}
+
+export class Manifest {
+  readonly version = MANIFEST_VERSION;
+  readonly chunkCount: number;
+
+  /**
+   * @param ids chunkCount × 32 bytes; an all-zero id is a hole (an all-zero chunk, not stored).
+   * @param imageDigest whole-image digest (FORMAT.md: SHA-256 over the chunks' SHA-256s) when
+   *   known (full reads), else undefined.
+   */
+  constructor(
+    readonly diskSize: number,
+    readonly chunkSize: number,
+    readonly ids: Uint8Array,
+    readonly imageDigest: Buffer | undefined,
+  ) {
+    checkChunkSize(chunkSize);
+    if (!Number.isSafeInteger(diskSize) || diskSize < 0) throw new EngineError('InvalidArgument', `bad disk size ${diskSize}`);
+    this.chunkCount = Math.ceil(diskSize / chunkSize);
+    if (ids.length !== this.chunkCount * 32) throw new EngineError('InvalidArgument', 'ids length does not match the chunk count');
+    if (imageDigest && imageDigest.length !== 32) throw new EngineError('InvalidArgument', 'image digest must be 32 bytes');
+  }
+
+  /** The raw 32-byte id of chunk i (a view, do not modify). */
+  idAt(i: number): Buffer {
+    return Buffer.from(this.ids.buffer, this.ids.byteOffset + i * 32, 32);
+  }
+
+  idHex(i: number): string {
+    return this.idAt(i).toString('hex');
+  }
+
+  isHole(i: number): boolean {
+    return this.idAt(i).equals(ZERO_ID);
+  }
+
+  offsetOf(i: number): number {
+    return i * this.chunkSize;
+  }
+
+  /** Bytes of the image chunk i covers (the last one may be short). */
+  lengthOf(i: number): number {
+    return Math.min(this.chunkSize, this.diskSize - i * this.chunkSize);
+  }
+
+  /** Distinct non-hole ids, in first-use order. */
+  *distinctIds(): Iterable<string> {
+    const seen = new Set<string>();
+    for (let i = 0; i < this.chunkCount; i++) {
+      if (this.isHole(i)) continue;
+      const h = this.idHex(i);
+      if (!seen.has(h)) {
+        seen.add(h);
+        yield h;
+      }
+    }
+  }
+}
+
+export function encodeManifest(m: Manifest): Buffer {
+  const out = Buffer.alloc(MANIFEST_HEADER_BYTES + m.ids.length + MANIFEST_TRAILER_BYTES);
+  MANIFEST_MAGIC.copy(out, 0);
+  out.writeUInt16LE(MANIFEST_VERSION, 8);
+  out.writeUInt16LE(m.imageDigest ? FLAG_IMAGE_DIGEST : 0, 10);
+  out.writeUInt32LE(m.chunkSize, 12);
+  out.writeBigUInt64LE(BigInt(m.diskSize), 16);
+  out.writeBigUInt64LE(BigInt(m.chunkCount), 24);
+  if (m.imageDigest) m.imageDigest.copy(out, 32);
+  out.set(m.ids, MANIFEST_HEADER_BYTES);
+  const end = MANIFEST_HEADER_BYTES + m.ids.length;
+  createHash('sha256').update(out.subarray(0, end)).digest().copy(out, end);
+  return out;
+}
+
+export function decodeManifest(data: Uint8Array): Manifest {
+  const b = Buffer.from(data.buffer, data.byteOffset, data.byteLength);
+  const bad = (why: string): EngineError => new EngineError('ManifestCorrupted', `manifest is corrupted: ${why}`);
+  if (b.length < MANIFEST_HEADER_BYTES + MANIFEST_TRAILER_BYTES) throw bad('too short');
+  if (!b.subarray(0, 8).equals(MANIFEST_MAGIC)) throw bad('bad magic');
+  const version = b.readUInt16LE(8);
+  if (version !== MANIFEST_VERSION) throw bad(`unknown version ${version}`);
+  const end = b.length - MANIFEST_TRAILER_BYTES;
+  const sum = createHash('sha256').update(b.subarray(0, end)).digest();
+  if (!sum.equals(b.subarray(end))) throw bad('checksum mismatch');
+  const flags = b.readUInt16LE(10);
+  if ((flags & ~KNOWN_FLAGS) !== 0) throw bad(`unknown flags ${flags}`);
+  const chunkSize = b.readUInt32LE(12);
+  const diskSize = Number(b.readBigUInt64LE(16));
+  const count = Number(b.readBigUInt64LE(24));
+  if (!Number.isSafeInteger(diskSize)) throw bad('disk size out of range');
+  if (chunkSize === 0 || count !== Math.ceil(diskSize / chunkSize)) throw bad('chunk count does not match sizes');
+  if (end - MANIFEST_HEADER_BYTES !== count * 32) throw bad('length does not match the chunk count');
+  const ids = new Uint8Array(count * 32);
+  ids.set(b.subarray(MANIFEST_HEADER_BYTES, end));
+  const digest = flags & FLAG_IMAGE_DIGEST ? Buffer.from(b.subarray(32, 64)) : undefined;
+  try {
+    return new Manifest(diskSize, chunkSize, ids, digest);
+  } catch (err) {
+    throw bad(err instanceof Error ? err.message : String(err));
+  }
+}
+
+/** Write a manifest durably (temp + fsync + rename + directory fsync): the commit point. */
+export async function writeManifestFile(file: string, m: Manifest): Promise<void> {
+  await writeFileDurable(file, encodeManifest(m));
+}
+
+export async function readManifestFile(file: string): Promise<Manifest> {
+  return decodeManifest(await fsp.readFile(file));
+}

@@ -1,0 +1,201 @@
+/**
+ * Worker pool for the CPU-heavy work (HMAC, AES-GCM, SHA-256) and shared-memory slot pools.
+ *
+ * Data never crosses threads by copy: the main thread reads into a slot of a SharedArrayBuffer,
+ * a worker hashes/seals it into a slot of another one, and the main thread writes from there.
+ * Memory is bounded by the slot pools (slots × slot size), never by the image.
+ *
+ * The worker script is `crypto-worker.js` next to this file when running compiled code (dist/);
+ * when running TypeScript sources (vitest, tsx) only `crypto-worker.ts` exists and the worker
+ * starts with tsx's loader (`--import tsx`).
+ */
+import { existsSync } from 'node:fs';
+import os from 'node:os';
+import { createRequire } from 'node:module';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import { Worker } from 'node:worker_threads';
+import { handleRequest, type OkResponse, type RequestBody, type SlotRef, type WorkerRequest, type WorkerResponse } from './crypto-ops.js';
+import { EngineError } from './errors.js';
+
+export type { OkResponse, RequestBody, SlotRef, WorkerRequest, WorkerResponse } from './crypto-ops.js';
+
+/** Error from a worker: `name` is 'SealError' for authentication / id mismatches. */
+export class WorkerTaskError extends Error {
+  constructor(
+    readonly workerErrorName: string,
+    message: string,
+  ) {
+    super(message);
+    this.name = 'WorkerTaskError';
+  }
+  get isSealError(): boolean {
+    return this.workerErrorName === 'SealError';
+  }
+}
+
+/** How to start the worker: the compiled .js, or the .ts through tsx's loader (registered in-thread). */
+function workerSpec(): { script: URL | string; eval: boolean } {
+  const js = new URL('./crypto-worker.js', import.meta.url);
+  if (existsSync(fileURLToPath(js))) return { script: js, eval: false };
+  const ts = new URL('./crypto-worker.ts', import.meta.url);
+  let api = 'tsx/esm/api';
+  try {
+    const cjs = createRequire(import.meta.url).resolve('tsx/esm/api');
+    const mjs = cjs.replace(/\.cjs$/, '.mjs');
+    api = pathToFileURL(existsSync(mjs) ? mjs : cjs).href;
+  } catch {
+    // Fall back to resolving the bare specifier from the working directory.
+  }
+  // `execArgv: ['--import', 'tsx']` does not reach worker threads on Node 20; register in-thread.
+  const code = `const { register } = await import(${JSON.stringify(api)});\nregister();\nawait import(${JSON.stringify(ts.href)});\n`;
+  return { script: code, eval: true };
+}
+
+class PooledWorker {
+  private readonly worker: Worker;
+  private readonly pending = new Map<number, { resolve: (r: OkResponse) => void; reject: (e: Error) => void }>();
+  private seq = 0;
+  private dead: Error | undefined;
+
+  constructor() {
+    const spec = workerSpec();
+    this.worker = new Worker(spec.script, { eval: spec.eval });
+    this.worker.unref();
+    this.worker.on('message', (res: WorkerResponse) => {
+      const p = this.pending.get(res.seq);
+      if (!p) return;
+      this.pending.delete(res.seq);
+      if (this.pending.size === 0) this.worker.unref();
+      if (res.ok) p.resolve(res);
+      else p.reject(new WorkerTaskError(res.error.name, res.error.message));
+    });
+    const fail = (err: Error): void => {
+      this.dead = err;
+      for (const p of this.pending.values()) p.reject(err);
+      this.pending.clear();
+    };
+    this.worker.on('error', fail);
+    this.worker.on('exit', (code) => fail(new Error(`crypto worker exited with code ${code}`)));
+  }
+
+  get load(): number {
+    return this.pending.size;
+  }
+
+  get alive(): boolean {
+    return this.dead === undefined;
+  }
+
+  run(body: RequestBody): Promise<OkResponse> {
+    if (this.dead) return Promise.reject(this.dead);
+    const seq = ++this.seq;
+    return new Promise<OkResponse>((resolve, reject) => {
+      this.pending.set(seq, { resolve, reject });
+      if (this.pending.size === 1) this.worker.ref();
+      this.worker.postMessage({ ...body, seq } as WorkerRequest);
+    });
+  }
+
+  terminate(): Promise<number> {
+    return this.worker.terminate();
+  }
+}
+
+/** N workers, least-loaded dispatch, started on first use. */
+export class CryptoPool implements CryptoRunner {
+  private readonly workers: PooledWorker[] = [];
+
+  constructor(readonly size: number = defaultWorkerCount()) {
+    if (!(size >= 1)) throw new EngineError('InvalidArgument', 'worker count must be >= 1');
+  }
+
+  private pick(): PooledWorker {
+    for (let i = this.workers.length - 1; i >= 0; i--) if (!this.workers[i]?.alive) this.workers.splice(i, 1);
+    if (this.workers.length < this.size) {
+      const idle = this.workers.find((w) => w.load === 0);
+      if (idle) return idle;
+      const w = new PooledWorker();
+      this.workers.push(w);
+      return w;
+    }
+    let best = this.workers[0] as PooledWorker;
+    for (const w of this.workers) if (w.load < best.load) best = w;
+    return best;
+  }
+
+  run(body: RequestBody): Promise<OkResponse> {
+    return this.pick().run(body);
+  }
+
+  async close(): Promise<void> {
+    const all = [...this.workers];
+    this.workers.length = 0;
+    await Promise.all(all.map((w) => w.terminate()));
+  }
+}
+
+/** What the engine's jobs need from a pool: `run` a request and a degree of parallelism. */
+export interface CryptoRunner {
+  readonly size: number;
+  run(body: RequestBody): Promise<OkResponse>;
+}
+
+/**
+ * Runs requests on the calling thread. For jobs too small to pay for starting workers (a bitmap
+ * incremental with a few dirty chunks): worker start-up costs more than the hashing.
+ */
+export class InlineCrypto implements CryptoRunner {
+  readonly size = 1;
+  async run(body: RequestBody): Promise<OkResponse> {
+    const res = handleRequest({ ...body, seq: 0 } as WorkerRequest);
+    if (!res.ok) throw new WorkerTaskError(res.error.name, res.error.message);
+    return res;
+  }
+}
+
+export function defaultWorkerCount(): number {
+  return Math.max(1, os.availableParallelism());
+}
+
+let shared: CryptoPool | undefined;
+
+/** The process-wide pool (workers are unref'd while idle, so it never keeps a process alive). */
+export function sharedCryptoPool(): CryptoPool {
+  if (!shared) shared = new CryptoPool();
+  return shared;
+}
+
+/** A fixed set of equal slots in one SharedArrayBuffer; acquire waits when all are in use. */
+export class SlotPool {
+  readonly sab: SharedArrayBuffer;
+  private readonly free: number[] = [];
+  private readonly waiters: Array<(slot: number) => void> = [];
+
+  constructor(
+    readonly count: number,
+    readonly slotSize: number,
+  ) {
+    this.sab = new SharedArrayBuffer(count * slotSize);
+    for (let i = count - 1; i >= 0; i--) this.free.push(i);
+  }
+
+  async acquire(): Promise<number> {
+    const s = this.free.pop();
+    if (s !== undefined) return s;
+    return new Promise<number>((resolve) => this.waiters.push(resolve));
+  }
+
+  release(slot: number): void {
+    const w = this.waiters.shift();
+    if (w) w(slot);
+    else this.free.push(slot);
+  }
+
+  ref(slot: number, len: number): SlotRef {
+    return { sab: this.sab, off: slot * this.slotSize, len };
+  }
+
+  buffer(slot: number, len = this.slotSize): Buffer {
+    return Buffer.from(this.sab, slot * this.slotSize, len);
+  }
+}

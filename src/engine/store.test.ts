@@ -1,0 +1,144 @@
+import { promises as fsp } from 'node:fs';
+import path from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { ChunkStoreError } from './errors.js';
+import { FsChunkStore } from './fs-store.js';
+import { runChunkStoreConformance } from './store-conformance.js';
+import { withConcurrencyLimit, withRetry } from './store-wrappers.js';
+import type { ChunkStore } from './store.js';
+import { tempDir } from './testdata/helpers.js';
+
+runChunkStoreConformance('fs', async () => {
+  const t = await tempDir();
+  return { store: await FsChunkStore.open(t.dir), dispose: t.dispose };
+}, { describe, it });
+
+runChunkStoreConformance('fs + retry + limit(4)', async () => {
+  const t = await tempDir();
+  return { store: withRetry(withConcurrencyLimit(await FsChunkStore.open(t.dir), 4), { baseDelayMs: 1 }), dispose: t.dispose };
+}, { describe, it });
+
+const ID = 'ab'.repeat(32);
+
+function fakeStore(overrides: Partial<ChunkStore>): ChunkStore {
+  const fail = (): never => {
+    throw new Error('not implemented');
+  };
+  return {
+    description: 'fake',
+    putIfAbsent: fail,
+    get: fail,
+    has: fail,
+    touch: fail,
+    stat: fail,
+    delete: fail,
+    sync: async () => undefined,
+    list: () => ({ async *[Symbol.asyncIterator]() {} }),
+    ...overrides,
+  };
+}
+
+describe('store wrappers', () => {
+  it('retry retries Transient errors and passes NotFound/Permanent through at once', async () => {
+    let calls = 0;
+    const flaky = fakeStore({
+      get: async () => {
+        calls++;
+        if (calls < 3) throw new ChunkStoreError('Transient', 'busy');
+        return Buffer.from('ok');
+      },
+      has: async () => {
+        calls++;
+        throw new ChunkStoreError('Permanent', 'denied');
+      },
+      stat: async () => {
+        calls++;
+        throw new ChunkStoreError('NotFound', 'nope');
+      },
+    });
+    const s = withRetry(flaky, { baseDelayMs: 1 });
+    expect((await s.get(ID)).toString()).toBe('ok');
+    expect(calls).toBe(3);
+    calls = 0;
+    await expect(s.has(ID)).rejects.toMatchObject({ kind: 'Permanent' });
+    expect(calls).toBe(1);
+    calls = 0;
+    await expect(s.stat(ID)).rejects.toMatchObject({ kind: 'NotFound' });
+    expect(calls).toBe(1);
+  });
+
+  it('retry gives up after the configured attempts', async () => {
+    let calls = 0;
+    const s = withRetry(fakeStore({ touch: async () => { calls++; throw new ChunkStoreError('Transient', 'x'); } }), { retries: 2, baseDelayMs: 1 });
+    await expect(s.touch(ID)).rejects.toMatchObject({ kind: 'Transient' });
+    expect(calls).toBe(3);
+  });
+
+  it('concurrency limit bounds calls in flight', async () => {
+    let now = 0;
+    let peak = 0;
+    const slow = fakeStore({
+      has: async () => {
+        now++;
+        peak = Math.max(peak, now);
+        await new Promise((r) => setTimeout(r, 5));
+        now--;
+        return true;
+      },
+    });
+    const s = withConcurrencyLimit(slow, 3);
+    await Promise.all(Array.from({ length: 20 }, () => s.has(ID)));
+    expect(peak).toBe(3);
+  });
+});
+
+describe('fs store specifics', () => {
+  it('never lists temp files; removeStaleTemporaries cleans old ones only', async () => {
+    const t = await tempDir();
+    try {
+      const s = await FsChunkStore.open(t.dir);
+      await s.putIfAbsent(ID, Buffer.from('x'));
+      const dir = path.join(t.dir, 'chunks', ID.slice(0, 4));
+      const oldTmp = path.join(dir, `.tmp-${ID}-dead`);
+      const newTmp = path.join(dir, `.tmp-${ID}-live`);
+      await fsp.writeFile(oldTmp, 'partial');
+      await fsp.writeFile(newTmp, 'partial');
+      const past = new Date(Date.now() - 3_600_000);
+      await fsp.utimes(oldTmp, past, past);
+      const ids: string[] = [];
+      for await (const id of s.list()) ids.push(id);
+      expect(ids).toEqual([ID]);
+      expect(await s.removeStaleTemporaries(new Date(Date.now() - 60_000))).toBe(1);
+      expect((await fsp.readdir(dir)).sort()).toEqual([`.tmp-${ID}-live`, ID].sort());
+    } finally {
+      await t.dispose();
+    }
+  });
+
+  it('an object left in trash/ by a crashed GC is moved back by any read', async () => {
+    const t = await tempDir();
+    try {
+      const s = await FsChunkStore.open(t.dir);
+      await s.putIfAbsent(ID, Buffer.from('keep me'));
+      // Simulate GC killed between its rename to trash/ and its decision.
+      await fsp.rename(path.join(t.dir, 'chunks', ID.slice(0, 4), ID), path.join(t.dir, 'trash', ID));
+      expect((await s.get(ID)).toString()).toBe('keep me');
+      expect(await fsp.readdir(path.join(t.dir, 'trash'))).toEqual([]);
+    } finally {
+      await t.dispose();
+    }
+  });
+
+  it('classifies filesystem errors', async () => {
+    const t = await tempDir();
+    try {
+      const s = await FsChunkStore.open(t.dir);
+      await expect(s.get(ID)).rejects.toMatchObject({ kind: 'NotFound' });
+      // A directory where a chunk file should be: a Permanent error (EISDIR), not a retry loop.
+      await fsp.mkdir(path.join(t.dir, 'chunks', ID.slice(0, 4), ID), { recursive: true });
+      await expect(s.get(ID)).rejects.toMatchObject({ kind: 'Permanent' });
+    } finally {
+      await t.dispose();
+    }
+  });
+});

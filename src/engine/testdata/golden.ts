@@ -1,0 +1,35 @@
+/** The manifests pinned by testdata/*.bin (see manifest.test.ts). Deterministic by construction. */
+import { createHash } from 'node:crypto';
+import { Manifest } from '../manifest.js';
+
+function fakeId(i: number): Buffer {
+  return createHash('sha256').update(`chunk ${i}`).digest();
+}
+
+/** 3 full 64 KiB chunks + a 100-byte tail; chunk 1 is a hole; with an image digest. */
+export function goldenV1Digest(): Manifest {
+  const chunkSize = 64 * 1024;
+  const diskSize = 3 * chunkSize + 100;
+  const ids = new Uint8Array(4 * 32);
+  for (const i of [0, 2, 3]) ids.set(fakeId(i), i * 32);
+  return new Manifest(diskSize, chunkSize, ids, createHash('sha256').update('image').digest());
+}
+
+/** 2 chunks of 4 MiB, no image digest (a bitmap incremental). */
+export function goldenV1NoDigest(): Manifest {
+  const ids = new Uint8Array(2 * 32);
+  ids.set(fakeId(7), 0);
+  ids.set(fakeId(8), 32);
+  return new Manifest(8 * 1024 * 1024, 4 * 1024 * 1024, ids, undefined);
+}
+
+/** An empty image. */
+export function goldenV1Empty(): Manifest {
+  return new Manifest(0, 4 * 1024 * 1024, new Uint8Array(0), createHash('sha256').update('').digest());
+}
+
+export const GOLDEN: Array<[string, () => Manifest]> = [
+  ['manifest-v1-digest.bin', goldenV1Digest],
+  ['manifest-v1-nodigest.bin', goldenV1NoDigest],
+  ['manifest-v1-empty.bin', goldenV1Empty],
+];

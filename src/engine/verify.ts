@@ -1,0 +1,212 @@
+/**
+ * Verify: prove that stored data can be restored.
+ * - `verifyManifest`: every chunk of one manifest is present, opens (GCM tag with its id as
+ *   associated data) and hashes back to its id; the whole-image digest, when the manifest has
+ *   one, matches the image those chunks make up (order and holes included).
+ * - `verifyStore`: every object in the store opens under its own id and hashes to it.
+ * Problems are reported, not thrown, so one run lists them all.
+ */
+import { EngineError, type EngineErrorCode } from './errors.js';
+import type { Manifest } from './manifest.js';
+import { SlotPool, WorkerTaskError, sharedCryptoPool, type CryptoRunner } from './pool.js';
+import { ProgressTracker, type ProgressListener } from './progress.js';
+import { chunkError } from './restore.js';
+import { SEAL_OVERHEAD, imageDigestOf, zeroChunkDigest, type StoreKeys } from './seal.js';
+import { Semaphore } from './store-wrappers.js';
+import { fetchInto, type ChunkStore } from './store.js';
+
+export interface ChunkProblem {
+  code: EngineErrorCode;
+  chunkIndex: number;
+  /** Byte offset of the chunk in the image. */
+  offset: number;
+  chunkId: string;
+  message: string;
+}
+
+export interface ManifestVerifyReport {
+  ok: boolean;
+  chunksChecked: number;
+  holes: number;
+  problems: ChunkProblem[];
+  /** 'absent': the manifest has no image digest (e.g. a bitmap incremental); 'unverifiable': chunks failed. */
+  imageDigest: 'match' | 'mismatch' | 'absent' | 'unverifiable';
+  durationMs: number;
+}
+
+export interface VerifyManifestOptions {
+  store: ChunkStore;
+  keys: StoreKeys;
+  manifest: Manifest;
+  onProgress?: ProgressListener;
+  progressIntervalMs?: number;
+  signal?: AbortSignal;
+  pool?: CryptoRunner;
+  readAhead?: number;
+  /** Stop listing problems after this many (default 1000). */
+  maxProblems?: number;
+}
+
+export async function verifyManifest(options: VerifyManifestOptions): Promise<ManifestVerifyReport> {
+  const started = performance.now();
+  const { store, keys, manifest: m } = options;
+  const pool = options.pool ?? sharedCryptoPool();
+  const window = Math.max(1, options.readAhead ?? pool.size * 2 + 2);
+  const maxProblems = options.maxProblems ?? 1000;
+  const progress = new ProgressTracker(m.diskSize, options.onProgress, options.progressIntervalMs);
+  const inPool = new SlotPool(window, m.chunkSize + SEAL_OVERHEAD);
+  const outPool = new SlotPool(window, m.chunkSize);
+  const chunkDigests = m.imageDigest ? new Uint8Array(m.chunkCount * 32) : undefined;
+  const report: ManifestVerifyReport = { ok: true, chunksChecked: 0, holes: 0, problems: [], imageDigest: m.imageDigest ? 'match' : 'absent', durationMs: 0 };
+  let fatal: unknown;
+  const inflight = new Set<Promise<void>>();
+
+  for (let i = 0; i < m.chunkCount && fatal === undefined; i++) {
+    if (options.signal?.aborted) {
+      fatal = new EngineError('Aborted', 'verify aborted');
+      break;
+    }
+    const len = m.lengthOf(i);
+    if (m.isHole(i)) {
+      report.holes++;
+      chunkDigests?.set(zeroChunkDigest(len), i * 32);
+      progress.add(len);
+      continue;
+    }
+    const inSlot = await inPool.acquire();
+    const outSlot = await outPool.acquire();
+    const task = (async (): Promise<void> => {
+      try {
+        const got = await fetchInto(store, m.idHex(i), inPool.buffer(inSlot));
+        if (got !== len + SEAL_OVERHEAD) {
+          throw new WorkerTaskError('SealError', `stored size ${got}, expected ${len + SEAL_OVERHEAD}`);
+        }
+        const r = await pool.run({ op: 'open', sealKey: keys.sealKey, idKey: keys.idKey, id: m.idAt(i), src: inPool.ref(inSlot, got), dst: outPool.ref(outSlot, len) });
+        if (r.digest) chunkDigests?.set(r.digest, i * 32);
+        report.chunksChecked++;
+      } catch (err) {
+        const e = chunkError(err, m, i, 'verify');
+        if (e.code !== 'UserErrorChunkCorrupted' && e.code !== 'UserErrorChunkMissing') throw e;
+        report.ok = false;
+        if (report.problems.length < maxProblems) {
+          report.problems.push({ code: e.code, chunkIndex: i, offset: m.offsetOf(i), chunkId: m.idHex(i), message: e.message });
+        }
+      } finally {
+        inPool.release(inSlot);
+        outPool.release(outSlot);
+        progress.add(len);
+      }
+    })();
+    inflight.add(task);
+    task.then(
+      () => inflight.delete(task),
+      (err: unknown) => {
+        inflight.delete(task);
+        fatal ??= err;
+      },
+    );
+  }
+  while (inflight.size > 0) await Promise.allSettled([...inflight]);
+  if (fatal !== undefined) throw fatal;
+  report.problems.sort((a, b) => a.chunkIndex - b.chunkIndex);
+  if (chunkDigests && m.imageDigest) {
+    if (report.problems.length > 0) report.imageDigest = 'unverifiable';
+    else if (!imageDigestOf(chunkDigests).equals(m.imageDigest)) {
+      report.imageDigest = 'mismatch';
+      report.ok = false;
+    }
+  }
+  report.durationMs = performance.now() - started;
+  progress.finish();
+  return report;
+}
+
+export interface StoreVerifyReport {
+  ok: boolean;
+  objectsChecked: number;
+  bytesChecked: number;
+  bad: Array<{ chunkId: string; message: string }>;
+  durationMs: number;
+}
+
+export interface VerifyStoreOptions {
+  store: ChunkStore;
+  keys: StoreKeys;
+  onProgress?: ProgressListener;
+  signal?: AbortSignal;
+  pool?: CryptoRunner;
+  concurrency?: number;
+  /** Largest plaintext chunk expected (default 64 MiB); bigger objects are reported bad. */
+  maxChunkSize?: number;
+}
+
+/** Check every object of a store: opens under its own id and hashes back to it. */
+export async function verifyStore(options: VerifyStoreOptions): Promise<StoreVerifyReport> {
+  const started = performance.now();
+  const { store, keys } = options;
+  const pool = options.pool ?? sharedCryptoPool();
+  const concurrency = Math.max(1, options.concurrency ?? pool.size * 2 + 2);
+  const maxChunk = options.maxChunkSize ?? 64 * 1024 * 1024;
+  const sem = new Semaphore(concurrency);
+  const report: StoreVerifyReport = { ok: true, objectsChecked: 0, bytesChecked: 0, bad: [], durationMs: 0 };
+  const progress = new ProgressTracker(0, options.onProgress);
+  let fatal: unknown;
+  const inflight = new Set<Promise<void>>();
+  for await (const id of store.list()) {
+    if (fatal !== undefined) break;
+    if (options.signal?.aborted) throw new EngineError('Aborted', 'verify aborted');
+    await sem.acquire();
+    const task = (async () => {
+      try {
+        let sealed: Buffer;
+        try {
+          sealed = await store.get(id);
+        } catch (err) {
+          if (err instanceof Error && 'kind' in err && err.kind === 'NotFound') return; // deleted meanwhile
+          throw err;
+        }
+        report.objectsChecked++;
+        report.bytesChecked += sealed.length;
+        progress.add(sealed.length);
+        if (sealed.length < SEAL_OVERHEAD || sealed.length - SEAL_OVERHEAD > maxChunk) {
+          report.ok = false;
+          report.bad.push({ chunkId: id, message: `object size ${sealed.length} is not a sealed chunk` });
+          return;
+        }
+        // Per-task shared buffers: sizes vary per object and objects are checked a few at a time.
+        const src = new SharedArrayBuffer(sealed.length);
+        Buffer.from(src).set(sealed);
+        const dst = new SharedArrayBuffer(Math.max(1, sealed.length - SEAL_OVERHEAD));
+        try {
+          await pool.run({
+            op: 'open',
+            sealKey: keys.sealKey,
+            idKey: keys.idKey,
+            id: Buffer.from(id, 'hex'),
+            src: { sab: src, off: 0, len: sealed.length },
+            dst: { sab: dst, off: 0, len: sealed.length - SEAL_OVERHEAD },
+          });
+        } catch (err) {
+          if (!(err instanceof WorkerTaskError && err.isSealError)) throw err;
+          report.ok = false;
+          report.bad.push({ chunkId: id, message: `chunk ${id} is corrupted: ${err.message}` });
+        }
+      } finally {
+        sem.release();
+      }
+    })();
+    inflight.add(task);
+    task.then(
+      () => inflight.delete(task),
+      (err: unknown) => {
+        inflight.delete(task);
+        fatal ??= err;
+      },
+    );
+  }
+  while (inflight.size > 0) await Promise.allSettled([...inflight]);
+  if (fatal !== undefined) throw fatal;
+  report.durationMs = performance.now() - started;
+  progress.finish();
+  return report;
+}
