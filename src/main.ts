@@ -13,10 +13,11 @@ import { platformMigrations, Settings } from './platform/db/kv.js';
 import { createHttpApp, tuneServer } from './platform/http/app.js';
 import { registerPortal } from './platform/http/static.js';
 import { AsyncOperations } from './platform/http/async-ops.js';
-import { registerAuth, TokenKeys, TokenService } from './platform/auth/index.js';
+import { registerAuth, TokenKeys, TokenService, armUnauthorized } from './platform/auth/index.js';
 import { initInstallation, writeFileAtomic } from './platform/install.js';
 import { IdentityService, IdentityStore, identityMigrations, registerIdentityRoutes } from './identity/index.js';
-import { ResourceService, ResourceStore, resourceMigrations, registerResourceRoutes } from './resources/index.js';
+import { ResourceService, ResourceStore, resourceMigrations, registerResourceRoutes, registerDeploymentRoutes, deploymentMigrations, failInterruptedDeployments } from './resources/index.js';
+import { StorageService, StorageStore, storageMigrations, registerStorageRoutes, STORAGE_TYPE } from './storage/index.js';
 import { KeyVaultServiceImpl, KeyVaultStore, keyvaultMigrations, registerKeyVaultRoutes, registerKeyVaultDataRoutes, keyVaultChallenge } from './keyvault/index.js';
 import { ComputeService, ComputeStore, computeMigrations, registerComputeRoutes, DISK_TYPE, VM_TYPE, CLASSIC_VM_TYPE } from './compute/index.js';
 import { EmbeddedQueue, Scheduler, jobsMigrations, offsetClock } from './platform/jobs/index.js';
@@ -29,7 +30,7 @@ export interface RunningServer {
   close(): Promise<void>;
 }
 
-const MIGRATIONS: Migration[] = [...platformMigrations, ...identityMigrations, ...resourceMigrations, ...keyvaultMigrations, ...computeMigrations, ...jobsMigrations, ...recoveryMigrations];
+const MIGRATIONS: Migration[] = [...platformMigrations, ...identityMigrations, ...resourceMigrations, ...keyvaultMigrations, ...computeMigrations, ...jobsMigrations, ...recoveryMigrations, ...deploymentMigrations, ...storageMigrations];
 
 export async function startServer(config: Config, log: Logger = createLogger(config.logLevel)): Promise<RunningServer> {
   const install = await initInstallation(config.dataDir, config.vaultHostSuffix);
@@ -75,7 +76,13 @@ export async function startServer(config: Config, log: Logger = createLogger(con
   registerKeyVaultDataRoutes(app, { keyvault });
   // Compute: disks as image files under {dataDir}/disks; RSVAULT_LUKS_ITERATIONS forces low PBKDF2 counts (tests only).
   const luksIter = Number(process.env.RSVAULT_LUKS_ITERATIONS ?? '') || undefined;
-  const compute = new ComputeService(new ComputeStore(database.db), resources, { dataDir: config.dataDir, sealer: install.sealer, luksIterations: luksIter });
+  // Storage accounts (restore targets) under {dataDir}/storage; template deployments create resources through the ARM routes.
+  const storage = new StorageService(new StorageStore(database.db), resources, { dataDir: config.dataDir, sealer: install.sealer });
+  resources.registerDeleter(STORAGE_TYPE, async (id) => void (await storage.deleteAccountById(id)));
+  registerStorageRoutes(app, { storage, verifyBearer: (t) => tokens.verify(t, 'arm').catch(() => Promise.reject(armUnauthorized('The access token is invalid, expired, or not for the management plane.'))), checkAccess: (c, scope, action) => identity.checkAccess(c, scope, action) });
+  await failInterruptedDeployments(database.db);
+  registerDeploymentRoutes(app, { db: database.db, resources, ops });
+  const compute = new ComputeService(new ComputeStore(database.db), resources, { dataDir: config.dataDir, sealer: install.sealer, luksIterations: luksIter, resolveSourceUri: (u) => storage.resolveBlobUrl(u) });
   resources.registerDeleter(VM_TYPE, async (id) => void (await compute.deleteVm(id)));
   resources.registerDeleter(DISK_TYPE, async (id) => {
     const d = await compute.getDisk(id);
@@ -89,7 +96,7 @@ export async function startServer(config: Config, log: Logger = createLogger(con
   const clock = offsetClock(Number(process.env.RSVAULT_CLOCK_OFFSET_MS ?? '') || 0);
   const queue = new EmbeddedQueue(database.db, { log, leaseMs: Number(process.env.RSVAULT_QUEUE_LEASE_MS ?? '') || undefined });
   const scheduler = new Scheduler(queue, { clock, tickMs: Number(process.env.RSVAULT_SCHEDULER_TICK_MS ?? '') || 15_000, log });
-  const recovery = createRecovery({ db: database.db, resources, identity, keyvault, compute, ops, queue, sealer: install.sealer, dataDir: config.dataDir, log, clock });
+  const recovery = createRecovery({ db: database.db, resources, identity, keyvault, compute, storage, ops, queue, sealer: install.sealer, dataDir: config.dataDir, log, clock });
   recovery.registerRoutes(app);
   if (config.role === 'all' || config.role === 'worker') {
     recovery.startWorkers(queue);

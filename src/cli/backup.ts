@@ -6,6 +6,7 @@ import type { Command } from 'commander';
 import { readFileSync } from 'node:fs';
 import cliProgress from 'cli-progress';
 import { ApiError, toApiError, type RsvaultClient } from '../client/index.js';
+import { restoreNextSteps } from './restore.js';
 
 const RS_API = '2023-04-01';
 const BK_API = '2023-02-01';
@@ -337,7 +338,16 @@ export function registerBackupCommands(program: Command, h: BackupCliHelpers): v
         }),
       ),
     );
-  pv(job.command('show').requiredOption('-n, --name <id>', 'job id')).action(action(async (o: V & { name: string }, cmd: Command) => withClient(async (c, p) => out(await c.request('GET', `${vaultPath(sub(p, cmd), o.resourceGroup, o.vaultName)}/backupJobs/${enc(o.name)}`, { query: q }), cmd))));
+  pv(job.command('show').requiredOption('-n, --name <id>', 'job id')).action(
+    action(async (o: V & { name: string }, cmd: Command) =>
+      withClient(async (c, p) => {
+        const j = await c.request<Job & { properties: { extendedInfo?: { propertyBag?: Record<string, string> } } }>('GET', `${vaultPath(sub(p, cmd), o.resourceGroup, o.vaultName)}/backupJobs/${enc(o.name)}`, { query: q });
+        out(j, cmd);
+        // A completed restore: its outputs and the command to run next (stderr keeps -o json clean).
+        for (const l of restoreNextSteps(j, o.resourceGroup)) process.stderr.write(l + '\n');
+      }),
+    ),
+  );
   pv(job.command('wait').description('Wait for a job to finish (progress bar on a TTY).').requiredOption('-n, --name <id>', 'job id').option('--timeout <seconds>', 'give up after this many seconds')).action(
     action(async (o: V & { name: string; timeout?: string }, cmd: Command) =>
       withClient(async (c, p) => {

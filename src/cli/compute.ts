@@ -86,8 +86,11 @@ export function registerComputeCommands(program: Command, h: ComputeCliHelpers):
     .option('--computer-name <n>', 'host name (default: the VM name)')
     .option('--no-vm-agent', 'do not provision the VM agent (provisionVMAgent=false)')
     .option('--tags <tags...>', 'space-separated tags: key[=value]')
+    .option('--encryption-secret-url <url>', 'encrypted OS disk (restored): the BEK secret URL (osDisk.encryptionSettings)')
+    .option('--encryption-key-url <url>', 'encrypted OS disk (restored): the KEK URL')
+    .option('--encryption-key-vault <vault>', 'vault (name or id) of the secret and key (default: from the URLs)')
     .action(
-      action(async (o: G & { location?: string; size: string; osType: string; attachOsDisk?: string; osDiskSizeGb: string; attachDataDisks?: string[]; dataDiskSizesGb?: string[]; adminUsername: string; computerName?: string; vmAgent: boolean; tags?: string[] }, cmd: Command) => {
+      action(async (o: G & { encryptionSecretUrl?: string; encryptionKeyUrl?: string; encryptionKeyVault?: string; location?: string; size: string; osType: string; attachOsDisk?: string; osDiskSizeGb: string; attachDataDisks?: string[]; dataDiskSizesGb?: string[]; adminUsername: string; computerName?: string; vmAgent: boolean; tags?: string[] }, cmd: Command) => {
         await withClient(async (c, p) => {
           const loc = o.location ?? (await c.request<{ location: string }>('GET', `/subscriptions/${sub(p, cmd)}/resourcegroups/${encodeURIComponent(o.resourceGroup)}`, { query: { 'api-version': '2021-04-01' } })).location;
           const win = o.osType.toLowerCase() === 'windows';
@@ -95,6 +98,19 @@ export function registerComputeCommands(program: Command, h: ComputeCliHelpers):
             ...(o.attachDataDisks ?? []).map((d, i) => ({ lun: i, createOption: 'Attach', managedDisk: { id: diskRef(p, cmd, o.resourceGroup, d) } })),
             ...(o.dataDiskSizesGb ?? []).map((s, i) => ({ lun: (o.attachDataDisks?.length ?? 0) + i, createOption: 'Empty', diskSizeGB: Number(s) })),
           ];
+          let encryptionSettings: Record<string, unknown> | undefined;
+          if (o.encryptionKeyUrl && !o.encryptionSecretUrl) throw h.usageError('--encryption-key-url needs --encryption-secret-url');
+          if (o.encryptionSecretUrl) {
+            const vaultName = o.encryptionKeyVault && !o.encryptionKeyVault.startsWith('/') ? o.encryptionKeyVault : /^https:\/\/([^./]+)\./.exec(o.encryptionSecretUrl)?.[1];
+            let kvId = o.encryptionKeyVault?.startsWith('/') ? o.encryptionKeyVault : undefined;
+            if (!kvId) {
+              const all = await c.list<{ id: string; name: string }>(`/subscriptions/${sub(p, cmd)}/providers/Microsoft.KeyVault/vaults`, { query: { 'api-version': KV_API } });
+              kvId = all.find((v) => v.name.toLowerCase() === (vaultName ?? '').toLowerCase())?.id;
+              if (!kvId) throw new ApiError(404, 'KeyVaultNotFound', `The key vault '${vaultName}' of --encryption-secret-url does not exist.`, 'Restore the key and secret into a vault first: rsvault backup restore restore-keys ... --target-key-vault <vault>');
+            }
+            encryptionSettings = { enabled: true, diskEncryptionKey: { sourceVault: { id: kvId }, secretUrl: o.encryptionSecretUrl }, ...(o.encryptionKeyUrl ? { keyEncryptionKey: { sourceVault: { id: kvId }, keyUrl: o.encryptionKeyUrl } } : {}) };
+          }
+          if (encryptionSettings && !o.attachOsDisk) throw h.usageError('--encryption-secret-url applies to an attached OS disk (--attach-os-disk)');
           const body = {
             location: loc,
             tags: h.parseTags(o.tags),
@@ -102,7 +118,7 @@ export function registerComputeCommands(program: Command, h: ComputeCliHelpers):
               hardwareProfile: { vmSize: o.size },
               osProfile: { computerName: o.computerName ?? o.name, adminUsername: o.adminUsername, [win ? 'windowsConfiguration' : 'linuxConfiguration']: { provisionVMAgent: o.vmAgent } },
               storageProfile: {
-                osDisk: o.attachOsDisk ? { osType: win ? 'Windows' : 'Linux', createOption: 'Attach', managedDisk: { id: diskRef(p, cmd, o.resourceGroup, o.attachOsDisk) } } : { osType: win ? 'Windows' : 'Linux', createOption: 'FromImage', diskSizeGB: Number(o.osDiskSizeGb) },
+                osDisk: o.attachOsDisk ? { osType: win ? 'Windows' : 'Linux', createOption: 'Attach', managedDisk: { id: diskRef(p, cmd, o.resourceGroup, o.attachOsDisk) }, ...(encryptionSettings ? { encryptionSettings } : {}) } : { osType: win ? 'Windows' : 'Linux', createOption: 'FromImage', diskSizeGB: Number(o.osDiskSizeGb) },
                 dataDisks,
               },
             },

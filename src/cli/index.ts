@@ -11,6 +11,7 @@ import { clearProfile, loadProfile, profilePath, saveProfile, type Profile } fro
 import { registerKeyvaultCommands } from './keyvault.js';
 import { registerComputeCommands } from './compute.js';
 import { registerBackupCommands } from './backup.js';
+import { registerRestoreCommands } from './restore.js';
 
 export interface ServeFlags {
   dataDir?: string;
@@ -378,6 +379,7 @@ export function buildProgram(deps: CliDeps): Command {
   registerKeyvaultCommands(program, { action, out, withClient, sub, parseTags, usageError: (m) => new UsageError(m) });
   registerComputeCommands(program, { action, out, withClient, sub, parseTags, usageError: (m) => new UsageError(m) });
   registerBackupCommands(program, { action, out, withClient, sub, parseTags, usageError: (m) => new UsageError(m) });
+  registerRestoreCommands(program, { action, out, withClient, sub, parseTags, usageError: (m) => new UsageError(m) });
   return program;
 }
 

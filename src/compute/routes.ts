@@ -242,7 +242,7 @@ function parseDiskInput(b: Obj): DiskInput {
   if (!co) throw armErrors.invalidContent(`The value '${createOption}' of 'properties.creationData.createOption' is not supported; use Empty, Import or Upload.`, 'properties.creationData.createOption');
   let sourcePath = str(cd, 'sourceUri', 'properties.creationData.sourceUri');
   if (sourcePath?.startsWith('file://')) sourcePath = decodeURIComponent(new URL(sourcePath).pathname);
-  if (sourcePath !== undefined && !sourcePath.startsWith('/')) throw armErrors.invalidContent(`'properties.creationData.sourceUri' must be an absolute path or file:// URL on the server (got '${sourcePath}').`, 'properties.creationData.sourceUri');
+  if (sourcePath !== undefined && !sourcePath.startsWith('/') && !/^https:\/\//i.test(sourcePath)) throw armErrors.invalidContent(`'properties.creationData.sourceUri' must be an absolute path or file:// URL on the server, or the https URI of a blob this rsvault serves (got '${sourcePath}').`, 'properties.creationData.sourceUri');
   const ref = cd?.referenceInPlace;
   if (ref !== undefined && typeof ref !== 'boolean') throw armErrors.invalidContent("'properties.creationData.referenceInPlace' must be a boolean.", 'properties.creationData.referenceInPlace');
   const esc = obj(p, 'encryptionSettingsCollection', 'properties.encryptionSettingsCollection');

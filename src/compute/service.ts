@@ -3,7 +3,7 @@
  * changed-block tracking and before-write hooks, disk access (SAS) grants. Azure Disk Encryption lives in ade.ts.
  */
 import { mkdirSync } from 'node:fs';
-import { open, unlink, stat } from 'node:fs/promises';
+import { open, unlink, stat, rename } from 'node:fs/promises';
 import path from 'node:path';
 import { randomBytes, randomUUID } from 'node:crypto';
 import { ArmError, armErrors } from '../platform/http/errors.js';
@@ -26,6 +26,8 @@ export interface ComputeOptions {
   sealer: Sealer;
   /** PBKDF2 iterations for LUKS key slots rsvault writes (tests: 1000); default: 2000 ms worth, as cryptsetup. */
   luksIterations?: number | undefined;
+  /** Resolves an https source URI of a disk import (a blob this installation serves) to a server file path. */
+  resolveSourceUri?: ((uri: string) => Promise<string | undefined>) | undefined;
 }
 
 export interface DiskInput {
@@ -38,6 +40,8 @@ export interface DiskInput {
   sizeBytes?: number | undefined;
   sourcePath?: string | undefined;
   referenceInPlace?: boolean | undefined;
+  /** Import: move the source file into the disk store instead of copying it (same filesystem; the caller's temp file). */
+  moveSource?: boolean | undefined;
   osType?: OsType | undefined;
   encryptionSettingsCollection?: EncryptionSettingsCollection | undefined;
   props?: Record<string, unknown> | undefined;
@@ -225,7 +229,12 @@ export class ComputeService {
         break;
       }
       case 'Import': {
-        const src = input.sourcePath;
+        let src = input.sourcePath;
+        if (src && /^https?:\/\//i.test(src)) {
+          const resolved = await this.opts.resolveSourceUri?.(src);
+          if (!resolved) throw new ArmError(400, 'InvalidParameter', `The source blob '${src}' does not exist (or is not a blob served by this rsvault).`, { target: 'properties.creationData.sourceUri', recommendation: 'Use the blob URI a restore job names (rsvault backup job show), or an absolute file path on the server.' });
+          src = resolved;
+        }
         if (!src) throw armErrors.invalidContent("Disk creation with createOption 'Import' requires 'creationData.sourceUri' (an absolute file path or file:// URL on the server).", 'properties.creationData.sourceUri');
         let st;
         try {
@@ -247,6 +256,8 @@ export class ComputeService {
           owned = 0;
           const clash = await this.store.db.selectFrom('compute_disks').select('id').where('image_path', '=', imagePath).executeTakeFirst();
           if (clash) throw new ArmError(409, 'Conflict', `The image '${imagePath}' is already used by disk '${clash.id}'.`);
+        } else if (input.moveSource) {
+          await rename(src, imagePath);
         } else {
           await sparseCopy(src, imagePath);
         }
@@ -312,6 +323,26 @@ export class ComputeService {
     const mk = this.opts.sealer.open(r.volume_key_sealed, `compute-volume-key:${d.uniqueId}`);
     this.keyCache.set(norm(d.id), mk);
     return mk;
+  }
+
+  /**
+   * Replaces a disk's content with an image file (restore to the original location): under the disk lock, the file is
+   * renamed over the image (same filesystem), the size/format follow the new image, and changed-block tracking is
+   * invalidated. The caller's file is consumed.
+   */
+  async replaceDiskImage(id: string, file: string, format: 'raw' | 'luks1'): Promise<Disk> {
+    const d = await this.requireDisk(id);
+    if (!d.owned) throw new ArmError(409, 'OperationNotAllowed', `Disk '${d.name}' references an image outside rsvault's disk store; it cannot be replaced.`);
+    return this.withDiskLock(id, async () => {
+      await this.runHooks(d.id, 0, Number.MAX_SAFE_INTEGER);
+      const st = await stat(file);
+      await rename(file, d.imagePath);
+      const payload = format === 'luks1' ? ((await luksPayloadOffset(d.imagePath)) ?? 0) : 0;
+      await this.store.db.updateTable('compute_disks').set({ size_bytes: st.size - payload, format, volume_key_sealed: null }).where('id_norm', '=', norm(id)).execute();
+      this.keyCache.delete(norm(id));
+      await this.invalidate(d.id, 'disk content replaced by a restore');
+      return (await this.getDisk(id))!;
+    });
   }
 
   async deleteDisk(id: string): Promise<boolean> {

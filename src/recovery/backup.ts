@@ -400,6 +400,9 @@ export class Protection {
       // Keep the newest point of an item whose data is retained (Azure keeps the last RP while protection is stopped).
       const item = await s.db.selectFrom('recovery_items').selectAll().where('id_norm', '=', rp.item_norm).executeTakeFirst();
       if (item && item.protection_state === 'ProtectionStopped' && item.deferred_delete_at === null && item.last_rp_id === rp.id) continue;
+      // A recovery point being restored stays until the restore ends (its manifest is live for GC meanwhile).
+      const restoring = await s.db.selectFrom('recovery_jobs').select('params_json').where('item_norm', '=', rp.item_norm).where('operation', '=', 'Restore').where('status', 'in', ['InProgress', 'Cancelling']).execute();
+      if (restoring.some((j) => (JSON.parse(j.params_json) as { rpId?: string }).rpId === rp.id)) continue;
       await s.db.transaction().execute(async (tx) => {
         await tx.deleteFrom('recovery_points').where('id', '=', rp.id).execute();
         if (item && item.last_rp_id === rp.id) {
@@ -470,6 +473,9 @@ export class Protection {
       if (j.operation === 'Backup') {
         await s.d.queue.send(QUEUE_BACKUP, { jobId: j.id }, { uniqueKey: `backup:${j.id}`, retryLimit: 2 });
         resumed++;
+      } else if (j.operation === 'Restore') {
+        await s.finishJob(j.id, 'Failed', { errorCode: 400323, errorString: 'The server stopped while this Restore job was running; nothing it wrote was kept (no restored disk, blob or VM is presented), and its partial files were removed.', errorTitle: 'UserErrorRestoreInterrupted', recommendations: ['Retry the restore.'] });
+        failed++;
       } else {
         await s.finishJob(j.id, 'Failed', { errorCode: 500002, errorString: `The server restarted while this ${j.operation} job was running; nothing was committed by it. Retry the operation.`, errorTitle: 'OperationInterrupted', recommendations: ['Retry the operation.'] });
         failed++;

@@ -21,7 +21,17 @@ export const NUMERIC_CODES: Record<string, number> = {
   UserErrorRecoveryPointExpired: 400312,
   UserErrorJobCancelled: 400313,
   UserErrorVmNotInDesirableState: 400314,
+  UserErrorStorageAccountNotFound: 400315,
+  UserErrorStorageAccountFull: 400316,
+  UserErrorOriginalLocationRestoreNotSupportedForEncryptedVm: 400317,
+  UserErrorTargetVirtualMachineExists: 400318,
+  UserErrorKeyAlreadyExistsInTargetVault: 400319,
+  UserErrorChunkCorrupted: 400320,
+  UserErrorChunkMissing: 400321,
+  UserErrorRecoveryPointNotEncrypted: 400322,
+  UserErrorRestoreInterrupted: 400323,
   BackUpOperationFailed: 500001,
+  RestoreFailed: 500003,
   InternalServerError: 500002,
 };
 
@@ -107,5 +117,55 @@ export const recoveryErrors = {
   notCancellable: (id: string, status: string) =>
     new RecoveryError(400, 'BMSUserErrorJobNotCancellable', `Backup can't cancel the job '${id}' because it isn't in progress (status: ${status}).`, {
       recommendation: 'Only InProgress Backup jobs can be cancelled.',
+    }),
+};
+
+/** Restore failures (ERRORS.md #2, #3, #4 and docs/ERRORS-rsvault.md). `fix` is the exact command that repairs the cause. */
+export const restoreErrors = {
+  kvNotFound: (vaultId: string, fix: string) =>
+    new RecoveryError(400, 'UserErrorKeyVaultNotFound', `The encrypted VM cannot be restored because key vault '${vaultId}' associated with it does not exist.`, {
+      target: 'properties.encryptionDetails',
+      recommendation: `Create the key vault (rsvault keyvault create -n ${vaultId.split('/').pop()} -g ${/resourceGroups\/([^/]+)/i.exec(vaultId)?.[1] ?? '<group>'} -l <location> --enabled-for-disk-encryption true), restore the key and secret from the recovery point into it: ${fix} — then retry the restore with the key and secret URLs it prints (--kek-url, --secret-url).`,
+    }),
+  keyAndSecretNotFound: (missing: string[], fix: string) =>
+    new RecoveryError(400, 'UserErrorKeyAndSecretNotFound', `The encrypted VM cannot be restored because the key and/or secret associated with it do not exist: ${missing.map((m) => `'${m}'`).join(', ')}.`, {
+      target: 'properties.encryptionDetails',
+      recommendation: `Restore the key and secret from the recovery point: ${fix} — then retry the restore with the key and secret URLs it prints (--kek-url, --secret-url).`,
+    }),
+  notAuthorized: (scope: string, missing: string[], restoreDisksCmd: string, grantCmds: string[]) =>
+    new RecoveryError(400, 'UserErrorBackupServiceNotAuthorized', `Backup Service does not have authorization to access resources in resource group '${scope}' (missing: ${missing.join('; ')}).`, {
+      target: 'properties.targetResourceGroupId',
+      recommendation: `Restore the disks instead, then create the VM from them: ${restoreDisksCmd}, then deploy the template the job names (rsvault deployment group create -g <group> --template-file <template>) or rsvault vm create --attach-os-disk <restored disk> --os-type Linux. Or grant the Backup Management Service access: ${grantCmds.join(' ; ')}`,
+    }),
+  originalLocationEncrypted: (vm: string) =>
+    new RecoveryError(400, 'UserErrorOriginalLocationRestoreNotSupportedForEncryptedVm', `Replacing the disks of the existing VM ('OriginalLocation') is not supported for encrypted VMs ('${vm}'), as in Azure Backup.`, {
+      target: 'properties.recoveryType',
+      recommendation: "Use recoveryType 'RestoreDisks' (then create a VM from the disks) or 'AlternateLocation' (a new VM): rsvault backup restore restore-disks | restore-vm.",
+    }),
+  storageNotFound: (id: string) =>
+    new RecoveryError(404, 'UserErrorStorageAccountNotFound', `The staging storage account '${id}' does not exist.`, {
+      target: 'properties.storageAccountId',
+      recommendation: `Create it first: rsvault storage account create -n ${id.split('/').pop()} -g ${/resourceGroups\/([^/]+)/i.exec(id)?.[1] ?? '<group>'} -l <location>`,
+    }),
+  storageFull: (account: string, detail: string) =>
+    new RecoveryError(400, 'UserErrorStorageAccountFull', `The storage account '${account}' ran out of space during the restore (${detail}); nothing was kept: no restored disk or file is left in it.`, {
+      recommendation: `Free space or raise the account's quota (rsvault storage account create -n ${account} ... --quota-bytes <n>, or remove --quota-bytes), or restore to another account, then retry.`,
+    }),
+  targetVmExists: (id: string) =>
+    new RecoveryError(409, 'UserErrorTargetVirtualMachineExists', `The target virtual machine '${id}' already exists; a restore creates a new VM.`, {
+      target: 'properties.targetVirtualMachineId',
+      recommendation: 'Choose another VM name (--target-vm-name), or delete the existing VM first.',
+    }),
+  notEncrypted: (rp: string) =>
+    new RecoveryError(400, 'UserErrorRecoveryPointNotEncrypted', `The recovery point '${rp}' is of a VM that was not encrypted: it holds no key or secret to restore.`, {
+      recommendation: 'Restore the disks directly (rsvault backup restore restore-disks).',
+    }),
+  keyConflict: (name: string, vault: string, version: string) =>
+    new RecoveryError(409, 'UserErrorKeyAlreadyExistsInTargetVault', `The key '${name}' already exists in key vault '${vault}' without the backed-up version '${version}'; a key backup restores only under a free name.`, {
+      recommendation: `Restore into another key vault (--target-key-vault), or delete and purge the key first: rsvault keyvault key delete --vault-name ${vault} -n ${name} && rsvault keyvault key purge --vault-name ${vault} -n ${name}`,
+    }),
+  chunk: (code: 'UserErrorChunkCorrupted' | 'UserErrorChunkMissing', message: string, rp: string, disk: string) =>
+    new RecoveryError(400, code, `Restore of disk '${disk}' from recovery point '${rp}' stopped: ${message}. Nothing was written as restored.`, {
+      recommendation: 'Restore from another recovery point (rsvault backup recoverypoint list) and check the vault store (verify).',
     }),
 };

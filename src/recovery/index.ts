@@ -6,6 +6,7 @@ import type { FastifyInstance } from 'fastify';
 import type { JobQueue, Scheduler } from '../platform/jobs/index.js';
 import { RecoveryService, QUEUE_BACKUP, QUEUE_RETENTION, QUEUE_SCHEDULED, type RecoveryDeps } from './service.js';
 import { Protection } from './backup.js';
+import { Restore } from './restore.js';
 import { RecoveryStore } from './store.js';
 import { registerRecoveryRoutes } from './routes.js';
 import { VAULT_TYPE } from './model.js';
@@ -13,11 +14,13 @@ import { VAULT_TYPE } from './model.js';
 export { recoveryMigrations, RecoveryStore } from './store.js';
 export { RecoveryService, type RecoveryDeps } from './service.js';
 export { Protection } from './backup.js';
+export { Restore } from './restore.js';
 export { validatePolicy, scheduleCron, scheduledExpiry, nextScheduledRun } from './policy.js';
 
 export interface RecoveryModule {
   service: RecoveryService;
   protection: Protection;
+  restore: Restore;
   registerRoutes(app: FastifyInstance): void;
   /** Queue workers (role worker) and schedule sources (role scheduler). */
   startWorkers(queue: JobQueue): void;
@@ -28,6 +31,7 @@ export function createRecovery(deps: Omit<RecoveryDeps, 'store'> & { store?: Rec
   const store = deps.store ?? new RecoveryStore(deps.db!);
   const service = new RecoveryService({ ...deps, store });
   const protection = new Protection(service);
+  const restore = new Restore(service);
   deps.resources.registerDeleter(VAULT_TYPE, async (id) => {
     const v = await service.db.selectFrom('recovery_vaults').selectAll().where('id_norm', '=', id.toLowerCase()).executeTakeFirst();
     if (v) await service.deleteVault(v, true);
@@ -35,10 +39,12 @@ export function createRecovery(deps: Omit<RecoveryDeps, 'store'> & { store?: Rec
   return {
     service,
     protection,
+    restore,
     registerRoutes(app) {
-      registerRecoveryRoutes(app, { recovery: service, protection, ops: deps.ops });
+      registerRecoveryRoutes(app, { recovery: service, protection, restore, ops: deps.ops });
     },
     startWorkers(queue) {
+      void restore.cleanLeftovers().catch((e: unknown) => deps.log.warn({ err: e }, 'could not remove the leftovers of interrupted restores'));
       void protection.recoverInterrupted().then(
         (r) => (r.failed || r.resumed ? deps.log.warn(r, 'recovery jobs interrupted by the previous shutdown were failed or resumed') : undefined),
         (e: unknown) => deps.log.error({ err: e }, 'could not recover interrupted recovery jobs'),

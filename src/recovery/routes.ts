@@ -12,11 +12,13 @@ import { containerName, filterDate, itemName, parseContainerName, parseFilter, r
 import { RecoveryError, recoveryErrors } from './errors.js';
 import { RecoveryService, refOfItem, type ItemRow, type JobRow, type VaultRow } from './service.js';
 import type { Protection } from './backup.js';
+import type { Restore } from './restore.js';
 import { containerView, itemView, jobView, policyView, pointView, protectableView, storageConfigView, vaultConfigView, vaultView } from './views.js';
 
 export interface RecoveryRouteDeps {
   recovery: RecoveryService;
   protection: Protection;
+  restore?: Restore | undefined;
   ops: AsyncOperations;
 }
 
@@ -451,6 +453,24 @@ export function registerRecoveryRoutes(app: FastifyInstance, deps: RecoveryRoute
     if (!rp) throw recoveryErrors.rpNotFound(id);
     const itemId = `${v.id}/backupFabrics/Azure/protectionContainers/${containerName(ref)}/protectedItems/${itemName(ref)}`;
     return pointView(itemId, rp, svc.openKeys(rp));
+  });
+
+  // ---- restore ---------------------------------------------------------------------------------------------------
+  const callerOf = (req: FastifyRequest) => ({ objectId: req.caller!.objectId, tenantId: req.caller!.tenantId, appId: req.caller!.appId });
+  app.post(`${I}/recoveryPoints/:rp/restore`, { config: { action: `${RS}/backupFabrics/protectionContainers/protectedItems/recoveryPoints/restore/action` } }, async (req, reply) => {
+    const api = requireArmApiVersion(req.url);
+    const { v, ref, item } = await itemOf(req);
+    if (!deps.restore) throw new ArmError(503, 'RestoreUnavailable', 'Restore is not available in this server.');
+    const opId = await deps.restore.beginRestore(v, item, (req.params as { rp: string }).rp, req.body, originOf(req), callerOf(req));
+    const base = `${v.id}/backupFabrics/Azure/protectionContainers/${containerName(ref)}/protectedItems/${itemName(ref)}`;
+    return accepted(reply, { asyncOperation: link(req, `${base}/operationsStatus/${opId}`, api), location: link(req, `${base}/operationResults/${opId}`, api) }, 1);
+  });
+  // rsvault: restore the recovery point's key (KEK) and secret (BEK) into a key vault of this installation, as the caller.
+  app.post(`${I}/recoveryPoints/:rp/restoreKeys`, { config: { action: `${RS}/backupFabrics/protectionContainers/protectedItems/recoveryPoints/restore/action` } }, async (req) => {
+    requireArmApiVersion(req.url);
+    const { v, item } = await itemOf(req);
+    if (!deps.restore) throw new ArmError(503, 'RestoreUnavailable', 'Restore is not available in this server.');
+    return deps.restore.restoreKeys(v, item, (req.params as { rp: string }).rp, req.body, callerOf(req));
   });
 
   // ---- jobs ------------------------------------------------------------------------------------------------------

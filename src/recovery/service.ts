@@ -15,6 +15,7 @@ import type { ResourceService } from '../resources/index.js';
 import type { IdentityService } from '../identity/index.js';
 import { KeyVaultError, formatMissing, parseObjectUrl, type KeyVaultService, type KvPrincipal } from '../keyvault/index.js';
 import type { ComputeService, Vm } from '../compute/index.js';
+import type { StorageService } from '../storage/index.js';
 import { FsChunkStore, generateStoreKeys, type StoreKeys } from '../engine/index.js';
 import { defaultPolicy, scheduleCron, validatePolicy, type IaasVmPolicy } from './policy.js';
 import { RecoveryError, recoveryErrors, canonicalCode } from './errors.js';
@@ -33,6 +34,8 @@ export interface RecoveryDeps {
   identity: IdentityService;
   keyvault: KeyVaultService;
   compute: ComputeService;
+  /** Restore targets (storage accounts); absent = restores to storage accounts are unavailable. */
+  storage?: StorageService | undefined;
   ops: AsyncOperations;
   queue: JobQueue;
   sealer: Sealer;

@@ -3,3 +3,4 @@ export { ResourceService, type ResourceGroup, type IndexEntry, type ResourceDele
 export { ResourceStore, resourceMigrations } from './store.js';
 export { registerResourceRoutes } from './routes.js';
 export { parseResourceId, formatResourceId, sameId, type ResourceId } from './model.js';
+export { registerDeploymentRoutes, deploymentMigrations, failInterruptedDeployments, type DeploymentRouteDeps } from './deployments.js';

@@ -1,0 +1,261 @@
+/**
+ * Storage accounts as restore targets: each account is a directory `{dataDir}/storage/{account}/`, each container a
+ * sub-directory, each blob a file. Writers stage a whole container under `.staging/` and publish it with one rename,
+ * so a reader never sees a half-written container; `cleanLeftovers()` removes staging left by a crash.
+ * Blobs are read with a bearer token (RBAC on the account) or a service SAS signed with the account key.
+ */
+import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
+import { mkdirSync } from 'node:fs';
+import { mkdir, readdir, rename, rm, stat } from 'node:fs/promises';
+import path from 'node:path';
+import { ArmError, armErrors } from '../platform/http/errors.js';
+import type { Sealer } from '../platform/crypto.js';
+import type { ResourceService } from '../resources/index.js';
+import { accountIdOf, blobNameError, containerNameError, parseAccountId, parseBlobUrl, requireAccountName, STORAGE_TYPE, storageErrors } from './model.js';
+import type { StorageStore, StorageTables } from './store.js';
+
+export type AccountRow = StorageTables['storage_accounts'];
+
+export interface StorageAccount {
+  id: string;
+  name: string;
+  subscriptionId: string;
+  resourceGroup: string;
+  location: string;
+  tags: Record<string, string>;
+  sku: { name: string; tier?: string | undefined };
+  kind: string;
+  quotaBytes?: number | undefined;
+  createdAt: number;
+  props: Record<string, unknown>;
+}
+
+export interface AccountInput {
+  location: string;
+  tags?: Record<string, string> | undefined;
+  sku?: { name?: string | undefined } | undefined;
+  kind?: string | undefined;
+  quotaBytes?: number | null | undefined;
+  props?: Record<string, unknown> | undefined;
+}
+
+const SKUS = ['Standard_LRS', 'Standard_GRS', 'Standard_RAGRS', 'Standard_ZRS', 'Premium_LRS', 'Standard_GZRS', 'Standard_RAGZRS'];
+
+function toAccount(r: AccountRow): StorageAccount {
+  return {
+    id: r.id, name: r.name, subscriptionId: r.subscription_id, resourceGroup: r.resource_group, location: r.location,
+    tags: JSON.parse(r.tags_json) as Record<string, string>, sku: JSON.parse(r.sku_json) as { name: string }, kind: r.kind,
+    quotaBytes: r.quota_bytes === null ? undefined : Number(r.quota_bytes), createdAt: Number(r.created_at), props: JSON.parse(r.props_json) as Record<string, unknown>,
+  };
+}
+
+export class StorageService {
+  readonly root: string;
+  constructor(
+    private readonly store: StorageStore,
+    private readonly resources: ResourceService,
+    private readonly opts: { dataDir: string; sealer: Sealer },
+  ) {
+    this.root = path.join(opts.dataDir, 'storage');
+    mkdirSync(this.root, { recursive: true, mode: 0o700 });
+  }
+
+  // ---- accounts ---------------------------------------------------------------------------------------------------
+  async getAccount(id: string): Promise<StorageAccount | undefined> {
+    const r = await this.store.db.selectFrom('storage_accounts').selectAll().where('id_norm', '=', id.toLowerCase()).executeTakeFirst();
+    return r ? toAccount(r) : undefined;
+  }
+
+  async getAccountByName(name: string): Promise<StorageAccount | undefined> {
+    const r = await this.store.db.selectFrom('storage_accounts').selectAll().where('name', '=', name.toLowerCase()).executeTakeFirst();
+    return r ? toAccount(r) : undefined;
+  }
+
+  async requireAccount(sub: string, rg: string, name: string): Promise<StorageAccount> {
+    await this.resources.requireGroup(sub, rg);
+    const a = await this.getAccount(accountIdOf(sub, rg, name));
+    if (!a) throw storageErrors.notFound(name, rg);
+    return a;
+  }
+
+  async listAccounts(sub: string, rg?: string): Promise<StorageAccount[]> {
+    this.resources.requireSubscription(sub);
+    let q = this.store.db.selectFrom('storage_accounts').selectAll().where('subscription_id', '=', sub);
+    if (rg) {
+      await this.resources.requireGroup(sub, rg);
+      q = q.where('resource_group', '=', rg.toLowerCase());
+    }
+    return (await q.orderBy('name').execute()).map(toAccount);
+  }
+
+  async createOrUpdateAccount(sub: string, rg: string, name: string, input: AccountInput): Promise<{ account: StorageAccount; created: boolean }> {
+    const g = await this.resources.requireGroup(sub, rg);
+    requireAccountName(name);
+    const skuName = input.sku?.name ?? 'Standard_LRS';
+    const sku = SKUS.find((s) => s.toLowerCase() === skuName.toLowerCase());
+    if (!sku) throw armErrors.invalidContent(`The sku '${skuName}' is not supported: use one of ${SKUS.join(', ')}.`, 'sku.name');
+    if (input.quotaBytes !== undefined && input.quotaBytes !== null && (!Number.isSafeInteger(input.quotaBytes) || input.quotaBytes < 0)) {
+      throw armErrors.invalidContent("'properties.quotaBytes' must be a non-negative integer (bytes) or null.", 'properties.quotaBytes');
+    }
+    const id = accountIdOf(sub, g.name, name);
+    const taken = await this.getAccountByName(name);
+    if (taken && taken.id.toLowerCase() !== id.toLowerCase()) {
+      throw new ArmError(409, 'StorageAccountAlreadyTaken', `The storage account named ${name} is already taken.`, { recommendation: 'Storage account names are globally unique: pick another name.' });
+    }
+    const existing = await this.getAccount(id);
+    if (existing) {
+      if (existing.location.toLowerCase() !== input.location.toLowerCase()) throw new ArmError(409, 'InvalidResourceLocation', `The storage account '${name}' already exists in location '${existing.location}'.`);
+      await this.store.db
+        .updateTable('storage_accounts')
+        .set({ tags_json: JSON.stringify(input.tags ?? existing.tags), sku_json: JSON.stringify({ name: sku, tier: sku.startsWith('Premium') ? 'Premium' : 'Standard' }), ...(input.quotaBytes !== undefined ? { quota_bytes: input.quotaBytes } : {}), props_json: JSON.stringify({ ...existing.props, ...(input.props ?? {}) }) })
+        .where('id_norm', '=', id.toLowerCase())
+        .execute();
+    } else {
+      await this.store.db
+        .insertInto('storage_accounts')
+        .values({
+          id_norm: id.toLowerCase(), id, subscription_id: sub, resource_group: g.name.toLowerCase(), name, location: input.location, tags_json: JSON.stringify(input.tags ?? {}),
+          sku_json: JSON.stringify({ name: sku, tier: sku.startsWith('Premium') ? 'Premium' : 'Standard' }), kind: input.kind ?? 'StorageV2', props_json: JSON.stringify(input.props ?? {}),
+          quota_bytes: input.quotaBytes ?? null, key_sealed: this.opts.sealer.seal(randomBytes(32), `storage-account-key:${name}`), created_at: Date.now(),
+        })
+        .execute();
+      mkdirSync(this.accountDir(name), { recursive: true, mode: 0o700 });
+    }
+    await this.resources.index({ id, subscriptionId: sub, resourceGroup: g.name, type: STORAGE_TYPE, name, location: input.location, tags: input.tags ?? existing?.tags });
+    return { account: (await this.getAccount(id))!, created: !existing };
+  }
+
+  /** Deletes the account and every blob in it. */
+  async deleteAccountById(id: string): Promise<boolean> {
+    const a = await this.getAccount(id);
+    if (!a) return false;
+    await this.store.db.deleteFrom('storage_accounts').where('id_norm', '=', id.toLowerCase()).execute();
+    await this.resources.unindex(a.id);
+    await rm(this.accountDir(a.name), { recursive: true, force: true });
+    return true;
+  }
+
+  // ---- containers and blobs ---------------------------------------------------------------------------------------
+  accountDir(name: string): string {
+    return path.join(this.root, name.toLowerCase());
+  }
+
+  containerDir(account: string, container: string): string {
+    const e = containerNameError(container);
+    if (e) throw armErrors.invalidName('container', container, e);
+    return path.join(this.accountDir(account), container);
+  }
+
+  blobPath(account: string, container: string, blob: string): string {
+    const e = blobNameError(blob);
+    if (e) throw armErrors.invalidName('blob', blob, e);
+    return path.join(this.containerDir(account, container), blob);
+  }
+
+  /** A fresh staging directory for a container that will be published with `publishContainer`. */
+  async stageContainer(account: string, container: string): Promise<string> {
+    this.containerDir(account, container);
+    const dir = path.join(this.accountDir(account), '.staging', container);
+    await rm(dir, { recursive: true, force: true });
+    await mkdir(dir, { recursive: true, mode: 0o700 });
+    return dir;
+  }
+
+  /** Publishes a staged container in one rename: before it, the container does not exist; after it, it is complete. */
+  async publishContainer(account: string, container: string): Promise<void> {
+    const dst = this.containerDir(account, container);
+    if (await stat(dst).catch(() => undefined)) throw new ArmError(409, 'ContainerAlreadyExists', `The container '${container}' already exists in storage account '${account}'.`);
+    await rename(path.join(this.accountDir(account), '.staging', container), dst);
+  }
+
+  async discardStaging(account: string, container: string): Promise<void> {
+    await rm(path.join(this.accountDir(account), '.staging', container), { recursive: true, force: true });
+  }
+
+  /** Removes staging left by a writer that died (start-up). */
+  async cleanLeftovers(): Promise<number> {
+    let n = 0;
+    for (const e of await readdir(this.root, { withFileTypes: true }).catch(() => [])) {
+      if (!e.isDirectory()) continue;
+      const staging = path.join(this.root, e.name, '.staging');
+      for (const s of await readdir(staging).catch(() => [])) {
+        await rm(path.join(staging, s), { recursive: true, force: true });
+        n++;
+      }
+    }
+    return n;
+  }
+
+  /** Bytes (apparent file sizes) the account holds, staging included. */
+  async usedBytes(account: string): Promise<number> {
+    const walk = async (dir: string): Promise<number> => {
+      let total = 0;
+      for (const e of await readdir(dir, { withFileTypes: true }).catch(() => [])) {
+        const p = path.join(dir, e.name);
+        if (e.isDirectory()) total += await walk(p);
+        else total += (await stat(p).catch(() => ({ size: 0 }))).size;
+      }
+      return total;
+    };
+    return walk(this.accountDir(account));
+  }
+
+  /** Bytes still free under the account's quota, or undefined when it has none. */
+  async freeBytes(account: StorageAccount): Promise<number | undefined> {
+    if (account.quotaBytes === undefined) return undefined;
+    return Math.max(0, account.quotaBytes - (await this.usedBytes(account.name)));
+  }
+
+  // ---- blob addressing, SAS -----------------------------------------------------------------------------------------
+  private accountKey(a: AccountRow | StorageAccount & { key_sealed?: string }): Buffer {
+    return this.opts.sealer.open((a as AccountRow).key_sealed, `storage-account-key:${a.name}`);
+  }
+
+  private async row(name: string): Promise<AccountRow | undefined> {
+    return this.store.db.selectFrom('storage_accounts').selectAll().where('name', '=', name.toLowerCase()).executeTakeFirst();
+  }
+
+  /** A read SAS query string (`sv&sr&sp&se&sig`) for one blob, valid for `seconds`. */
+  async blobSas(account: string, container: string, blob: string, seconds: number, permissions = 'r'): Promise<string> {
+    const r = await this.row(account);
+    if (!r) throw storageErrors.notFound(account);
+    const se = new Date(Date.now() + seconds * 1000).toISOString().replace(/\.\d{3}Z$/, 'Z');
+    const sig = this.sign(r, container, blob, se, permissions);
+    return new URLSearchParams({ sv: '2021-08-06', sr: 'b', sp: permissions, se, sig }).toString();
+  }
+
+  private sign(r: AccountRow, container: string, blob: string, se: string, sp: string): string {
+    return createHmac('sha256', this.accountKey(r)).update(`${r.name}\n${container}\n${blob}\n${se}\n${sp}`).digest('base64');
+  }
+
+  /** Checks a SAS for reading the blob; throws AuthenticationFailed. */
+  async checkSas(account: string, container: string, blob: string, q: URLSearchParams): Promise<void> {
+    const r = await this.row(account);
+    if (!r) throw storageErrors.notFound(account);
+    const se = q.get('se');
+    const sp = q.get('sp') ?? '';
+    const sig = q.get('sig') ?? '';
+    if (!se || Number.isNaN(Date.parse(se))) throw storageErrors.sasInvalid("missing its expiry ('se')");
+    if (Date.parse(se) < Date.now()) throw storageErrors.sasInvalid(`expired (se=${se})`);
+    if (!sp.includes('r')) throw storageErrors.sasInvalid("not valid for reading (sp has no 'r')");
+    const want = Buffer.from(this.sign(r, container, blob, se, sp));
+    const got = Buffer.from(sig);
+    if (want.length !== got.length || !timingSafeEqual(want, got)) throw storageErrors.sasInvalid('not signed by this account (signature mismatch)');
+  }
+
+  /** Server-side path of a blob URL served by this installation (`…/blob/{account}/{container}/{blob}`), if it exists. */
+  async resolveBlobUrl(url: string): Promise<string | undefined> {
+    const b = parseBlobUrl(url);
+    if (!b || !(await this.getAccountByName(b.account))) return undefined;
+    let p: string;
+    try {
+      p = this.blobPath(b.account, b.container, b.blob);
+    } catch {
+      return undefined;
+    }
+    const st = await stat(p).catch(() => undefined);
+    return st?.isFile() ? p : undefined;
+  }
+
+  parseAccountId = parseAccountId;
+}

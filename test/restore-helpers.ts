@@ -1,0 +1,57 @@
+/** Shared helpers of the restore suites: raw HTTPS downloads, qemu-img LUKS decryption, the CLI with a profile. */
+import https from 'node:https';
+import { spawnSync } from 'node:child_process';
+import { readFileSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { runCli, type TestServer } from './helpers/server.js';
+
+export function get(s: TestServer, url: string, token?: string): Promise<{ status: number; body: Buffer }> {
+  return new Promise((resolve, reject) => {
+    const r = https.request(url, { method: 'GET', ca: s.ca, headers: token ? { authorization: `Bearer ${token}` } : {} }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (d: Buffer) => chunks.push(d));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks) }));
+    });
+    r.on('error', reject);
+    r.end();
+  });
+}
+
+export function post(s: TestServer, url: string, body: Buffer, token: string): Promise<{ status: number; body: Buffer }> {
+  return new Promise((resolve, reject) => {
+    const r = https.request(url, { method: 'POST', ca: s.ca, headers: { authorization: `Bearer ${token}`, 'content-type': 'application/octet-stream', 'content-length': body.length } }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (d: Buffer) => chunks.push(d));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks) }));
+    });
+    r.on('error', reject);
+    r.end(body);
+  });
+}
+
+/** Decrypts a LUKS1 image with qemu-img (an independent implementation) and returns the plaintext. */
+export function qemuDecrypt(image: string, passphrase: Buffer, dir: string): Buffer {
+  const pass = path.join(dir, `pass-${path.basename(image)}.txt`);
+  const out = path.join(dir, `plain-${path.basename(image)}.raw`);
+  writeFileSync(pass, passphrase);
+  const r = spawnSync('qemu-img', ['convert', '--object', `secret,id=sec0,file=${pass}`, '--image-opts', `driver=luks,key-secret=sec0,file.filename=${image}`, '-O', 'raw', out], { encoding: 'utf8' });
+  if (r.status !== 0) throw new Error(`qemu-img failed: ${r.stderr}`);
+  return readFileSync(out);
+}
+
+export async function cli(env: Record<string, string>, ...args: string[]) {
+  const r = await runCli(args, env);
+  let json: unknown;
+  try {
+    json = r.stdout.trim() ? JSON.parse(r.stdout) : undefined;
+  } catch {
+    json = undefined;
+  }
+  return { ...r, json };
+}
+
+export async function expectErr(p: Promise<unknown>): Promise<{ status: number; code: string; message: string; recommendation?: string }> {
+  const e = (await p.then(() => undefined, (x: unknown) => x)) as { status: number; code: string; message: string; recommendation?: string } | undefined;
+  if (!e) throw new Error('expected an error');
+  return e;
+}
