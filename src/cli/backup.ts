@@ -7,24 +7,12 @@ import { readFileSync } from 'node:fs';
 import cliProgress from 'cli-progress';
 import { ApiError, toApiError, type RsvaultClient } from '../client/index.js';
 import { restoreNextSteps } from './restore.js';
+import type { CliHelpers } from './helpers.js';
 
 const RS_API = '2023-04-01';
 const BK_API = '2023-02-01';
 
-interface ProfileLike {
-  tenantId: string;
-  subscriptionId?: string | undefined;
-}
 
-/** What cli/index.ts hands over (passed in, so this module never imports it). */
-export interface BackupCliHelpers {
-  action<A extends unknown[]>(fn: (...args: A) => Promise<void>): (...args: A) => Promise<void>;
-  out(data: unknown, cmd: Command): void;
-  withClient<T>(fn: (c: RsvaultClient, p: ProfileLike) => Promise<T>): Promise<T>;
-  sub(p: ProfileLike, cmd: Command): string;
-  parseTags(tags: string[] | undefined): Record<string, string> | undefined;
-  usageError(message: string): Error;
-}
 
 interface Job {
   name: string;
@@ -119,7 +107,7 @@ async function resolveItem(c: RsvaultClient, vp: string, container: string, item
   return hit;
 }
 
-export function registerBackupCommands(program: Command, h: BackupCliHelpers): void {
+export function registerBackupCommands(program: Command, h: CliHelpers): void {
   const { action, out, withClient, sub, usageError } = h;
   const backup = program.command('backup').description('Azure Backup for VMs: vaults, policies, protection, jobs, recovery points.');
   type V = { vaultName: string; resourceGroup: string };

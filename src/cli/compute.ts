@@ -9,29 +9,17 @@ import https from 'node:https';
 import { readFileSync, writeFileSync, openSync, readSync, closeSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { ApiError, localhostLookup, toApiError, type RsvaultClient } from '../client/index.js';
+import type { CliHelpers } from './helpers.js';
+import type { Profile } from './profile.js';
 
 const API = '2022-08-01';
 const KV_API = '2023-07-01';
 
-interface ProfileLike {
-  tenantId: string;
-  subscriptionId?: string | undefined;
-  caFile?: string | undefined;
-}
 
-/** What cli/index.ts hands over (passed in, so this module never imports it). */
-export interface ComputeCliHelpers {
-  action<A extends unknown[]>(fn: (...args: A) => Promise<void>): (...args: A) => Promise<void>;
-  out(data: unknown, cmd: Command): void;
-  withClient<T>(fn: (c: RsvaultClient, p: ProfileLike) => Promise<T>): Promise<T>;
-  sub(p: ProfileLike, cmd: Command): string;
-  parseTags(tags: string[] | undefined): Record<string, string> | undefined;
-  usageError(message: string): Error;
-}
 
 type G = { resourceGroup: string; name: string };
 
-function binary(_c: RsvaultClient, p: ProfileLike, method: string, url: string, o: { token?: string; body?: Buffer; headers?: Record<string, string> } = {}): Promise<{ status: number; body: Buffer }> {
+function binary(_c: RsvaultClient, p: Profile, method: string, url: string, o: { token?: string; body?: Buffer; headers?: Record<string, string> } = {}): Promise<{ status: number; body: Buffer }> {
   const ca = p.caFile ? readFileSync(p.caFile) : undefined;
   return new Promise((resolve, reject) => {
     const req = https.request(url, { method, lookup: localhostLookup, ...(ca ? { ca } : {}), headers: { ...(o.token ? { authorization: `Bearer ${o.token}` } : {}), ...(o.body ? { 'content-type': 'application/octet-stream', 'content-length': String(o.body.length) } : {}), ...(o.headers ?? {}) } }, (res) => {
@@ -59,13 +47,13 @@ function check(r: { status: number; body: Buffer }): Buffer {
   return r.body;
 }
 
-export function registerComputeCommands(program: Command, h: ComputeCliHelpers): void {
+export function registerComputeCommands(program: Command, h: CliHelpers): void {
   const { action, out, withClient, sub } = h;
   const q = { query: { 'api-version': API } };
-  const rgBase = (p: ProfileLike, cmd: Command, rg: string) => `/subscriptions/${sub(p, cmd)}/resourceGroups/${encodeURIComponent(rg)}/providers/Microsoft.Compute`;
-  const diskUrl = (p: ProfileLike, cmd: Command, rg: string, n: string) => `${rgBase(p, cmd, rg)}/disks/${encodeURIComponent(n)}`;
-  const vmUrl = (p: ProfileLike, cmd: Command, rg: string, n: string) => `${rgBase(p, cmd, rg)}/virtualMachines/${encodeURIComponent(n)}`;
-  const diskRef = (p: ProfileLike, cmd: Command, rg: string, x: string) => (x.startsWith('/subscriptions/') ? x : diskUrl(p, cmd, rg, x));
+  const rgBase = (p: Profile, cmd: Command, rg: string) => `/subscriptions/${sub(p, cmd)}/resourceGroups/${encodeURIComponent(rg)}/providers/Microsoft.Compute`;
+  const diskUrl = (p: Profile, cmd: Command, rg: string, n: string) => `${rgBase(p, cmd, rg)}/disks/${encodeURIComponent(n)}`;
+  const vmUrl = (p: Profile, cmd: Command, rg: string, n: string) => `${rgBase(p, cmd, rg)}/virtualMachines/${encodeURIComponent(n)}`;
+  const diskRef = (p: Profile, cmd: Command, rg: string, x: string) => (x.startsWith('/subscriptions/') ? x : diskUrl(p, cmd, rg, x));
   const wait = async (c: RsvaultClient, res: { status: number; headers: Record<string, string | string[] | undefined>; body: unknown }) => {
     if (res.status >= 400) throw toApiError(res.status, res.body);
     if (res.status === 202 || res.headers['azure-asyncoperation']) await c.waitForOperation(res);
@@ -203,18 +191,18 @@ export function registerComputeCommands(program: Command, h: ComputeCliHelpers):
 
   // ---- encryption (ADE) ----
   const enc = vm.command('encryption').description('Azure Disk Encryption (volumes become LUKS1; BEK in Key Vault, optionally wrapped with a KEK).');
-  const findVault = async (c: RsvaultClient, p: ProfileLike, cmd: Command, ref: string): Promise<{ id: string; properties: { vaultUri: string } }> => {
+  const findVault = async (c: RsvaultClient, p: Profile, cmd: Command, ref: string): Promise<{ id: string; properties: { vaultUri: string } }> => {
     if (ref.startsWith('/subscriptions/')) return c.request('GET', ref, { query: { 'api-version': KV_API } });
     const all = await c.list<{ id: string; name: string; properties: { vaultUri: string } }>(`/subscriptions/${sub(p, cmd)}/providers/Microsoft.KeyVault/vaults`, { query: { 'api-version': KV_API } });
     const v = all.find((x) => x.name.toLowerCase() === ref.toLowerCase());
     if (!v) throw new ApiError(404, 'KeyVaultNotFound', `Key vault '${ref}' was not found in subscription ${sub(p, cmd)}.`);
     return v;
   };
-  const extName = async (c: RsvaultClient, p: ProfileLike, cmd: Command, o: G) => {
+  const extName = async (c: RsvaultClient, p: Profile, cmd: Command, o: G) => {
     const v = await c.request<{ properties: { storageProfile: { osDisk: { osType: string } } } }>('GET', vmUrl(p, cmd, o.resourceGroup, o.name), q);
     return v.properties.storageProfile.osDisk.osType === 'Windows' ? 'AzureDiskEncryption' : 'AzureDiskEncryptionForLinux';
   };
-  const putExt = async (c: RsvaultClient, p: ProfileLike, cmd: Command, o: G, settings: Record<string, unknown>, noWait?: boolean) => {
+  const putExt = async (c: RsvaultClient, p: Profile, cmd: Command, o: G, settings: Record<string, unknown>, noWait?: boolean) => {
     const type = await extName(c, p, cmd, o);
     const res = await c.send('PUT', `${vmUrl(p, cmd, o.resourceGroup, o.name)}/extensions/${type}`, { ...q, body: { location: undefined, properties: { publisher: 'Microsoft.Azure.Security', type, typeHandlerVersion: type === 'AzureDiskEncryption' ? '2.2' : '1.1', autoUpgradeMinorVersion: true, settings } } });
     if (res.status >= 400) throw toApiError(res.status, res.body);

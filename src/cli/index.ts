@@ -8,6 +8,7 @@ import { randomUUID } from 'node:crypto';
 import { ApiError, RsvaultClient } from '../client/index.js';
 import { render, type OutputFormat } from './output.js';
 import { clearProfile, loadProfile, profilePath, saveProfile, type Profile } from './profile.js';
+import type { CliHelpers } from './helpers.js';
 import { registerKeyvaultCommands } from './keyvault.js';
 import { registerComputeCommands } from './compute.js';
 import { registerBackupCommands } from './backup.js';
@@ -376,10 +377,11 @@ export function buildProgram(deps: CliDeps): Command {
         });
       }),
     );
-  registerKeyvaultCommands(program, { action, out, withClient, sub, parseTags, usageError: (m) => new UsageError(m) });
-  registerComputeCommands(program, { action, out, withClient, sub, parseTags, usageError: (m) => new UsageError(m) });
-  registerBackupCommands(program, { action, out, withClient, sub, parseTags, usageError: (m) => new UsageError(m) });
-  registerRestoreCommands(program, { action, out, withClient, sub, parseTags, usageError: (m) => new UsageError(m) });
+  const helpers: CliHelpers = { action, out, withClient, sub, parseTags, usageError: (m) => new UsageError(m) };
+  registerKeyvaultCommands(program, helpers);
+  registerComputeCommands(program, helpers);
+  registerBackupCommands(program, helpers);
+  registerRestoreCommands(program, helpers);
   return program;
 }
 

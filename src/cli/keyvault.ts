@@ -6,26 +6,13 @@
 import type { Command } from 'commander';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { ApiError, type RsvaultClient } from '../client/index.js';
+import type { CliHelpers } from './helpers.js';
+import type { Profile } from './profile.js';
 
 const KV_API = '2023-07-01';
 const DATA_API = '7.4';
 
-interface ProfileLike {
-  tenantId: string;
-  subscriptionId?: string | undefined;
-  clientId?: string | undefined;
-  username?: string | undefined;
-}
 
-/** What cli/index.ts hands over (passed in, so this module never imports it: no cycle). */
-export interface CliHelpers {
-  action<A extends unknown[]>(fn: (...args: A) => Promise<void>): (...args: A) => Promise<void>;
-  out(data: unknown, cmd: Command): void;
-  withClient<T>(fn: (c: RsvaultClient, p: ProfileLike) => Promise<T>): Promise<T>;
-  sub(p: ProfileLike, cmd: Command): string;
-  parseTags(tags: string[] | undefined): Record<string, string> | undefined;
-  usageError(message: string): Error;
-}
 
 type VaultView = { id: string; name: string; location: string; properties: { vaultUri: string; tenantId: string; accessPolicies: Policy[] } & Record<string, unknown> } & Record<string, unknown>;
 type Policy = { tenantId: string; objectId: string; applicationId?: string; permissions: { keys?: string[]; secrets?: string[]; certificates?: string[]; storage?: string[] } };
@@ -36,7 +23,7 @@ export function registerKeyvaultCommands(program: Command, h: CliHelpers): void 
   const kv = program.command('keyvault').description('Manage key vaults, their access policies, keys and secrets.');
   const q = { query: { 'api-version': KV_API } };
 
-  const vaultId = async (c: RsvaultClient, p: ProfileLike, cmd: Command, name: string, rg?: string): Promise<string> => {
+  const vaultId = async (c: RsvaultClient, p: Profile, cmd: Command, name: string, rg?: string): Promise<string> => {
     const s = sub(p, cmd);
     if (rg) return `/subscriptions/${s}/resourceGroups/${rg}/providers/Microsoft.KeyVault/vaults/${name}`;
     const list = await c.list<{ id: string; name: string }>(`/subscriptions/${s}/providers/Microsoft.KeyVault/vaults`, q);
@@ -44,9 +31,9 @@ export function registerKeyvaultCommands(program: Command, h: CliHelpers): void 
     if (!v) throw new ApiError(404, 'ResourceNotFound', `The vault '${name}' was not found in subscription ${s}.`, `List vaults with: rsvault keyvault list`);
     return v.id;
   };
-  const getVault = async (c: RsvaultClient, p: ProfileLike, cmd: Command, name: string, rg?: string) => c.request<VaultView>('GET', await vaultId(c, p, cmd, name, rg), q);
+  const getVault = async (c: RsvaultClient, p: Profile, cmd: Command, name: string, rg?: string) => c.request<VaultView>('GET', await vaultId(c, p, cmd, name, rg), q);
 
-  const selfObjectId = async (c: RsvaultClient, p: ProfileLike): Promise<string | undefined> => {
+  const selfObjectId = async (c: RsvaultClient, p: Profile): Promise<string | undefined> => {
     if (p.clientId) {
       const r = await c.request<{ value: { id: string }[] }>('GET', '/v1.0/servicePrincipals', { query: { $filter: `servicePrincipalNames/any(c:c eq '${p.clientId}')` } });
       return r.value[0]?.id;
@@ -196,7 +183,7 @@ export function registerKeyvaultCommands(program: Command, h: CliHelpers): void 
   kv.command('list-deleted')
     .description('List soft-deleted key vaults.')
     .action(action(async (_o: unknown, cmd: Command) => withClient(async (c, p) => out(await c.list(`/subscriptions/${sub(p, cmd)}/providers/Microsoft.KeyVault/deletedVaults`, q), cmd))));
-  const deletedVault = async (c: RsvaultClient, p: ProfileLike, cmd: Command, name: string) => {
+  const deletedVault = async (c: RsvaultClient, p: Profile, cmd: Command, name: string) => {
     const list = await c.list<{ name: string; properties: { vaultId: string; location: string } }>(`/subscriptions/${sub(p, cmd)}/providers/Microsoft.KeyVault/deletedVaults`, q);
     const d = list.find((x) => x.name.toLowerCase() === name.toLowerCase());
     if (!d) throw new ApiError(404, 'ResourceNotFound', `No deleted vault named '${name}'.`, 'List them with: rsvault keyvault list-deleted');
@@ -237,13 +224,13 @@ export function registerKeyvaultCommands(program: Command, h: CliHelpers): void 
     .action(action(async (o: { name: string; resourceGroup?: string; top: string }, cmd: Command) => withClient(async (c, p) => out((await c.request<{ value: unknown[] }>('GET', `${await vaultId(c, p, cmd, o.name, o.resourceGroup)}/auditEvents`, { query: { 'api-version': KV_API, $top: o.top } })).value, cmd))));
 
   // ---- data plane --------------------------------------------------------------------------------------------------
-  const data = async <T>(c: RsvaultClient, p: ProfileLike, cmd: Command, vault: string, method: string, path: string, body?: unknown): Promise<T> => {
+  const data = async <T>(c: RsvaultClient, p: Profile, cmd: Command, vault: string, method: string, path: string, body?: unknown): Promise<T> => {
     const v = await getVault(c, p, cmd, vault);
     const uri = new URL(v.properties.vaultUri);
     const resource = `https://${uri.host.split('.').slice(1).join('.')}`;
     return c.request<T>(method, path, { baseUrl: uri.origin, resource, query: { 'api-version': DATA_API }, body });
   };
-  const dataList = async (c: RsvaultClient, p: ProfileLike, cmd: Command, vault: string, path: string) => {
+  const dataList = async (c: RsvaultClient, p: Profile, cmd: Command, vault: string, path: string) => {
     let pageBody = await data<{ value: unknown[]; nextLink?: string | null }>(c, p, cmd, vault, 'GET', path);
     const all = [...pageBody.value];
     while (pageBody.nextLink) {

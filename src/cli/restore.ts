@@ -6,26 +6,15 @@
 import type { Command } from 'commander';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { ApiError, toApiError, type RsvaultClient } from '../client/index.js';
+import type { CliHelpers } from './helpers.js';
+import type { Profile } from './profile.js';
 
 const ST_API = '2023-01-01';
 const RES_API = '2021-04-01';
 const BK_API = '2023-02-01';
 const KV_API = '2023-07-01';
 
-interface ProfileLike {
-  tenantId: string;
-  subscriptionId?: string | undefined;
-}
 
-/** What cli/index.ts hands over (passed in, so this module never imports it). */
-export interface RestoreCliHelpers {
-  action<A extends unknown[]>(fn: (...args: A) => Promise<void>): (...args: A) => Promise<void>;
-  out(data: unknown, cmd: Command): void;
-  withClient<T>(fn: (c: RsvaultClient, p: ProfileLike) => Promise<T>): Promise<T>;
-  sub(p: ProfileLike, cmd: Command): string;
-  parseTags(tags: string[] | undefined): Record<string, string> | undefined;
-  usageError(message: string): Error;
-}
 
 interface Job {
   name: string;
@@ -70,7 +59,7 @@ export function restoreNextSteps(j: Job, rg: string): string[] {
   return lines;
 }
 
-export function registerRestoreCommands(program: Command, h: RestoreCliHelpers): void {
+export function registerRestoreCommands(program: Command, h: CliHelpers): void {
   const { action, out, withClient, sub, usageError } = h;
 
   // ================= storage =================
@@ -263,7 +252,7 @@ export function registerRestoreCommands(program: Command, h: RestoreCliHelpers):
     if (!hit) throw new ApiError(404, 'UserErrorKeyVaultNotFound', `The key vault '${v}' does not exist.`, `Create it: rsvault keyvault create -n ${v} -g <group> -l <location> --enabled-for-disk-encryption true`);
     return hit.id;
   };
-  const trigger = async (c: RsvaultClient, p: ProfileLike, cmd: Command, o: R & { wait: boolean }, props: Record<string, unknown>) => {
+  const trigger = async (c: RsvaultClient, p: Profile, cmd: Command, o: R & { wait: boolean }, props: Record<string, unknown>) => {
     const s = sub(p, cmd);
     const vp = vaultPath(s, o.resourceGroup, o.vaultName);
     const it = await resolveItem(c, vp, o.containerName, o.itemName);
