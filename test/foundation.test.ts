@@ -8,7 +8,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { ClientSecretCredential } from '@azure/identity';
-import { startTestServer, runCli, BIN, type TestServer } from './helpers/server.js';
+import { startTestServer, runCli, BIN, ROOT, type TestServer } from './helpers/server.js';
 
 let s: TestServer;
 
@@ -343,6 +343,10 @@ describe('CLI', () => {
     expect(help.code).toBe(0);
     expect(help.stdout).toMatch(/serve/);
     expect(help.stdout).toMatch(/login/);
+    // `npx rsvault` resolves the package's own binary after `npm ci` (prepare links it into node_modules/.bin).
+    const npx = spawnSync('npx', ['--no-install', 'rsvault', '--help'], { encoding: 'utf8', cwd: ROOT, timeout: 60_000 });
+    expect(npx.status, npx.stderr).toBe(0);
+    expect(npx.stdout).toMatch(/^Usage: rsvault/);
     const bad = spawnSync(process.execPath, [BIN, 'serve', '--port', 'eighty'], { encoding: 'utf8' });
     expect(bad.status).toBe(2);
     expect(bad.stderr.trim().split('\n')).toHaveLength(1);
