@@ -82,7 +82,16 @@ export async function startServer(config: Config, log: Logger = createLogger(con
   registerStorageRoutes(app, { storage, verifyBearer: (t) => tokens.verify(t, 'arm').catch(() => Promise.reject(armUnauthorized('The access token is invalid, expired, or not for the management plane.'))), checkAccess: (c, scope, action) => identity.checkAccess(c, scope, action) });
   await failInterruptedDeployments(database.db);
   registerDeploymentRoutes(app, { db: database.db, resources, ops });
-  const compute = new ComputeService(new ComputeStore(database.db), resources, { dataDir: config.dataDir, sealer: install.sealer, luksIterations: luksIter, resolveSourceUri: (u) => storage.resolveBlobUrl(u) });
+  // Disk imports from a blob URL are authorized for the requesting principal (RBAC read on the account, or a SAS).
+  const compute = new ComputeService(new ComputeStore(database.db), resources, {
+    dataDir: config.dataDir, sealer: install.sealer, luksIterations: luksIter,
+    resolveSourceUri: (u, caller) => storage.resolveBlobUrl(u, { caller, checkAccess: (c, scope, action) => identity.checkAccess(c, scope, action), target: 'properties.creationData.sourceUri' }),
+  });
+  if (config.role === 'all' || config.role === 'api') {
+    // Disk conversions (Azure Disk Encryption) run in the api role's async operations, failed above after a crash.
+    const r = await compute.recoverInterrupted();
+    if (r.leftovers || r.extensionsFailed) log.warn(r, 'disk conversions / VM extensions interrupted by the previous shutdown were rolled back / marked Failed');
+  }
   resources.registerDeleter(VM_TYPE, async (id) => void (await compute.deleteVm(id)));
   resources.registerDeleter(DISK_TYPE, async (id) => {
     const d = await compute.getDisk(id);

@@ -9,7 +9,6 @@
 import { randomBytes, randomUUID } from 'node:crypto';
 import { ArmError } from '../platform/http/errors.js';
 import { KeyVaultError, parseObjectUrl, type KeyVaultService, type KvPrincipal, type EncryptionAlgorithm, formatMissing } from '../keyvault/index.js';
-import { decryptInPlace, encryptInPlace } from './disk-io.js';
 import { KEY_ENCRYPTION_ALGORITHMS, stripPort, type Disk, type EncryptionSettingsCollection, type Vm } from './model.js';
 import type { ComputeService } from './service.js';
 
@@ -158,15 +157,11 @@ export function newBek(): string {
 /** Runs a validated plan (the long-running part). */
 export async function runAde(compute: ComputeService, kv: KeyVaultService | undefined, vm: Vm, plan: AdePlan, caller: KvPrincipal): Promise<{ message: string }> {
   if (plan.operation === 'DisableEncryption') {
-    for (const { disk } of plan.disks) {
+    for (const { disk, os } of plan.disks) {
       await compute.withDiskLock(disk.id, async () => {
-        const mk = await compute.volumeKey(disk);
-        if (!mk) throw new ArmError(409, 'DiskLocked', `Disk '${disk.name}' is encrypted and rsvault has no key for it; unlock it first.`);
-        await compute.runHooks(disk.id, 0, Number.MAX_SAFE_INTEGER);
-        await decryptInPlace(disk.imagePath, mk);
-        await compute.setVolumeKey(disk, undefined, 'raw');
-        await compute.setDiskEncryption(disk.id, undefined);
-        await compute.invalidate(disk.id, 'disk decrypted (Azure Disk Encryption disabled)');
+        // Fresh row: the plan was made before the operation started.
+        const cur = await compute.requireDisk(disk.id);
+        if (cur.format === 'luks1') await compute.convertDisk(cur, { format: 'raw', osOfVm: os ? vm.id : undefined });
       });
     }
     const osDone = plan.disks.some((d) => d.os) || plan.volumeType !== 'Data';
@@ -217,17 +212,12 @@ export async function runAde(compute: ComputeService, kv: KeyVaultService | unde
       encryptionSettingsVersion: '1.1',
     };
     for (const { disk, os } of g.disks) {
+      // The image swap and the disk row (+ the VM's OS-disk settings) commit together (ComputeService.convertDisk).
       await compute.withDiskLock(disk.id, async () => {
-        await compute.runHooks(disk.id, 0, Number.MAX_SAFE_INTEGER);
-        const { masterKey } = await encryptInPlace(disk.imagePath, pass, { iterations: compute.luksIterations });
-        await compute.setVolumeKey(disk, masterKey, 'luks1');
-        await compute.setDiskEncryption(disk.id, esc);
-        await compute.invalidate(disk.id, 'disk encrypted in place (Azure Disk Encryption)');
+        const cur = await compute.requireDisk(disk.id);
+        if (cur.format !== 'raw') throw new ArmError(409, 'DiskAlreadyEncrypted', `Disk '${cur.name}' of VM '${vm.name}' is already encrypted.`);
+        await compute.convertDisk(cur, { format: 'luks1', passphrase: pass, esc, osOfVm: os ? vm.id : undefined });
       });
-      if (os) {
-        const es = esc.encryptionSettings[0]!;
-        await compute.updateVmProps(vm.id, (p) => ({ ...p, storageProfile: { ...p.storageProfile, osDisk: { ...p.storageProfile.osDisk, encryptionSettings: { enabled: true, diskEncryptionKey: es.diskEncryptionKey, ...(es.keyEncryptionKey ? { keyEncryptionKey: es.keyEncryptionKey } : {}) } } } }));
-      }
     }
   }
   return { message: `Encryption succeeded for ${plan.disks.length} volume(s) (VolumeType ${plan.volumeType}).` };

@@ -3,7 +3,8 @@
  * engine's copy-on-write snapshots), the changed-block bitmap and its file stamp, bulk in-place conversion
  * raw ⇄ LUKS1, sparse copy. No ARM words here; the service passes rows in.
  */
-import { open, stat, rename, unlink } from 'node:fs/promises';
+import { link, open, stat, rename, unlink } from 'node:fs/promises';
+import path from 'node:path';
 import type { FileHandle } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import { formatHeader, LuksVolume, readHeader, unlock, verifyMasterKey, type FormatOptions } from './luks/luks1.js';
@@ -174,11 +175,18 @@ export async function sparseCopy(src: string, dst: string): Promise<number> {
 const tmpName = (file: string) => `${file}.convert-${process.pid}-${randomBytes(4).toString('hex')}`;
 
 /**
- * Raw → LUKS1, preserving data: a new file = LUKS header area (2 MiB) + the old bytes encrypted; renamed over the
- * original only when complete (a crash leaves the original untouched). The image grows by the header size; the
- * guest-visible size stays the same. Returns the volume key.
+ * Conversion leftovers next to an image: `{image}.convert-{pid}-{hex}` (a new image being written) and
+ * `{image}.convert-{pid}-{hex}.orig-{raw|luks1}` (a hard link of the original kept while the swap commits; the suffix
+ * is the original's format).
  */
-export async function encryptInPlace(file: string, passphrase: Buffer, o: FormatOptions = {}): Promise<{ masterKey: Buffer; payloadOffset: number }> {
+export const CONVERT_LEFTOVER = /^(.+)\.convert-\d+-[0-9a-f]+(?:\.orig-(raw|luks1))?$/;
+
+/**
+ * Raw → LUKS1, preserving data: writes a new file = LUKS header area (2 MiB) + the old bytes encrypted next to
+ * `file` and returns its path (the original is untouched; the caller swaps it in with `swapImage`). The image grows
+ * by the header size; the guest-visible size stays the same.
+ */
+export async function writeEncryptedCopy(file: string, passphrase: Buffer, o: FormatOptions = {}): Promise<{ tmp: string; masterKey: Buffer; payloadOffset: number }> {
   const tmp = tmpName(file);
   const src = await open(file, 'r');
   const dst = await open(tmp, 'wx', 0o600);
@@ -198,8 +206,7 @@ export async function encryptInPlace(file: string, passphrase: Buffer, o: Format
     await dst.sync();
     await dst.close();
     await src.close();
-    await rename(tmp, file);
-    return { masterKey, payloadOffset: header.payloadOffset };
+    return { tmp, masterKey, payloadOffset: header.payloadOffset };
   } catch (e) {
     await dst.close().catch(() => undefined);
     await src.close().catch(() => undefined);
@@ -208,8 +215,8 @@ export async function encryptInPlace(file: string, passphrase: Buffer, o: Format
   }
 }
 
-/** LUKS1 → raw (decrypt in place, via a new sparse file renamed over the original). */
-export async function decryptInPlace(file: string, masterKey: Buffer): Promise<void> {
+/** LUKS1 → raw: writes the decrypted image (sparse) next to `file` and returns its path (see `writeEncryptedCopy`). */
+export async function writeDecryptedCopy(file: string, masterKey: Buffer): Promise<string> {
   const tmp = tmpName(file);
   const src = await open(file, 'r');
   const dst = await open(tmp, 'wx', 0o600);
@@ -231,13 +238,93 @@ export async function decryptInPlace(file: string, masterKey: Buffer): Promise<v
     await dst.sync();
     await dst.close();
     await src.close();
-    await rename(tmp, file);
+    return tmp;
   } catch (e) {
     await dst.close().catch(() => undefined);
     await src.close().catch(() => undefined);
     await unlink(tmp).catch(() => undefined);
     throw e;
   }
+}
+
+async function syncDir(dir: string): Promise<void> {
+  const fh = await open(dir, 'r').catch(() => undefined);
+  if (!fh) return;
+  await fh.sync().catch(() => undefined);
+  await fh.close().catch(() => undefined);
+}
+
+/**
+ * Swaps a converted image (`tmp`, from writeEncryptedCopy / writeDecryptedCopy) in for `file` so that the image and
+ * the metadata `commit` writes change together: the original is kept as a hard link (`{tmp}.orig-{origFormat}`), the
+ * new image is renamed over `file`, `commit` runs (one database transaction), and only then is the original dropped.
+ * If `commit` throws, the original is put back. After a crash, `recoverConversion` decides from the database which
+ * side won (see CONVERT_LEFTOVER).
+ */
+export async function swapImage(file: string, tmp: string, origFormat: 'raw' | 'luks1', commit: () => Promise<void>): Promise<void> {
+  const keep = `${tmp}.orig-${origFormat}`;
+  try {
+    await link(file, keep);
+    await syncDir(path.dirname(file));
+  } catch (e) {
+    await unlink(tmp).catch(() => undefined);
+    throw e;
+  }
+  let swapped = false;
+  try {
+    await rename(tmp, file);
+    swapped = true;
+    await syncDir(path.dirname(file));
+    await commit();
+  } catch (e) {
+    if (swapped) await rename(keep, file).catch(() => undefined);
+    await unlink(keep).catch(() => undefined);
+    await unlink(tmp).catch(() => undefined);
+    throw e;
+  }
+  await unlink(keep).catch(() => undefined);
+}
+
+/**
+ * Start-up: settles one conversion leftover next to `image` (see CONVERT_LEFTOVER). `dbFormat` is the image's format
+ * in the database, undefined when no disk uses the image. A new image never swapped in is removed; a kept original
+ * whose swap was not committed (the database still says its format) is renamed back over the image; one whose swap
+ * was committed is removed. Returns what was done.
+ */
+export async function recoverConversion(leftover: string, image: string, dbFormat: 'raw' | 'luks1' | undefined): Promise<'removed' | 'rolled-back'> {
+  const m = CONVERT_LEFTOVER.exec(path.basename(leftover));
+  const origFormat = m?.[2] as 'raw' | 'luks1' | undefined;
+  if (origFormat && dbFormat === origFormat) {
+    // Not committed: the original wins. (rename is a no-op when both names are links of the same file.)
+    await rename(leftover, image);
+    await unlink(leftover).catch(() => undefined);
+    await syncDir(path.dirname(image));
+    return 'rolled-back';
+  }
+  await unlink(leftover).catch(() => undefined);
+  return 'removed';
+}
+
+/**
+ * Raw → LUKS1 in place (a crash leaves the original untouched). Returns the volume key. For disks with metadata to
+ * commit together with the swap, use writeEncryptedCopy + swapImage.
+ */
+export async function encryptInPlace(file: string, passphrase: Buffer, o: FormatOptions = {}): Promise<{ masterKey: Buffer; payloadOffset: number }> {
+  const { tmp, masterKey, payloadOffset } = await writeEncryptedCopy(file, passphrase, o);
+  await rename(tmp, file).catch(async (e: unknown) => {
+    await unlink(tmp).catch(() => undefined);
+    throw e;
+  });
+  return { masterKey, payloadOffset };
+}
+
+/** LUKS1 → raw in place (a new sparse file renamed over the original). */
+export async function decryptInPlace(file: string, masterKey: Buffer): Promise<void> {
+  const tmp = await writeDecryptedCopy(file, masterKey);
+  await rename(tmp, file).catch(async (e: unknown) => {
+    await unlink(tmp).catch(() => undefined);
+    throw e;
+  });
 }
 
 /** Opens a LUKS1 image with a passphrase: the volume key, or throws LuksError. */

@@ -338,7 +338,7 @@ export function registerComputeRoutes(app: FastifyInstance, deps: ComputeRouteDe
   app.put(DISK, { config: { action: `${D}/write` } }, async (req, reply) => {
     requireArmApiVersion(req.url);
     const p = req.params as P;
-    const { disk, created } = await compute.createOrUpdateDisk(p.sub, p.rg, p.name, parseDiskInput(body(req)));
+    const { disk, created } = await compute.createOrUpdateDisk(p.sub, p.rg, p.name, { ...parseDiskInput(body(req)), caller: req.caller });
     return reply.code(created ? 201 : 200).send(diskView(disk));
   });
   app.get(DISK, { config: { action: `${D}/read` } }, async (req) => {

@@ -3,15 +3,17 @@
  * changed-block tracking and before-write hooks, disk access (SAS) grants. Azure Disk Encryption lives in ade.ts.
  */
 import { mkdirSync } from 'node:fs';
-import { open, unlink, stat, rename } from 'node:fs/promises';
+import { open, unlink, stat, rename, realpath, readdir } from 'node:fs/promises';
 import path from 'node:path';
 import { randomBytes, randomUUID } from 'node:crypto';
 import { ArmError, armErrors } from '../platform/http/errors.js';
 import type { Sealer } from '../platform/crypto.js';
+import type { Caller } from '../platform/auth/index.js';
 import type { ResourceService } from '../resources/index.js';
 import { isLuksHeader, LuksError } from './luks/luks1.js';
 import {
-  bitmapBytesFor, dirtyBlocks, fitBits, luksPayloadOffset, markBits, OpenDisk, sameStamp, sparseCopy, stampOf, unlockImage, type FileStamp,
+  bitmapBytesFor, CONVERT_LEFTOVER, dirtyBlocks, fitBits, luksPayloadOffset, markBits, OpenDisk, recoverConversion, sameStamp, sparseCopy, stampOf, swapImage, unlockImage,
+  writeDecryptedCopy, writeEncryptedCopy, type FileStamp,
 } from './disk-io.js';
 import {
   AGENT_VERSION, CBT_BLOCK_SIZE, CLASSIC_VM_TYPE, DISK_TYPE, GiB, VM_TYPE, requireName,
@@ -26,8 +28,12 @@ export interface ComputeOptions {
   sealer: Sealer;
   /** PBKDF2 iterations for LUKS key slots rsvault writes (tests: 1000); default: 2000 ms worth, as cryptsetup. */
   luksIterations?: number | undefined;
-  /** Resolves an https source URI of a disk import (a blob this installation serves) to a server file path. */
-  resolveSourceUri?: ((uri: string) => Promise<string | undefined>) | undefined;
+  /**
+   * Resolves an https source URI of a disk import (a blob this installation serves) to a server file path, for
+   * `caller`: it must be able to read the blob (RBAC read on the storage account, or a SAS in the URI), else this
+   * throws 403. Undefined when the URI names no blob of this installation.
+   */
+  resolveSourceUri?: ((uri: string, caller: Caller | undefined) => Promise<string | undefined>) | undefined;
 }
 
 export interface DiskInput {
@@ -39,6 +45,13 @@ export interface DiskInput {
   /** For Empty/Upload: exact size in bytes (multiple of 512). */
   sizeBytes?: number | undefined;
   sourcePath?: string | undefined;
+  /** The principal asking (HTTP routes; template deployments go through them with the deploying user's token). */
+  caller?: Caller | undefined;
+  /**
+   * The server's own call with a file it made (restore): the source may lie inside the data directory. Requests from
+   * principals may not import server files under the data directory (databases, keys, other accounts' blobs).
+   */
+  internal?: boolean | undefined;
   referenceInPlace?: boolean | undefined;
   /** Import: move the source file into the disk store instead of copying it (same filesystem; the caller's temp file). */
   moveSource?: boolean | undefined;
@@ -231,7 +244,7 @@ export class ComputeService {
       case 'Import': {
         let src = input.sourcePath;
         if (src && /^https?:\/\//i.test(src)) {
-          const resolved = await this.opts.resolveSourceUri?.(src);
+          const resolved = await this.opts.resolveSourceUri?.(src, input.caller);
           if (!resolved) throw new ArmError(400, 'InvalidParameter', `The source blob '${src}' does not exist (or is not a blob served by this rsvault).`, { target: 'properties.creationData.sourceUri', recommendation: 'Use the blob URI a restore job names (rsvault backup job show), or an absolute file path on the server.' });
           src = resolved;
         }
@@ -243,6 +256,12 @@ export class ComputeService {
           throw new ArmError(400, 'InvalidParameter', `The source image '${src}' does not exist or cannot be read by the server.`, { target: 'properties.creationData.sourceUri', recommendation: 'Give an absolute path of a raw or LUKS1 image file readable by the rsvault server.' });
         }
         if (!st.isFile()) throw new ArmError(400, 'InvalidParameter', `The source image '${src}' is not a regular file.`, { target: 'properties.creationData.sourceUri' });
+        if (!input.internal && src === input.sourcePath && (await this.insideDataDir(src))) {
+          throw new ArmError(403, 'AuthorizationFailed', `The source image '${src}' lies inside the rsvault data directory; server files there cannot be imported by path.`, {
+            target: 'properties.creationData.sourceUri',
+            recommendation: 'Import a blob by its https URI (with a SAS, or as a principal that can read the storage account), or give an image file outside the data directory.',
+          });
+        }
         if (st.size === 0 || st.size % 512 !== 0) throw new ArmError(400, 'InvalidParameter', `The source image '${src}' has ${st.size} bytes; a disk image must be a non-empty multiple of 512 bytes.`, { target: 'properties.creationData.sourceUri' });
         const head = Buffer.alloc(8);
         const fh = await open(src, 'r');
@@ -276,7 +295,7 @@ export class ComputeService {
         id_norm: norm(id), id, subscription_id: sub, resource_group: g.name.toLowerCase(), name, location: input.location, tags_json: JSON.stringify(input.tags ?? {}),
         unique_id: uniqueId, image_path: imagePath, owned, size_bytes: size, os_type: input.osType ?? null, state, managed_by: null, format, volume_key_sealed: null,
         encryption_json: input.encryptionSettingsCollection ? JSON.stringify(input.encryptionSettingsCollection) : null,
-        props_json: JSON.stringify({ ...(input.props ?? {}), sku: input.sku?.name ?? 'Standard_LRS', createOption: input.createOption, ...(input.sourcePath ? { sourceUri: input.sourcePath } : {}) }),
+        props_json: JSON.stringify({ ...(input.props ?? {}), sku: input.sku?.name ?? 'Standard_LRS', createOption: input.createOption, ...(input.sourcePath ? { sourceUri: withoutSas(input.sourcePath) } : {}) }),
         created_at: now,
       })
       .execute();
@@ -284,6 +303,103 @@ export class ComputeService {
     await this.initBitmap(id, imagePath, input.createOption === 'Empty', input.createOption === 'Empty' ? undefined : 'disk imported or uploaded; no backup yet');
     await this.resources.index({ id, subscriptionId: sub, resourceGroup: g.name, type: DISK_TYPE, name, location: input.location, tags: input.tags });
     return { disk: (await this.getDisk(id))!, created: true };
+  }
+
+  /** True when `file` (symlinks resolved) is the data directory or lies under it. */
+  private async insideDataDir(file: string): Promise<boolean> {
+    const [f, root] = await Promise.all([realpath(file).catch(() => path.resolve(file)), realpath(this.opts.dataDir).catch(() => path.resolve(this.opts.dataDir))]);
+    const rel = path.relative(root, f);
+    return rel === '' || (!rel.startsWith('..') && !path.isAbsolute(rel));
+  }
+
+  /** Every disk of the installation (all subscriptions). */
+  async allDisks(): Promise<Disk[]> {
+    return (await this.store.db.selectFrom('compute_disks').selectAll().orderBy('id_norm').execute()).map(toDisk);
+  }
+
+  /**
+   * Converts a disk raw → LUKS1 (`to.passphrase`, encryption settings) or LUKS1 → raw, crash-safely: the new image is
+   * written beside the old one and swapped in with the disk row (format, sealed volume key, encryption settings) and,
+   * for an OS disk, the VM's osDisk.encryptionSettings committed in one transaction (disk-io `swapImage`). A crash
+   * leaves the original image with its old row, or the new image with its new row; `recoverInterrupted` settles
+   * the leftovers at start-up. Call under `withDiskLock`.
+   */
+  async convertDisk(
+    disk: Disk,
+    to: { format: 'luks1'; passphrase: Buffer; esc: EncryptionSettingsCollection; osOfVm?: string | undefined } | { format: 'raw'; osOfVm?: string | undefined },
+  ): Promise<void> {
+    await this.runHooks(disk.id, 0, Number.MAX_SAFE_INTEGER);
+    let tmp: string;
+    let mk: Buffer | undefined;
+    if (to.format === 'luks1') {
+      const r = await writeEncryptedCopy(disk.imagePath, to.passphrase, { iterations: this.opts.luksIterations });
+      tmp = r.tmp;
+      mk = r.masterKey;
+    } else {
+      const cur = await this.volumeKey(disk);
+      if (!cur) throw new ArmError(409, 'DiskLocked', `Disk '${disk.name}' is encrypted and rsvault has no key for it; unlock it first.`);
+      tmp = await writeDecryptedCopy(disk.imagePath, cur);
+    }
+    const esc = to.format === 'luks1' ? to.esc : undefined;
+    await swapImage(disk.imagePath, tmp, disk.format, async () => {
+      await this.store.db.transaction().execute(async (tx) => {
+        await tx
+          .updateTable('compute_disks')
+          .set({ format: to.format, volume_key_sealed: mk ? this.opts.sealer.seal(mk, `compute-volume-key:${disk.uniqueId}`) : null, encryption_json: esc ? JSON.stringify(esc) : null })
+          .where('id_norm', '=', norm(disk.id))
+          .execute();
+        if (to.osOfVm) {
+          const vm = await tx.selectFrom('compute_vms').select('props_json').where('id_norm', '=', norm(to.osOfVm)).executeTakeFirst();
+          if (vm) {
+            const p = JSON.parse(vm.props_json) as VmProps;
+            const es = esc?.encryptionSettings[0];
+            const osDisk = { ...p.storageProfile.osDisk, encryptionSettings: es ? { enabled: true, diskEncryptionKey: es.diskEncryptionKey, ...(es.keyEncryptionKey ? { keyEncryptionKey: es.keyEncryptionKey } : {}) } : undefined };
+            await tx.updateTable('compute_vms').set({ props_json: JSON.stringify({ ...p, storageProfile: { ...p.storageProfile, osDisk } }) }).where('id_norm', '=', norm(to.osOfVm)).execute();
+          }
+        }
+      });
+    });
+    if (mk) this.keyCache.set(norm(disk.id), mk);
+    else this.keyCache.delete(norm(disk.id));
+    // The image's inode changed: changed-block tracking starts over (also detected from the stamp after a crash here).
+    await this.invalidate(disk.id, to.format === 'luks1' ? 'disk encrypted in place (Azure Disk Encryption)' : 'disk decrypted (Azure Disk Encryption disabled)');
+  }
+
+  /**
+   * Start-up (before serving): settles what a crash left behind. Conversion leftovers next to disk images are rolled
+   * back or removed (`{image}.convert-*`: the disk keeps the image its row describes), and VM extensions still
+   * `Creating`/`Updating` are marked `Failed` (their async operations were failed by the platform). Assumes no other
+   * process converts disks of this data directory (only the api role runs conversions).
+   */
+  async recoverInterrupted(): Promise<{ leftovers: number; rolledBack: number; extensionsFailed: number }> {
+    const disks = await this.allDisks();
+    const byImage = new Map(disks.map((d) => [path.resolve(d.imagePath), d]));
+    const dirs = new Set([this.disksDir, ...disks.map((d) => path.dirname(path.resolve(d.imagePath)))]);
+    let leftovers = 0;
+    let rolledBack = 0;
+    for (const dir of dirs) {
+      const names = (await readdir(dir).catch(() => [] as string[])).filter((n) => CONVERT_LEFTOVER.test(n));
+      // Originals kept during a swap first (they may need to go back), then the new images never swapped in.
+      names.sort((a, b) => Number(/\.orig-/.test(b)) - Number(/\.orig-/.test(a)));
+      for (const n of names) {
+        const image = path.join(dir, CONVERT_LEFTOVER.exec(n)![1]!);
+        const d = byImage.get(image);
+        // Leftovers of an image no disk uses are left alone outside the disk store (they are not ours to judge).
+        if (!d && dir !== this.disksDir) continue;
+        const r = await recoverConversion(path.join(dir, n), image, d?.format);
+        leftovers++;
+        if (r === 'rolled-back') {
+          rolledBack++;
+          if (d) await this.invalidate(d.id, 'an interrupted disk conversion was rolled back');
+        }
+      }
+    }
+    const ext = await this.store.db
+      .updateTable('compute_vm_extensions')
+      .set({ state: 'Failed', status_json: JSON.stringify({ message: 'The server restarted while the extension was being provisioned; a disk whose conversion was interrupted keeps its previous image and settings. Retry the operation.' }) })
+      .where('state', 'in', ['Creating', 'Updating'])
+      .executeTakeFirst();
+    return { leftovers, rolledBack, extensionsFailed: Number(ext.numUpdatedRows) };
   }
 
   /** Unlocks an imported LUKS1 disk with its passphrase; rsvault keeps the volume key sealed (the host's key store). */
@@ -863,6 +979,19 @@ export class ComputeService {
 
   dirtyBlockList(cb: ChangedBlocks): number[] {
     return dirtyBlocks(cb.bitmap);
+  }
+}
+
+/** A source URI as stored and shown on the disk: a SAS signature in it is a secret (anyone who reads the disk would get it). */
+function withoutSas(uri: string): string {
+  if (!/^https?:\/\//i.test(uri)) return uri;
+  try {
+    const u = new URL(uri);
+    if (!u.searchParams.has('sig')) return uri;
+    u.search = '';
+    return u.toString();
+  } catch {
+    return uri;
   }
 }
 

@@ -47,8 +47,64 @@ export function chunkSizeFor(diskSize: number): number {
 
 const mb = (b: number) => `${Math.max(0, Math.round(b / (1024 * 1024)))} MB`;
 
+/** Engine snapshot side files of an image: `{image}.snap-{12 hex}` (reflink clone) and `….cow` (copy-on-write side file). */
+const snapshotFileOf = (image: string, name: string): boolean => {
+  const base = path.basename(image);
+  return name.startsWith(`${base}.snap-`) && /^[0-9a-f]{12}(\.cow)?$/.test(name.slice(base.length + 6));
+};
+
 export class Protection {
+  /** Images with a live snapshot in this process (count per resolved path): their side files are never stale. */
+  private readonly snapping = new Map<string, number>();
+
   constructor(private readonly s: RecoveryService) {}
+
+  /** Removes snapshot side files of `images` that no snapshot of this process holds. Returns how many. */
+  async removeStaleSnapshots(images: string[]): Promise<number> {
+    let n = 0;
+    for (const image of new Set(images.map((i) => path.resolve(i)))) {
+      if (this.snapping.has(image)) continue;
+      for (const name of await readdir(path.dirname(image)).catch(() => [] as string[])) {
+        if (!snapshotFileOf(image, name)) continue;
+        await rm(path.join(path.dirname(image), name), { force: true });
+        n++;
+      }
+    }
+    return n;
+  }
+
+  /** Images of the disks a VM has now (none when it is gone). */
+  private async imagesOfVm(vmId: string): Promise<string[]> {
+    const compute = this.s.d.compute;
+    const vm = await compute.getVm(vmId);
+    if (!vm) return [];
+    const out: string[] = [];
+    for (const d of compute.vmDisks(vm)) {
+      const disk = await compute.getDisk(d.diskId);
+      if (disk) out.push(disk.imagePath);
+    }
+    return out;
+  }
+
+  /**
+   * Start-up (worker role): removes the snapshot side files a crash left next to disk images. Disks of VMs with a
+   * Backup job still InProgress are skipped (another worker may run it); that job removes its disks' stale side
+   * files when it runs again (runBackup), or when it is given up (deadBackup).
+   */
+  async cleanStaleSnapshots(): Promise<number> {
+    const s = this.s;
+    const busy = await s.db
+      .selectFrom('recovery_jobs')
+      .innerJoin('recovery_items', 'recovery_items.id_norm', 'recovery_jobs.item_norm')
+      .select('recovery_items.vm_id')
+      .where('recovery_jobs.operation', '=', 'Backup')
+      .where('recovery_jobs.status', 'in', ['InProgress', 'Cancelling'])
+      .execute();
+    const skip = new Set<string>();
+    for (const b of busy) for (const i of await this.imagesOfVm(b.vm_id)) skip.add(path.resolve(i));
+    const images = (await s.d.compute.allDisks()).map((d) => path.resolve(d.imagePath)).filter((i) => !skip.has(i));
+    return this.removeStaleSnapshots(images);
+  }
 
   // ---- configure / change policy / resume / stop -----------------------------------------------------------------
   /**
@@ -197,6 +253,9 @@ export class Protection {
     const v = await this.s.vaultByNorm(job.vault_norm);
     const item = job.item_norm ? await this.s.db.selectFrom('recovery_items').selectAll().where('id_norm', '=', job.item_norm).executeTakeFirst() : undefined;
     if (!v || !item) return this.s.finishJob(job.id, 'Failed', recoveryErrors.itemNotFound(job.friendly_name));
+    // This job is the only backup of its VM (one per item): side files of its disks left by an earlier attempt that
+    // died are stale.
+    await this.removeStaleSnapshots(await this.imagesOfVm(item.vm_id)).catch((e: unknown) => this.s.d.log.warn({ err: e }, 'could not remove stale snapshot files'));
     const ac = new AbortController();
     ctx.signal.addEventListener('abort', () => ac.abort(ctx.signal.reason));
     this.s.running.set(job.id, ac);
@@ -247,10 +306,14 @@ export class Protection {
     const disks = compute.vmDisks(vm);
     const snaps: { diskId: string; lun?: number | undefined; os: boolean; snap: Snapshot; unhook: () => void; bitmap: { valid: boolean; bits: Buffer; size: number } }[] = [];
     let committed = false;
+    const held: string[] = [];
     try {
       for (const d of disks) {
         await compute.beginBackup(d.diskId);
         const file = await compute.diskImagePath(d.diskId);
+        const key = path.resolve(file);
+        this.snapping.set(key, (this.snapping.get(key) ?? 0) + 1);
+        held.push(key);
         await compute.withDiskLock(d.diskId, async () => {
           const snap = await createSnapshot(file);
           const unhook = compute.onBeforeWrite(d.diskId, (o, l) => snap.beforeWrite(o, l));
@@ -345,6 +408,11 @@ export class Protection {
         x.unhook();
         await x.snap.release().catch(() => undefined);
         if (!committed) await compute.abortBackup(x.diskId).catch(() => undefined);
+      }
+      for (const key of held) {
+        const n = (this.snapping.get(key) ?? 1) - 1;
+        if (n > 0) this.snapping.set(key, n);
+        else this.snapping.delete(key);
       }
     }
   }
@@ -488,6 +556,8 @@ export class Protection {
   async deadBackup(jobId: string, error: string): Promise<void> {
     const j = await this.s.getJob(jobId);
     if (!j || !['InProgress', 'Cancelling'].includes(j.status)) return;
+    const item = j.item_norm ? await this.s.db.selectFrom('recovery_items').select('vm_id').where('id_norm', '=', j.item_norm).executeTakeFirst() : undefined;
+    if (item) await this.removeStaleSnapshots(await this.imagesOfVm(item.vm_id)).catch(() => undefined);
     await this.s.finishJob(jobId, 'Failed', { errorCode: 500001, errorString: `Backup failed: ${error}. No recovery point was created.`, errorTitle: 'BackUpOperationFailed', recommendations: ['Retry the backup (rsvault backup protection backup-now).'] });
   }
 }

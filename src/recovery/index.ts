@@ -44,6 +44,10 @@ export function createRecovery(deps: Omit<RecoveryDeps, 'store'> & { store?: Rec
       registerRecoveryRoutes(app, { recovery: service, protection, restore, ops: deps.ops });
     },
     startWorkers(queue) {
+      void protection.cleanStaleSnapshots().then(
+        (n) => (n ? deps.log.warn({ removed: n }, 'snapshot side files left by interrupted backups were removed') : undefined),
+        (e: unknown) => deps.log.warn({ err: e }, 'could not remove the snapshot side files of interrupted backups'),
+      );
       void restore.cleanLeftovers().catch((e: unknown) => deps.log.warn({ err: e }, 'could not remove the leftovers of interrupted restores'));
       void protection.recoverInterrupted().then(
         (r) => (r.failed || r.resumed ? deps.log.warn(r, 'recovery jobs interrupted by the previous shutdown were failed or resumed') : undefined),

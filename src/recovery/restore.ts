@@ -350,7 +350,7 @@ export class Restore {
           const base = plan.targetVm?.name ?? `${vmName}-restored-${short}`;
           const name = `${base}-${im.d.os ? 'osdisk' : `datadisk${im.d.lun}`}`.slice(0, 80);
           const { disk } = await compute.createOrUpdateDisk(rg.sub, rg.name, name, {
-            location: source.location, createOption: 'Import', sourcePath: im.file, moveSource: true, osType: im.d.os ? (source.osType as OsType) : undefined,
+            location: source.location, createOption: 'Import', sourcePath: im.file, moveSource: true, internal: true, osType: im.d.os ? (source.osType as OsType) : undefined,
             encryptionSettingsCollection: plan.enc && im.format === 'luks1' ? encryptionSettingsCollection(plan.enc) : undefined,
             props: { restoredFrom: { recoveryPointId: rp.id, jobId: job.id } },
           });

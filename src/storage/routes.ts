@@ -12,7 +12,7 @@ import { originOf } from '../platform/http/app.js';
 import { paginate } from '../platform/http/paging.js';
 import type { Caller } from '../platform/auth/index.js';
 import { accountIdOf, STORAGE_TYPE, storageErrors } from './model.js';
-import type { StorageAccount, StorageService } from './service.js';
+import { BLOB_READ_ACTION, type StorageAccount, type StorageService } from './service.js';
 
 export interface StorageRouteDeps {
   storage: StorageService;
@@ -130,7 +130,7 @@ export function registerStorageRoutes(app: FastifyInstance, deps: StorageRouteDe
       if (!m) throw new ArmError(401, 'NoAuthenticationInformation', 'Server failed to authenticate the request: send a bearer token of a principal that can read the storage account, or use a SAS URL.', { headers: { 'www-authenticate': 'Bearer' } });
       const caller = await deps.verifyBearer(m[1]!);
       const scope = account?.id ?? `/blob/${p.account}`;
-      const action = `${S}/blobServices/containers/blobs/read`;
+      const action = BLOB_READ_ACTION;
       if (!account || !(await deps.checkAccess(caller, scope, action))) {
         if (!account) throw storageErrors.blobNotFound(p.account, p.container, p.blob);
         throw new ArmError(403, 'AuthorizationPermissionMismatch', `The client '${caller.appId ?? caller.objectId}' is not authorized to read blobs of storage account '${account.name}' (action '${action}').`, {

@@ -11,10 +11,22 @@ import path from 'node:path';
 import { ArmError, armErrors } from '../platform/http/errors.js';
 import type { Sealer } from '../platform/crypto.js';
 import type { ResourceService } from '../resources/index.js';
+import type { Caller } from '../platform/auth/index.js';
 import { accountIdOf, blobNameError, containerNameError, parseAccountId, parseBlobUrl, requireAccountName, STORAGE_TYPE, storageErrors } from './model.js';
 import type { StorageStore, StorageTables } from './store.js';
 
 export type AccountRow = StorageTables['storage_accounts'];
+
+/** The RBAC action that lets a principal read blobs of an account (GET /blob/..., imports from a blob URL). */
+export const BLOB_READ_ACTION = 'Microsoft.Storage/storageAccounts/blobServices/containers/blobs/read';
+
+/** Who wants to read a blob, and how to check their RBAC access (identity's checkAccess). */
+export interface BlobReadAccess {
+  caller: Caller | undefined;
+  checkAccess(caller: Caller, scope: string, action: string): Promise<boolean>;
+  /** The request field the URL came from (error target). */
+  target?: string | undefined;
+}
 
 export interface StorageAccount {
   id: string;
@@ -243,10 +255,27 @@ export class StorageService {
     if (want.length !== got.length || !timingSafeEqual(want, got)) throw storageErrors.sasInvalid('not signed by this account (signature mismatch)');
   }
 
-  /** Server-side path of a blob URL served by this installation (`…/blob/{account}/{container}/{blob}`), if it exists. */
-  async resolveBlobUrl(url: string): Promise<string | undefined> {
+  /**
+   * Server-side path of a blob URL served by this installation (`…/blob/{account}/{container}/{blob}`), if it exists,
+   * for a caller that may read it: a valid read SAS in the URL, or RBAC read on the storage account (the same rule
+   * as `GET /blob/...`). Throws 403 (AuthorizationFailed / AuthenticationFailed) when the account exists but the caller
+   * may not read it, so a principal cannot copy a blob it could not download (e.g. by importing it as a disk).
+   * `caller: undefined` means no principal (always refused unless the URL carries a SAS).
+   */
+  async resolveBlobUrl(url: string, access: BlobReadAccess): Promise<string | undefined> {
     const b = parseBlobUrl(url);
-    if (!b || !(await this.getAccountByName(b.account))) return undefined;
+    if (!b) return undefined;
+    const account = await this.getAccountByName(b.account);
+    if (!account) return undefined;
+    if (b.query.get('sig')) {
+      await this.checkSas(account.name, b.container, b.blob, b.query);
+    } else if (!access.caller || !(await access.checkAccess(access.caller, account.id, BLOB_READ_ACTION))) {
+      const who = access.caller ? `The client '${access.caller.appId ?? access.caller.objectId}' with object id '${access.caller.objectId}'` : 'The caller';
+      throw new ArmError(403, 'AuthorizationFailed', `${who} does not have authorization to perform action '${BLOB_READ_ACTION}' over scope '${account.id}', needed to read the blob '${b.container}/${b.blob}'.`, {
+        target: access.target,
+        recommendation: `Use a read SAS URL of the blob (rsvault storage blob generate-sas), or ask an Owner for a role on the account: rsvault role assignment create --assignee ${access.caller?.appId ?? access.caller?.objectId ?? '<principal>'} --role Reader --scope ${account.id}`,
+      });
+    }
     let p: string;
     try {
       p = this.blobPath(b.account, b.container, b.blob);
