@@ -11,6 +11,8 @@ describe('loadConfig', () => {
     const e = loadConfig({}, { RSVAULT_PORT: '9000', RSVAULT_DATA_DIR: '/tmp/x', RSVAULT_LOG_LEVEL: 'debug' });
     expect(e).toMatchObject({ port: 9000, dataDir: '/tmp/x', dbUrl: '/tmp/x/rsvault.db', logLevel: 'debug' });
     expect(loadConfig({ port: '7000' }, { RSVAULT_PORT: '9000' }).port).toBe(7000);
+    expect(d.importDirs).toEqual([path.join(d.dataDir, 'import')]);
+    expect(loadConfig({}, { RSVAULT_IMPORT_DIRS: '/srv/images,/mnt/vm' }).importDirs).toEqual(['/srv/images', '/mnt/vm']);
   });
   it('rejects bad values with one clear message', () => {
     expect(() => loadConfig({ port: '70000' }, {})).toThrow(ConfigError);
@@ -19,5 +21,6 @@ describe('loadConfig', () => {
     expect(() => loadConfig({ dbUrl: 'mysql://u:pw@h/db' }, {})).not.toThrow(/pw/);
     expect(() => loadConfig({ vaultHostSuffix: 'bad suffix' }, {})).toThrow(/host suffix/);
     expect(() => loadConfig({ role: 'boss' }, {})).toThrow(/invalid role/);
+    expect(() => loadConfig({ importDirs: 'relative/dir' }, {})).toThrow(/invalid import directory/);
   });
 });

@@ -23,6 +23,11 @@ export interface Config {
   role: Role;
   /** Access-token lifetime in seconds. */
   tokenLifetimeSec: number;
+  /**
+   * Server directories whose image files a principal may import as disks by path (`sourceUri` = a file path).
+   * Importing by path reads a server file, so it is confined to these; default `<dataDir>/import`.
+   */
+  importDirs: string[];
 }
 
 export class ConfigError extends Error {
@@ -37,6 +42,7 @@ export interface ConfigFlags {
   vaultHostSuffix?: string | undefined;
   logLevel?: string | undefined;
   role?: string | undefined;
+  importDirs?: string | undefined;
 }
 
 const LOG_LEVELS: readonly LogLevel[] = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
@@ -88,5 +94,11 @@ export function loadConfig(flags: ConfigFlags = {}, env: NodeJS.ProcessEnv = pro
     throw new ConfigError(`invalid RSVAULT_TOKEN_LIFETIME_SEC '${lifetimeText}': an integer of at least 60`);
   }
 
-  return { dataDir, port, listen, dbUrl, vaultHostSuffix, logLevel, role, tokenLifetimeSec: Number(lifetimeText) };
+  const importText = pick(flags.importDirs, env.RSVAULT_IMPORT_DIRS);
+  const importDirs = importText ? importText.split(/[,:]/).map((s) => s.trim()).filter(Boolean) : [path.join(dataDir, 'import')];
+  for (const d of importDirs) {
+    if (!path.isAbsolute(d)) throw new ConfigError(`invalid import directory '${d}': use an absolute path (--import-dirs or RSVAULT_IMPORT_DIRS)`);
+  }
+
+  return { dataDir, port, listen, dbUrl, vaultHostSuffix, logLevel, role, tokenLifetimeSec: Number(lifetimeText), importDirs };
 }

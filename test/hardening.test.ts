@@ -98,8 +98,16 @@ describe('disk import from a blob URL is authorized for the caller', () => {
     expect(await errOf(put('stolen1', blobUrl))).toMatchObject({ status: 403, code: 'AuthorizationFailed', message: expect.stringContaining('blobs/read') });
     expect(await exists('stolen1')).toBe(false);
     // The same blob by its server path (or any file under the data directory) is refused too.
-    expect(await errOf(put('stolen2', blobFile))).toMatchObject({ status: 403, code: 'AuthorizationFailed' });
-    expect(await errOf(put('stolen3', `file://${path.join(dataDir, 'rsvault.db')}`))).toMatchObject({ status: 403, code: 'AuthorizationFailed' });
+    expect(await errOf(put('stolen2', blobFile))).toMatchObject({ status: 403, code: 'ImportPathNotAllowed' });
+    expect(await errOf(put('stolen3', `file://${path.join(dataDir, 'rsvault.db')}`))).toMatchObject({ status: 403, code: 'ImportPathNotAllowed' });
+    // Any server file outside the import directories (RSVAULT_IMPORT_DIRS; the tests allow the system temp dir) too.
+    const outside = mkdtempSync(path.join('/var/tmp', 'rsv-outside-'));
+    try {
+      writeFileSync(path.join(outside, 'x.img'), Buffer.alloc(4096, 1));
+      expect(await errOf(put('stolen4', path.join(outside, 'x.img')))).toMatchObject({ status: 403, code: 'ImportPathNotAllowed', message: expect.stringContaining('import directory') });
+    } finally {
+      rmSync(outside, { recursive: true, force: true });
+    }
     expect(await errOf(put('stolen4', `${blobUrl}?sv=2021-08-06&sr=b&sp=r&se=2099-01-01T00:00:00Z&sig=forged`))).toMatchObject({ status: 403, code: 'AuthenticationFailed' });
     for (const n of ['stolen2', 'stolen3', 'stolen4']) expect(await exists(n)).toBe(false);
 
@@ -135,7 +143,7 @@ describe('disk import from a blob URL is authorized for the caller', () => {
     await importer.waitForOperation(dep2, { intervalMs: 100 });
     expect(await exists('viadep')).toBe(true);
     // Still no server files by path.
-    expect(await errOf(put('stolen6', blobFile))).toMatchObject({ status: 403, code: 'AuthorizationFailed' });
+    expect(await errOf(put('stolen6', blobFile))).toMatchObject({ status: 403, code: 'ImportPathNotAllowed' });
     importer.close();
   }, 30_000);
 });

@@ -22,6 +22,7 @@ export interface ServeFlags {
   vaultHostSuffix?: string;
   logLevel?: string;
   role?: string;
+  importDirs?: string;
 }
 
 export interface CliDeps {
@@ -110,6 +111,7 @@ export function buildProgram(deps: CliDeps): Command {
     .option('--vault-host-suffix <suffix>', 'Key Vault host suffix (env RSVAULT_VAULT_HOST_SUFFIX; default vault.localhost)')
     .option('--log-level <level>', 'fatal|error|warn|info|debug|trace|silent (env RSVAULT_LOG_LEVEL; default info)')
     .option('--role <role>', 'all|api|worker|scheduler (env RSVAULT_ROLE; default all)')
+    .option('--import-dirs <dirs>', 'comma-separated server directories whose image files may be imported as disks by path (env RSVAULT_IMPORT_DIRS; default <data-dir>/import)')
     .action(async (flags: ServeFlags) => deps.serve(flags));
 
   // ---- login / account -----------------------------------------------------------------------------------------

@@ -34,6 +34,8 @@ export interface ComputeOptions {
    * throws 403. Undefined when the URI names no blob of this installation.
    */
   resolveSourceUri?: ((uri: string, caller: Caller | undefined) => Promise<string | undefined>) | undefined;
+  /** Directories whose files may be imported by path (config `importDirs`); other server paths are refused. */
+  importDirs?: string[] | undefined;
 }
 
 export interface DiskInput {
@@ -256,10 +258,11 @@ export class ComputeService {
           throw new ArmError(400, 'InvalidParameter', `The source image '${src}' does not exist or cannot be read by the server.`, { target: 'properties.creationData.sourceUri', recommendation: 'Give an absolute path of a raw or LUKS1 image file readable by the rsvault server.' });
         }
         if (!st.isFile()) throw new ArmError(400, 'InvalidParameter', `The source image '${src}' is not a regular file.`, { target: 'properties.creationData.sourceUri' });
-        if (!input.internal && src === input.sourcePath && (await this.insideDataDir(src))) {
-          throw new ArmError(403, 'AuthorizationFailed', `The source image '${src}' lies inside the rsvault data directory; server files there cannot be imported by path.`, {
+        if (!input.internal && src === input.sourcePath && !(await this.importablePath(src))) {
+          const dirs = (this.opts.importDirs ?? []).join(', ') || '(none configured)';
+          throw new ArmError(403, 'ImportPathNotAllowed', `The source image '${src}' is not inside an import directory of this server (${dirs}); other server files cannot be imported by path.`, {
             target: 'properties.creationData.sourceUri',
-            recommendation: 'Import a blob by its https URI (with a SAS, or as a principal that can read the storage account), or give an image file outside the data directory.',
+            recommendation: `Copy the image into an import directory (${dirs}; set by rsvault serve --import-dirs / RSVAULT_IMPORT_DIRS), or upload it: rsvault disk create --for-upload --upload-size-bytes <n>, then grant-access --access-level Write.`,
           });
         }
         if (st.size === 0 || st.size % 512 !== 0) throw new ArmError(400, 'InvalidParameter', `The source image '${src}' has ${st.size} bytes; a disk image must be a non-empty multiple of 512 bytes.`, { target: 'properties.creationData.sourceUri' });
@@ -306,10 +309,19 @@ export class ComputeService {
   }
 
   /** True when `file` (symlinks resolved) is the data directory or lies under it. */
-  private async insideDataDir(file: string): Promise<boolean> {
-    const [f, root] = await Promise.all([realpath(file).catch(() => path.resolve(file)), realpath(this.opts.dataDir).catch(() => path.resolve(this.opts.dataDir))]);
-    const rel = path.relative(root, f);
-    return rel === '' || (!rel.startsWith('..') && !path.isAbsolute(rel));
+  private insideDataDir(file: string): Promise<boolean> {
+    return insideDir(file, this.opts.dataDir);
+  }
+
+  /**
+   * May a principal import `file` by path? Only from a configured import directory, and never a file of the data
+   * directory (database, keys, other tenants' blobs) unless it sits in `<dataDir>/import` itself.
+   */
+  private async importablePath(file: string): Promise<boolean> {
+    let inImportDir = false;
+    for (const d of this.opts.importDirs ?? []) if (await insideDir(file, d)) inImportDir = true;
+    if (!inImportDir) return false;
+    return !(await this.insideDataDir(file)) || (await insideDir(file, path.join(this.opts.dataDir, 'import')));
   }
 
   /** Every disk of the installation (all subscriptions). */
@@ -1018,4 +1030,11 @@ function describeChange(a: FileStamp | undefined, b: FileStamp | undefined): str
   if (!a || a.ino !== b.ino) return 'image file replaced outside rsvault (inode changed)';
   if (a.size !== b.size) return `image size changed outside rsvault (${a.size} → ${b.size} bytes)`;
   return 'image modified outside rsvault (mtime changed)';
+}
+
+/** True when `file` is `dir` or lies under it, both with symlinks resolved. */
+async function insideDir(file: string, dir: string): Promise<boolean> {
+  const [f, root] = await Promise.all([realpath(file).catch(() => path.resolve(file)), realpath(dir).catch(() => path.resolve(dir))]);
+  const rel = path.relative(root, f);
+  return rel === '' || (!rel.startsWith('..') && !path.isAbsolute(rel));
 }
