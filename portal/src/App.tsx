@@ -8,7 +8,7 @@ import { Home, MoreServices, Subscriptions, AllResources } from './blades/Hub';
 import { ResourceGroups, CreateResourceGroup, ResourceGroupOverview } from './blades/ResourceGroups';
 import { KeyVaultList, KeyVaultBlade } from './blades/KeyVaults';
 import { VmList, VmBlade, DiskList } from './blades/VirtualMachines';
-import { StorageAccounts } from './blades/Storage';
+import { CreateStorageAccount, StorageAccounts } from './blades/Storage';
 import { RsvList, CreateRsv, RsvBlade, AllBackupJobs } from './blades/RecoveryVaults';
 import { Blade } from './ui';
 
@@ -37,6 +37,8 @@ function route(path: string, query: URLSearchParams): ReactNode {
       return <DiskList />;
     case '/browse/storageaccounts':
       return <StorageAccounts />;
+    case '/create/storageaccount':
+      return <CreateStorageAccount query={query} />;
     case '/browse/recoveryvaults':
       return <RsvList />;
     case '/create/recoveryvault':

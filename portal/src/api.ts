@@ -12,6 +12,7 @@ export const API_VERSIONS = {
   storage: '2023-01-01',
   recoveryServices: '2023-04-01',
   backup: '2023-02-01',
+  authorization: '2022-04-01',
 } as const;
 
 export class ApiError extends Error {

@@ -4,15 +4,15 @@
  * Wire: /work/shared/design/reference/azure-backup-api.md §2.
  */
 import { useEffect, useRef, useState, type FormEvent, type ReactNode } from 'react';
-import { API_VERSIONS, ApiError, errorOf, getPage, listAll, parseId, request, send, toApiError, waitForOperation, withVersion, type OperationStatus } from '../api';
+import { API_VERSIONS, ApiError, errorOf, getPage, listAll, parseId, request, send, toApiError, waitForOperation, withVersion } from '../api';
 import { session } from '../session';
 import { Link, navigate, resourcePath } from '../router';
-import type { BackupJob, BackupPolicy, GraphPrincipal, KeyVault, ProtectableItem, ProtectedItem, RecoveryPoint, RecoveryVault, ResourceGroup, StorageAccount, VirtualMachine } from '../wire';
+import type { BackupJob, BackupPolicy, GraphPrincipal, KeyVault, ProtectableItem, ProtectedItem, RecoveryPoint, RecoveryVault, ResourceGroup, VirtualMachine } from '../wire';
 import { Blade, DataTable, ErrorBox, Field, Notice, Progress, Properties, Spinner, StatusBadge, fmtDuration, fmtTime, useAsync, useInterval, type Column } from '../ui';
 import { ResourceMenu } from './KeyVaults';
 import { encryptionOf, listVms } from './VirtualMachines';
 import { useLocations, useResourceGroups } from './ResourceGroups';
-import { listStorageAccounts } from './Storage';
+import { DeployTemplate, RestoreKeys, RestoreVm } from './Restore';
 
 const RS = API_VERSIONS.recoveryServices;
 const BK = API_VERSIONS.backup;
@@ -165,8 +165,18 @@ export function RsvBlade(props: { id: string; rest: string; query: URLSearchPara
     crumbs.push({ label: name, to: resourcePath(props.id) }, { label: 'Backup items', to: resourcePath(props.id, 'backup_items') });
     const itemId = `${props.id}/backupFabrics/Azure/protectionContainers/${segs[1]}/protectedItems/${segs[2]}`;
     const sub = (segs[3] ?? '').toLowerCase();
-    title = sub === 'restore' ? 'Restore Virtual Machine' : `${friendlyOfItemName(segs[2]!)} | Backup item`;
-    content = sub === 'restore' ? <RestoreVm vaultId={props.id} itemId={itemId} query={props.query} /> : <BackupItem vaultId={props.id} itemId={itemId} />;
+    if (sub !== 'restore' && sub !== 'restore_keys') title = `${friendlyOfItemName(segs[2]!)} | Backup item`;
+    else crumbs.push({ label: friendlyOfItemName(segs[2]!), to: itemPath(props.id, itemId) });
+    if (sub === 'restore') title = 'Restore Virtual Machine';
+    if (sub === 'restore_keys') title = 'Restore keys and secrets';
+    content =
+      sub === 'restore' ? (
+        <RestoreVm vaultId={props.id} itemId={itemId} query={props.query} />
+      ) : sub === 'restore_keys' ? (
+        <RestoreKeys vaultId={props.id} itemId={itemId} query={props.query} />
+      ) : (
+        <BackupItem vaultId={props.id} itemId={itemId} />
+      );
   } else if (blade === 'backup_items') content = <BackupItems vaultId={props.id} />;
   else if (blade === 'backup_jobs' && segs[1]) {
     crumbs.push({ label: name, to: resourcePath(props.id) }, { label: 'Backup jobs', to: resourcePath(props.id, 'backup_jobs') });
@@ -867,6 +877,9 @@ function BackupItem(props: { vaultId: string; itemId: string }) {
         <button type="button" onClick={() => navigate(itemPath(props.vaultId, props.itemId, 'restore'))}>
           Restore VM
         </button>
+        <button type="button" onClick={() => navigate(itemPath(props.vaultId, props.itemId, 'restore_keys'))}>
+          Restore keys and secrets
+        </button>
         <button type="button" onClick={() => (item.reload(), rps.reload())}>
           Refresh
         </button>
@@ -920,141 +933,18 @@ function BackupItem(props: { vaultId: string; itemId: string }) {
           { header: 'Consistency', cell: (r) => r.properties?.recoveryPointType ?? '' },
           { header: 'Encrypted', cell: (r) => (r.properties?.isSourceVMEncrypted ? 'Yes' : 'No') },
           { header: 'Tier', cell: (r) => (r.properties?.recoveryPointTierDetails ?? []).map((t) => t.type).join(', ') },
-          { header: 'Actions', cell: (r) => <Link to={itemPath(props.vaultId, props.itemId, 'restore') + `?rp=${encodeURIComponent(r.name)}`}>Restore</Link> },
+          {
+            header: 'Actions',
+            cell: (r) => (
+              <span className="row-actions">
+                <Link to={itemPath(props.vaultId, props.itemId, 'restore') + `?rp=${encodeURIComponent(r.name)}`}>Restore VM</Link>
+                {r.properties?.isSourceVMEncrypted && <Link to={itemPath(props.vaultId, props.itemId, 'restore_keys') + `?rp=${encodeURIComponent(r.name)}`}>Restore keys</Link>}
+              </span>
+            ),
+          },
         ]}
       />
     </>
-  );
-}
-
-// ---- restore ----------------------------------------------------------------------------------------------------------
-
-function RestoreVm(props: { vaultId: string; itemId: string; query: URLSearchParams }) {
-  const s = session()!;
-  const item = useAsync(() => request<ProtectedItem>('GET', withVersion(props.itemId, BK)), [props.itemId]);
-  const rps = useAsync(() => listAll<RecoveryPoint>(withVersion(`${props.itemId}/recoveryPoints`, BK)), [props.itemId]);
-  const accounts = useAsync(() => listStorageAccounts(), []);
-  const groups = useResourceGroups();
-  const [rp, setRp] = useState(props.query.get('rp') ?? '');
-  const [kind, setKind] = useState<'RestoreDisks' | 'AlternateLocation'>('RestoreDisks');
-  const [account, setAccount] = useState('');
-  const [targetRg, setTargetRg] = useState('');
-  const [vmName, setVmName] = useState('');
-  const [busy, setBusy] = useState(false);
-  const [error, setError] = useState<unknown>();
-  const [jobId, setJobId] = useState<string | undefined>();
-  const point = (rps.data ?? []).find((x) => x.name === rp) ?? rps.data?.[0];
-  const sourceId = item.data?.properties?.sourceResourceId ?? item.data?.properties?.virtualMachineId ?? '';
-  const rgName = targetRg || parseId(sourceId).resourceGroup || groups.data?.[0]?.name || '';
-
-  const restore = async () => {
-    if (!point) return;
-    setBusy(true);
-    setError(undefined);
-    try {
-      const full = await request<RecoveryPoint>('GET', withVersion(point.id, BK));
-      const ks = full.properties?.keyAndSecret;
-      const enc = full.properties?.isSourceVMEncrypted
-        ? { encryptionEnabled: true, kekUrl: ks?.kekDetails?.keyUrl, kekVaultId: ks?.kekDetails?.keyVaultId, secretKeyUrl: ks?.bekDetails?.secretUrl, secretKeyVaultId: ks?.bekDetails?.secretVaultId }
-        : { encryptionEnabled: false };
-      const rgId = `/subscriptions/${s.subscriptionId}/resourceGroups/${rgName}`;
-      const body = {
-        properties: {
-          objectType: 'IaasVMRestoreRequest',
-          recoveryPointId: point.name,
-          recoveryType: kind,
-          sourceResourceId: sourceId,
-          storageAccountId: account,
-          targetResourceGroupId: rgId,
-          region: item.data?.location ?? point.location,
-          createNewCloudService: false,
-          originalStorageAccountOption: false,
-          encryptionDetails: enc,
-          ...(kind === 'AlternateLocation' ? { targetVirtualMachineId: `${rgId}/providers/Microsoft.Compute/virtualMachines/${vmName}` } : {}),
-        },
-      };
-      const r = await send('POST', withVersion(`${point.id}/restore`, BK), body);
-      if (r.status >= 400) throw toApiError(r.status, r.body);
-      const out = await waitForOperation(r, { intervalMs: 500 });
-      setJobId(out.status?.properties?.jobId ?? 'unknown');
-    } catch (e) {
-      setError(await withJobRecommendation(props.vaultId, e));
-    } finally {
-      setBusy(false);
-    }
-  };
-
-  const vmNameError = kind === 'AlternateLocation' && vmName && !/^[a-zA-Z0-9][a-zA-Z0-9-_.]{0,62}$/.test(vmName) ? 'Use 1–63 letters, digits, hyphens, underscores or periods.' : undefined;
-  const ready = !!point && !!account && (kind === 'RestoreDisks' || (!!vmName && !vmNameError));
-  return (
-    <div className="form">
-      <ErrorBox error={item.error ?? rps.error} />
-      <Field label="Restore point">
-        {(id) => (
-          <select id={id} value={point?.name ?? ''} onChange={(e) => setRp(e.target.value)}>
-            {(rps.data ?? []).map((x) => (
-              <option key={x.id} value={x.name}>
-                {fmtTime(x.properties?.recoveryPointTime)} ({x.properties?.recoveryPointType ?? 'restore point'})
-              </option>
-            ))}
-          </select>
-        )}
-      </Field>
-      {rps.data && rps.data.length === 0 && <Notice kind="warning">No restore points yet. Run Backup now first.</Notice>}
-      <fieldset>
-        <legend>Restore configuration</legend>
-        <label className="check-row">
-          <input type="radio" name="restore-kind" checked={kind === 'AlternateLocation'} onChange={() => setKind('AlternateLocation')} /> Create virtual machine
-        </label>
-        <label className="check-row">
-          <input type="radio" name="restore-kind" checked={kind === 'RestoreDisks'} onChange={() => setKind('RestoreDisks')} /> Restore disks
-        </label>
-      </fieldset>
-      {point?.properties?.isSourceVMEncrypted && kind === 'AlternateLocation' && (
-        <Notice kind="warning">This virtual machine is encrypted. Creating a VM from its backup needs the backup service to have access; Restore disks always works.</Notice>
-      )}
-      {kind === 'AlternateLocation' && (
-        <Field label="Virtual machine name" error={vmNameError}>
-          {(id, d) => <input id={id} aria-describedby={d} value={vmName} onChange={(e) => setVmName(e.target.value)} />}
-        </Field>
-      )}
-      <Field label="Resource group">
-        {(id) => (
-          <select id={id} value={rgName} onChange={(e) => setTargetRg(e.target.value)}>
-            {(groups.data ?? []).map((g) => (
-              <option key={g.id} value={g.name}>
-                {g.name}
-              </option>
-            ))}
-          </select>
-        )}
-      </Field>
-      <Field label="Staging location" hint="The storage account that receives the restored disks, the VM configuration and the template.">
-        {(id, d) => (
-          <select id={id} aria-describedby={d} value={account} onChange={(e) => setAccount(e.target.value)}>
-            <option value="">Select a storage account</option>
-            {(accounts.data ?? []).map((a: StorageAccount) => (
-              <option key={a.id} value={a.id}>
-                {a.name}
-              </option>
-            ))}
-          </select>
-        )}
-      </Field>
-      <ErrorBox error={accounts.error} title="Storage accounts are not available" />
-      <div className="actions">
-        <button type="button" className="primary" disabled={!ready || busy} onClick={() => void restore()}>
-          Restore
-        </button>
-        {busy && <Progress label="Triggering restore" />}
-        <ErrorBox error={error} title="Restore failed" />
-        {jobId && (
-          <Notice kind="success" role="status">
-            Restore triggered. {jobId !== 'unknown' ? <Link to={jobPath(props.vaultId, jobId)}>View the restore job</Link> : <Link to={resourcePath(props.vaultId, 'backup_jobs')}>Backup jobs</Link>}
-          </Notice>
-        )}
-      </div>
-    </div>
   );
 }
 
@@ -1271,7 +1161,10 @@ function JobDetails(props: { vaultId: string; jobName: string }) {
           {Object.keys(bag).length > 0 && (
             <>
               <h2>Details</h2>
-              <Properties items={Object.entries(bag)} label="Job details" />
+              <Properties
+                items={Object.entries(bag).map(([k, v]): [string, ReactNode] => [k, /^\/subscriptions\/[^/]+\/resourceGroups\/[^/]+\/providers\/Microsoft\.Compute\/virtualMachines\/[^/]+$/i.test(v) ? <Link to={resourcePath(v)}>{v}</Link> : v])}
+                label="Job details"
+              />
             </>
           )}
         </>
@@ -1279,72 +1172,3 @@ function JobDetails(props: { vaultId: string; jobName: string }) {
     </>
   );
 }
-
-/** Deploy Template on a finished restore job: an ARM deployment of the template the restore wrote. */
-function DeployTemplate(props: { vaultId: string; jobName: string }) {
-  const s = session()!;
-  const job = useAsync(() => request<BackupJob>('GET', withVersion(`${props.vaultId}/backupJobs/${props.jobName}`, BK)), [props.jobName]);
-  const groups = useResourceGroups();
-  const [rg, setRg] = useState('');
-  const [vmName, setVmName] = useState('');
-  const [busy, setBusy] = useState(false);
-  const [error, setError] = useState<unknown>();
-  const [done, setDone] = useState<OperationStatus | unknown>();
-  const started = useRef(false);
-  const bag = job.data?.properties?.extendedInfo?.propertyBag ?? {};
-  const uri = bag['Template Blob Uri'];
-  const group = rg || groups.data?.[0]?.name || '';
-  const deploy = async () => {
-    if (!uri || started.current) return;
-    started.current = true;
-    setBusy(true);
-    setError(undefined);
-    try {
-      const name = `restore-${props.jobName.slice(0, 8)}-${Date.now().toString(36)}`;
-      const path = withVersion(`/subscriptions/${s.subscriptionId}/resourcegroups/${encodeURIComponent(group)}/providers/Microsoft.Resources/deployments/${name}`, API_VERSIONS.resources);
-      const parameters = vmName ? { VirtualMachineName: { value: vmName } } : {};
-      const r = await send('PUT', path, { properties: { mode: 'Incremental', templateLink: { uri }, parameters } });
-      if (r.status >= 400) throw toApiError(r.status, r.body);
-      const out = await waitForOperation(r, { intervalMs: 750 });
-      setDone(out.status ?? out.result ?? true);
-    } catch (e) {
-      setError(e);
-      started.current = false;
-    } finally {
-      setBusy(false);
-    }
-  };
-  return (
-    <div className="form">
-      <ErrorBox error={job.error} />
-      <Properties items={[['Template', uri ?? 'This job has no template.'], ['Restored from', job.data?.properties?.entityFriendlyName]]} />
-      <Field label="Resource group">
-        {(id) => (
-          <select id={id} value={group} onChange={(e) => setRg(e.target.value)}>
-            {(groups.data ?? []).map((g) => (
-              <option key={g.id} value={g.name}>
-                {g.name}
-              </option>
-            ))}
-          </select>
-        )}
-      </Field>
-      <Field label="Virtual machine name" hint="Optional; the template's default is the original name.">
-        {(id, d) => <input id={id} aria-describedby={d} value={vmName} onChange={(e) => setVmName(e.target.value)} />}
-      </Field>
-      <div className="actions">
-        <button type="button" className="primary" disabled={!uri || busy || !group} onClick={() => void deploy()}>
-          Deploy
-        </button>
-        {busy && <Progress label="Deploying template" />}
-        <ErrorBox error={error} title="Deployment failed" />
-        {done ? (
-          <Notice kind="success" role="status">
-            Deployment succeeded. <Link to="/browse/virtualmachines">Virtual machines</Link>
-          </Notice>
-        ) : null}
-      </div>
-    </div>
-  );
-}
-

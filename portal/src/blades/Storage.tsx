@@ -1,8 +1,11 @@
-/** Storage accounts (restore targets). */
-import { API_VERSIONS, listAll, parseId, withVersion } from '../api';
+/** Storage accounts (restore staging targets): list and create. */
+import { useState, type FormEvent } from 'react';
+import { API_VERSIONS, listAll, parseId, send, toApiError, withVersion } from '../api';
 import { session } from '../session';
+import { Link, navigate } from '../router';
 import type { StorageAccount } from '../wire';
-import { Blade, DataTable, ErrorBox, Spinner, useAsync } from '../ui';
+import { Blade, DataTable, ErrorBox, Field, Notice, Progress, Spinner, useAsync } from '../ui';
+import { useLocations, useResourceGroups } from './ResourceGroups';
 
 export function listStorageAccounts(): Promise<StorageAccount[]> {
   const s = session()!;
@@ -10,9 +13,22 @@ export function listStorageAccounts(): Promise<StorageAccount[]> {
 }
 
 export function StorageAccounts() {
-  const { data, error, loading } = useAsync(listStorageAccounts, []);
+  const { data, error, loading, reload } = useAsync(listStorageAccounts, []);
   return (
-    <Blade title="Storage accounts" crumbs={[{ label: 'Home', to: '/' }]}>
+    <Blade
+      title="Storage accounts"
+      crumbs={[{ label: 'Home', to: '/' }]}
+      commands={
+        <>
+          <button type="button" onClick={() => navigate('/create/storageaccount')}>
+            Create
+          </button>
+          <button type="button" onClick={reload}>
+            Refresh
+          </button>
+        </>
+      }
+    >
       <ErrorBox error={error} />
       {loading && !data ? (
         <Spinner />
@@ -21,6 +37,7 @@ export function StorageAccounts() {
           label="Storage accounts"
           rows={data ?? []}
           rowKey={(r) => r.id}
+          empty="No storage accounts. Select Create to make one (a restore writes its disks, VM configuration and template to one)."
           columns={[
             { header: 'Name', cell: (r) => r.name },
             { header: 'Resource group', cell: (r) => parseId(r.id).resourceGroup },
@@ -29,6 +46,89 @@ export function StorageAccounts() {
           ]}
         />
       )}
+    </Blade>
+  );
+}
+
+export const storageNameError = (n: string) => (n && !/^[a-z0-9]{3,24}$/.test(n) ? 'The name must be 3–24 characters: lowercase letters and digits only.' : undefined);
+
+/** Create storage account; `?returnTo=` sends the user back (e.g. to the restore blade) with `?storageAccount=<id>`. */
+export function CreateStorageAccount(props: { query: URLSearchParams }) {
+  const s = session()!;
+  const groups = useResourceGroups();
+  const locations = useLocations();
+  const [name, setName] = useState('');
+  const [rg, setRg] = useState(props.query.get('resourceGroup') ?? '');
+  const [loc, setLoc] = useState('');
+  const [busy, setBusy] = useState(false);
+  const [error, setError] = useState<unknown>();
+  const group = rg || groups.data?.[0]?.name || '';
+  const location = loc || groups.data?.find((g) => g.name === group)?.location || locations.data?.[0]?.name || '';
+  const nameError = storageNameError(name);
+  const returnTo = props.query.get('returnTo');
+
+  const submit = async (e: FormEvent) => {
+    e.preventDefault();
+    if (nameError || !group) return;
+    setBusy(true);
+    setError(undefined);
+    try {
+      const id = `/subscriptions/${s.subscriptionId}/resourceGroups/${encodeURIComponent(group)}/providers/Microsoft.Storage/storageAccounts/${encodeURIComponent(name)}`;
+      const r = await send<StorageAccount>('PUT', withVersion(id, API_VERSIONS.storage), { location, sku: { name: 'Standard_LRS' }, kind: 'StorageV2' });
+      if (r.status >= 400) throw toApiError(r.status, r.body);
+      if (returnTo && returnTo.startsWith('/')) {
+        const u = new URL(returnTo, window.location.origin);
+        u.searchParams.set('storageAccount', r.body?.id ?? id);
+        navigate(u.pathname + u.search);
+      } else navigate('/browse/storageaccounts');
+    } catch (err) {
+      setError(err);
+    } finally {
+      setBusy(false);
+    }
+  };
+
+  return (
+    <Blade title="Create storage account" crumbs={[{ label: 'Home', to: '/' }, { label: 'Storage accounts', to: '/browse/storageaccounts' }]}>
+      <form className="form" onSubmit={(e) => void submit(e)}>
+        <Field label="Resource group">
+          {(id) => (
+            <select id={id} value={group} onChange={(e) => setRg(e.target.value)} required>
+              {(groups.data ?? []).map((g) => (
+                <option key={g.id} value={g.name}>
+                  {g.name}
+                </option>
+              ))}
+            </select>
+          )}
+        </Field>
+        {groups.data && groups.data.length === 0 && (
+          <Notice kind="warning">
+            No resource groups yet. <Link to="/create/resourcegroup">Create a resource group</Link> first.
+          </Notice>
+        )}
+        <Field label="Storage account name" error={nameError}>
+          {(id, d) => <input id={id} aria-describedby={d} aria-invalid={!!nameError} required value={name} onChange={(e) => setName(e.target.value)} />}
+        </Field>
+        <Field label="Region" hint="A restore's staging account must be in the vault's region.">
+          {(id, d) => (
+            <select id={id} aria-describedby={d} value={location} onChange={(e) => setLoc(e.target.value)}>
+              {(locations.data ?? []).map((l) => (
+                <option key={l.name} value={l.name}>
+                  {l.displayName}
+                </option>
+              ))}
+            </select>
+          )}
+        </Field>
+        <div className="actions">
+          <button type="submit" className="primary" disabled={busy || !name || !!nameError || !group}>
+            {busy ? 'Creating…' : 'Create'}
+          </button>
+          {busy && <Progress label="Creating storage account" />}
+          <ErrorBox error={error} title="Could not create the storage account" />
+        </div>
+      </form>
     </Blade>
   );
 }
