@@ -323,7 +323,7 @@ export function buildProgram(deps: CliDeps): Command {
   ra.command('create')
     .description('Assign a role to a principal at a scope.')
     .requiredOption('--assignee <id>', 'object id, app id or user principal name')
-    .requiredOption('--role <role>', 'role name or id: Owner, Contributor, Reader, Backup Contributor, Backup Operator, Backup Reader')
+    .requiredOption('--role <role>', 'role name or id: Owner, Contributor, Reader, Virtual Machine Contributor, Backup Contributor, Backup Operator, Backup Reader, or a Key Vault data-plane role')
     .option('--scope <scope>', 'scope (default: the subscription)')
     .option('-g, --resource-group <rg>', 'resource group scope')
     .action(
@@ -404,7 +404,7 @@ async function resolveAssignee(c: RsvaultClient, assignee: string): Promise<stri
 async function assignRole(c: RsvaultClient, p: Profile, cmd: Command, a: { principalId: string; role: string; scope: string }): Promise<unknown> {
   const roles = await c.request<{ value: { id: string; name: string }[] }>('GET', `/subscriptions/${sub(p, cmd)}/providers/Microsoft.Authorization/roleDefinitions`, { query: { 'api-version': AUTHZ_API, $filter: /^[0-9a-f-]{36}$/i.test(a.role) ? undefined : `roleName eq '${a.role.replace(/'/g, "''")}'` } });
   const def = /^[0-9a-f-]{36}$/i.test(a.role) ? roles.value.find((r) => r.name === a.role.toLowerCase()) : roles.value[0];
-  if (!def) throw new ApiError(400, 'RoleDefinitionDoesNotExist', `The role '${a.role}' does not exist.`, 'Use one of: Owner, Contributor, Reader, Backup Contributor, Backup Operator, Backup Reader.');
+  if (!def) throw new ApiError(400, 'RoleDefinitionDoesNotExist', `The role '${a.role}' does not exist.`, 'Use a built-in role: Owner, Contributor, Reader, Virtual Machine Contributor, Backup Contributor, Backup Operator, Backup Reader, Key Vault Administrator, Key Vault Secrets User, Key Vault Crypto User, …');
   const scope = a.scope.replace(/\/+$/, '');
   return c.request('PUT', `${scope}/providers/Microsoft.Authorization/roleAssignments/${randomUUID()}`, { query: { 'api-version': AUTHZ_API }, body: { properties: { roleDefinitionId: def.id, principalId: a.principalId } } });
 }

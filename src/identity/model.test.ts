@@ -20,6 +20,10 @@ describe('role matching', () => {
     expect(roleAllows(bop, 'Microsoft.RecoveryServices/Vaults/backupFabrics/protectionContainers/protectedItems/delete')).toBe(false);
     expect(roleAllows(findRole('Backup Reader')!, 'Microsoft.RecoveryServices/Vaults/backupJobs/read')).toBe(true);
     expect(roleAllows(findRole('Backup Reader')!, 'Microsoft.RecoveryServices/Vaults/write')).toBe(false);
+    const vmc = findRole('Virtual Machine Contributor')!;
+    expect(roleAllows(vmc, 'Microsoft.Compute/virtualMachines/write')).toBe(true);
+    expect(roleAllows(vmc, 'Microsoft.Compute/disks/write')).toBe(true);
+    expect(roleAllows(vmc, 'Microsoft.KeyVault/vaults/write')).toBe(false);
   });
   it('covers child scopes on segment boundaries only', () => {
     expect(scopeCovers('/subscriptions/S', '/subscriptions/s/resourceGroups/rg1')).toBe(true);

@@ -78,6 +78,22 @@ export const BUILT_IN_ROLES: readonly RoleDefinition[] = [
     notDataActions: [],
   },
   {
+    id: '9980e02c-c2be-4d73-94e8-173b1dc7cf3c',
+    roleName: 'Virtual Machine Contributor',
+    description: 'Create and manage virtual machines and their disks, but not access to them, and not the virtual network or storage account they connect to.',
+    actions: [
+      'Microsoft.Authorization/*/read',
+      'Microsoft.Compute/*',
+      'Microsoft.Resources/deployments/*',
+      'Microsoft.Resources/subscriptions/resourceGroups/read',
+      'Microsoft.Storage/storageAccounts/listKeys/action',
+      'Microsoft.Storage/storageAccounts/read',
+    ],
+    notActions: [],
+    dataActions: [],
+    notDataActions: [],
+  },
+  {
     id: '5e467623-bb1f-42f4-a55d-6e525e11384b',
     roleName: 'Backup Contributor',
     description: 'Lets you manage backup service, but cannot create vaults and give access to others.',

@@ -5,6 +5,7 @@ import { hashSecret, newClientSecret, verifySecret } from '../platform/crypto.js
 import type { Authorizer, Caller } from '../platform/auth/index.js';
 import type { Settings } from '../platform/db/kv.js';
 import {
+  BUILT_IN_ROLES,
   BACKUP_MANAGEMENT_SERVICE_APP_ID,
   BACKUP_MANAGEMENT_SERVICE_NAME,
   findRole,
@@ -169,7 +170,7 @@ export class IdentityService implements Authorizer {
     const role = findRole(input.role);
     if (!role) {
       throw new ArmError(400, 'RoleDefinitionDoesNotExist', `The role '${input.role}' does not exist.`, {
-        recommendation: 'Use one of: Owner, Contributor, Reader, Backup Contributor, Backup Operator, Backup Reader.',
+        recommendation: `Use one of: ${BUILT_IN_ROLES.map((r) => r.roleName).join(', ')}.`,
       });
     }
     const principal = await this.store.principalById(input.principalId);
