@@ -30,6 +30,7 @@ export interface StepArgs {
 }
 
 export interface StepResult {
+  /** In-process time in ms (store open → manifest committed / target fsynced and renamed). */
   internalMs: number;
   maxRssKiB: number;
   stats: unknown;
@@ -38,8 +39,10 @@ export interface StepResult {
 async function main(): Promise<void> {
   const args = JSON.parse(process.argv[2] ?? '{}') as StepArgs;
   const keys: StoreKeys = { idKey: Buffer.from(args.idKeyHex, 'hex'), sealKey: Buffer.from(args.sealKeyHex, 'hex') };
-  const store = await FsChunkStore.open(args.storeRoot);
+  // In-process time: from opening the store to the committed manifest (or the fsynced target):
+  // what a long-running server pays per job, without Node start-up and module loading.
   const t0 = performance.now();
+  const store = await FsChunkStore.open(args.storeRoot);
   let stats: unknown;
   if (args.op === 'backup') {
     if (!args.image || !args.manifestOut) throw new Error('backup needs image and manifestOut');

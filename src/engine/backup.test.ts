@@ -62,6 +62,31 @@ describe('backup → restore round trips', () => {
     expect(v).toMatchObject({ ok: true, imageDigest: 'match', holes: stats.holes, problems: [] });
   });
 
+  it('restore flushing as it goes (background fdatasync every chunk) writes the same image', async () => {
+    const { dir, store } = await fresh();
+    const keys = generateStoreKeys();
+    const img = path.join(dir, 'disk.img');
+    const data = await writeImage(img, [['r', 6 * CS], ['z', 2 * CS], ['r', 5 * CS + 99]]);
+    const { manifest } = await backupImage({ store, keys, source: img, chunkSize: CS });
+    const target = path.join(dir, 'restored.img');
+    const rs = await restoreImage({ store, keys, manifest, target, flushEveryBytes: CS });
+    expect(rs.bytesWritten).toBe(data.length - 2 * CS);
+    expect((await fsp.readFile(target)).equals(data)).toBe(true);
+    await expect(fsp.access(`${target}.partial`)).rejects.toThrow();
+  });
+
+  it('an incremental without an explicit chunk size uses the previous manifest’s', async () => {
+    const { dir, store } = await fresh();
+    const keys = generateStoreKeys();
+    const img = path.join(dir, 'disk.img');
+    await writeImage(img, [['r', 4 * CS]]);
+    const full = await backupImage({ store, keys, source: img, chunkSize: CS });
+    const incr = await backupImage({ store, keys, source: img, previous: full.manifest });
+    expect(incr.manifest.chunkSize).toBe(CS);
+    expect(incr.stats.chunksNew).toBe(0);
+    expect(incr.stats.chunksReused).toBe(4);
+  });
+
   it('a 0-byte image', async () => {
     const { dir, store } = await fresh();
     const keys = generateStoreKeys();

@@ -19,7 +19,7 @@
 import { EngineError, asEngineError } from './errors.js';
 import { Manifest, checkChunkSize } from './manifest.js';
 import { ChangedBlockBitmap } from './bitmap.js';
-import { InlineCrypto, SlotPool, sharedCryptoPool, type CryptoRunner } from './pool.js';
+import { InlineCrypto, LentSlotPool, SlotPool, sharedCryptoPool, type CryptoRunner } from './pool.js';
 import { ProgressTracker, type ProgressListener } from './progress.js';
 import { SEAL_OVERHEAD, imageDigestOf, zeroChunkDigest, type StoreKeys } from './seal.js';
 import { openFileSource, type ImageSource } from './snapshot.js';
@@ -33,7 +33,10 @@ export interface BackupOptions {
   keys: StoreKeys;
   /** A file path (read as is) or an ImageSource such as a Snapshot. */
   source: string | ImageSource;
-  /** Chunk size in bytes, a multiple of 64 KiB (default 4 MiB). */
+  /**
+   * Chunk size in bytes, a multiple of 64 KiB (default: the previous manifest's, else 4 MiB — an
+   * incremental at another chunk size could neither use the bitmap nor dedup against `previous`).
+   */
   chunkSize?: number;
   /** The previous manifest of the same disk: enables bitmap incrementals and lazy sealing. */
   previous?: Manifest;
@@ -86,7 +89,7 @@ export interface BackupResult {
 export async function backupImage(options: BackupOptions): Promise<BackupResult> {
   const started = performance.now();
   const startedAt = new Date();
-  const chunkSize = options.chunkSize ?? DEFAULT_CHUNK_SIZE;
+  const chunkSize = options.chunkSize ?? options.previous?.chunkSize ?? DEFAULT_CHUNK_SIZE;
   checkChunkSize(chunkSize);
   const { store, keys, previous, signal } = options;
   const ownSource = typeof options.source === 'string';
@@ -114,7 +117,7 @@ export async function backupImage(options: BackupOptions): Promise<BackupResult>
     const eagerSeal = !previous;
     const putConcurrency = options.putConcurrency ?? 4;
     const inPool = new SlotPool(Math.max(2, options.readAhead ?? pool.size * 2 + 2), chunkSize);
-    const outPool = new SlotPool(putConcurrency + pool.size, chunkSize + SEAL_OVERHEAD);
+    const outPool = new LentSlotPool(putConcurrency + pool.size, chunkSize + SEAL_OVERHEAD);
     const touchSem = new Semaphore(32);
     const ids = new Uint8Array(count * 32);
     const progress = new ProgressTracker(size, options.onProgress, options.progressIntervalMs);
@@ -163,6 +166,7 @@ export async function backupImage(options: BackupOptions): Promise<BackupResult>
           src: inPool.ref(slot, len),
           ...(outSlot !== undefined ? { sealKey: keys.sealKey, dst: outPool.ref(outSlot, len + SEAL_OVERHEAD) } : {}),
         });
+        if (outSlot !== undefined) outPool.adopt(outSlot, r.out);
         if (r.zero) {
           stats.holes++;
           stats.bytesHoles += len;
@@ -174,14 +178,18 @@ export async function backupImage(options: BackupOptions): Promise<BackupResult>
         const id = Buffer.from(r.id);
         ids.set(id, i * 32);
         const hex = id.toString('hex');
-        if (await store.touch(hex)) {
-          reused(len);
-          return;
-        }
         let sealedLen = r.sealedLen;
         if (sealedLen === undefined || outSlot === undefined) {
+          // Not sealed yet (a previous manifest makes new chunks unlikely): seal only if absent.
+          // An eagerly sealed chunk goes straight to putIfAbsent, which touches an existing
+          // object and reports it, like `touch` (store contract) — one existence check, not two.
+          if (await store.touch(hex)) {
+            reused(len);
+            return;
+          }
           outSlot = await outPool.acquire();
           const s = await pool.run({ op: 'seal', sealKey: keys.sealKey, id, src: inPool.ref(slot, len), dst: outPool.ref(outSlot, len + SEAL_OVERHEAD) });
+          outPool.adopt(outSlot, s.out);
           sealedLen = s.sealedLen ?? 0;
         }
         releaseIn();

@@ -1,7 +1,7 @@
 /**
- * Worker thread body: answers crypto requests (crypto-ops.ts) over shared memory, in order.
- * The main thread owns SharedArrayBuffer slot pools; a request names a slot (sab, offset, length)
- * and nothing is copied or transferred.
+ * Worker thread body: answers crypto requests (crypto-ops.ts), in order. The main thread owns the
+ * slot pools; a request names a slot (buffer, offset, length). Shared slots are not copied; an
+ * ordinary output buffer is transferred here with the request and back with the response.
  */
 import { parentPort } from 'node:worker_threads';
 import { handleRequest, type WorkerRequest } from './crypto-ops.js';
@@ -9,6 +9,7 @@ import { handleRequest, type WorkerRequest } from './crypto-ops.js';
 const port = parentPort;
 if (port) {
   port.on('message', (req: WorkerRequest) => {
-    port.postMessage(handleRequest(req));
+    const res = handleRequest(req);
+    port.postMessage(res, res.out ? [res.out] : []);
   });
 }

@@ -1,9 +1,11 @@
 /**
  * Worker pool for the CPU-heavy work (HMAC, AES-GCM, SHA-256) and shared-memory slot pools.
  *
- * Data never crosses threads by copy: the main thread reads into a slot of a SharedArrayBuffer,
- * a worker hashes/seals it into a slot of another one, and the main thread writes from there.
- * Memory is bounded by the slot pools (slots × slot size), never by the image.
+ * Data never crosses threads by copy: the main thread reads into a slot of a SharedArrayBuffer
+ * (`SlotPool`), a worker hashes/seals it into an output slot (`LentSlotPool`: an ordinary
+ * ArrayBuffer lent to the worker by transfer and handed back with the answer — copying into
+ * shared memory is ~8× slower than into ordinary memory in V8), and the main thread writes from
+ * there. Memory is bounded by the slot pools (slots × slot size), never by the image.
  *
  * The worker script is `crypto-worker.js` next to this file when running compiled code (dist/);
  * when running TypeScript sources (vitest, tsx) only `crypto-worker.ts` exists and the worker
@@ -14,7 +16,7 @@ import os from 'node:os';
 import { createRequire } from 'node:module';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { Worker } from 'node:worker_threads';
-import { handleRequest, type OkResponse, type RequestBody, type SlotRef, type WorkerRequest, type WorkerResponse } from './crypto-ops.js';
+import { handleRequest, transferablesOf, type OkResponse, type RequestBody, type SlotRef, type WorkerRequest, type WorkerResponse } from './crypto-ops.js';
 import { EngineError } from './errors.js';
 
 export type { OkResponse, RequestBody, SlotRef, WorkerRequest, WorkerResponse } from './crypto-ops.js';
@@ -49,6 +51,21 @@ function workerSpec(): { script: URL | string; eval: boolean } {
   // `execArgv: ['--import', 'tsx']` does not reach worker threads on Node 20; register in-thread.
   const code = `const { register } = await import(${JSON.stringify(api)});\nregister();\nawait import(${JSON.stringify(ts.href)});\n`;
   return { script: code, eval: true };
+}
+
+/**
+ * postMessage clones a typed array together with its *whole* ArrayBuffer: a 32-byte key from
+ * Node's 8 KiB Buffer pool costs 8 KiB per message, and a manifest's `idAt(i)` (a view into all
+ * ids) would cost 32 B × chunk count per message — quadratic in the image size (8 MiB per chunk
+ * at 1 TiB). Small fields are therefore sent as compact copies.
+ */
+export function compactForMessage<T extends object>(msg: T): T {
+  const out = { ...msg } as Record<string, unknown>;
+  for (const k of ['idKey', 'sealKey', 'id']) {
+    const v = out[k];
+    if (v instanceof Uint8Array && v.byteLength !== v.buffer.byteLength) out[k] = new Uint8Array(v);
+  }
+  return out as T;
 }
 
 class PooledWorker {
@@ -92,7 +109,7 @@ class PooledWorker {
     return new Promise<OkResponse>((resolve, reject) => {
       this.pending.set(seq, { resolve, reject });
       if (this.pending.size === 1) this.worker.ref();
-      this.worker.postMessage({ ...body, seq } as WorkerRequest);
+      this.worker.postMessage(compactForMessage({ ...body, seq } as WorkerRequest), transferablesOf(body));
     });
   }
 
@@ -197,5 +214,61 @@ export class SlotPool {
 
   buffer(slot: number, len = this.slotSize): Buffer {
     return Buffer.from(this.sab, slot * this.slotSize, len);
+  }
+}
+
+/**
+ * Output slots: a fixed number of ordinary ArrayBuffers (allocated on first use). `ref` lends the
+ * slot's buffer to a worker request (the request transfers it, which detaches it here); give the
+ * response's `out` back with `adopt` before reading the slot. A buffer lost with a failed or dead
+ * worker is replaced on `release`, so the pool never shrinks and never grows.
+ */
+export class LentSlotPool {
+  private readonly bufs: Array<ArrayBuffer | undefined>;
+  private readonly free: number[] = [];
+  private readonly waiters: Array<(slot: number) => void> = [];
+
+  constructor(
+    readonly count: number,
+    readonly slotSize: number,
+  ) {
+    this.bufs = new Array<ArrayBuffer | undefined>(count).fill(undefined);
+    for (let i = count - 1; i >= 0; i--) this.free.push(i);
+  }
+
+  async acquire(): Promise<number> {
+    const s = this.free.pop();
+    if (s !== undefined) return s;
+    return new Promise<number>((resolve) => this.waiters.push(resolve));
+  }
+
+  release(slot: number): void {
+    const b = this.bufs[slot];
+    if (b && b.byteLength !== this.slotSize) this.bufs[slot] = undefined; // detached: lost in transit
+    const w = this.waiters.shift();
+    if (w) w(slot);
+    else this.free.push(slot);
+  }
+
+  private buf(slot: number): ArrayBuffer {
+    let b = this.bufs[slot];
+    if (!b || b.byteLength !== this.slotSize) {
+      b = new ArrayBuffer(this.slotSize);
+      this.bufs[slot] = b;
+    }
+    return b;
+  }
+
+  ref(slot: number, len: number): SlotRef {
+    return { sab: this.buf(slot), off: 0, len };
+  }
+
+  /** Take back the buffer a worker returned for `slot` (the response's `out`). */
+  adopt(slot: number, out: ArrayBuffer | undefined): void {
+    if (out && out.byteLength === this.slotSize) this.bufs[slot] = out;
+  }
+
+  buffer(slot: number, len = this.slotSize): Buffer {
+    return Buffer.from(this.buf(slot), 0, len);
   }
 }

@@ -8,7 +8,7 @@
  */
 import { EngineError, type EngineErrorCode } from './errors.js';
 import type { Manifest } from './manifest.js';
-import { SlotPool, WorkerTaskError, sharedCryptoPool, type CryptoRunner } from './pool.js';
+import { LentSlotPool, SlotPool, WorkerTaskError, sharedCryptoPool, type CryptoRunner } from './pool.js';
 import { ProgressTracker, type ProgressListener } from './progress.js';
 import { chunkError } from './restore.js';
 import { SEAL_OVERHEAD, imageDigestOf, zeroChunkDigest, type StoreKeys } from './seal.js';
@@ -55,7 +55,7 @@ export async function verifyManifest(options: VerifyManifestOptions): Promise<Ma
   const maxProblems = options.maxProblems ?? 1000;
   const progress = new ProgressTracker(m.diskSize, options.onProgress, options.progressIntervalMs);
   const inPool = new SlotPool(window, m.chunkSize + SEAL_OVERHEAD);
-  const outPool = new SlotPool(window, m.chunkSize);
+  const outPool = new LentSlotPool(window, m.chunkSize);
   const chunkDigests = m.imageDigest ? new Uint8Array(m.chunkCount * 32) : undefined;
   const report: ManifestVerifyReport = { ok: true, chunksChecked: 0, holes: 0, problems: [], imageDigest: m.imageDigest ? 'match' : 'absent', durationMs: 0 };
   let fatal: unknown;
@@ -82,6 +82,7 @@ export async function verifyManifest(options: VerifyManifestOptions): Promise<Ma
           throw new WorkerTaskError('SealError', `stored size ${got}, expected ${len + SEAL_OVERHEAD}`);
         }
         const r = await pool.run({ op: 'open', sealKey: keys.sealKey, idKey: keys.idKey, id: m.idAt(i), src: inPool.ref(inSlot, got), dst: outPool.ref(outSlot, len) });
+        outPool.adopt(outSlot, r.out);
         if (r.digest) chunkDigests?.set(r.digest, i * 32);
         report.chunksChecked++;
       } catch (err) {
@@ -173,10 +174,11 @@ export async function verifyStore(options: VerifyStoreOptions): Promise<StoreVer
           report.bad.push({ chunkId: id, message: `object size ${sealed.length} is not a sealed chunk` });
           return;
         }
-        // Per-task shared buffers: sizes vary per object and objects are checked a few at a time.
-        const src = new SharedArrayBuffer(sealed.length);
+        // Per-task buffers (sizes vary per object), transferred to the worker: ordinary memory,
+        // because copying into shared memory is slow in V8 (see crypto-ops.ts).
+        const src = new ArrayBuffer(sealed.length);
         Buffer.from(src).set(sealed);
-        const dst = new SharedArrayBuffer(Math.max(1, sealed.length - SEAL_OVERHEAD));
+        const dst = new ArrayBuffer(Math.max(1, sealed.length - SEAL_OVERHEAD));
         try {
           await pool.run({
             op: 'open',
