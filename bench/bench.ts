@@ -1,7 +1,7 @@
 /**
  * rsvault data-path benchmark (`npm run bench`; flags --size-gib N (default 2), --out FILE
  * (default bench/results.json), --repeat N (rsvault and cp steps, median; default 3), --no-sweep,
- * --no-others).
+ * --no-others, --no-luks).
  *
  * In one run, on a generated random image (incompressible, like an encrypted disk):
  *   cp (warm, no sync) · rsvault full backup · incremental after rewriting 1% of the 4 MiB chunks,
@@ -25,6 +25,7 @@ import { fileURLToPath } from 'node:url';
 import { ChangedBlockBitmap } from '../src/engine/bitmap.js';
 import { readManifestFile } from '../src/engine/manifest.js';
 import type { StepArgs, StepResult } from './step.js';
+import { runLuksBench, type LuksBenchRow } from './luks.js';
 
 const MiB = 1024 * 1024;
 const GiB = 1024 * MiB;
@@ -37,20 +38,25 @@ interface Args {
   others: boolean;
   keep: boolean;
   repeat: number;
+  /** LUKS1 encryption throughput next to qemu-img's (issue: compute). */
+  luks: boolean;
 }
 
+const LUKS_MIB = 512;
+
 function parseArgs(argv: string[]): Args {
-  const a: Args = { sizeGiB: 2, out: path.join(repoRoot, 'bench', 'results.json'), sweep: true, others: true, keep: false, repeat: 3 };
+  const a: Args = { sizeGiB: 2, out: path.join(repoRoot, 'bench', 'results.json'), sweep: true, others: true, keep: false, repeat: 3, luks: true };
   for (let i = 0; i < argv.length; i++) {
     const f = argv[i];
     if (f === '--size-gib') a.sizeGiB = Number(argv[++i]);
     else if (f === '--out') a.out = path.resolve(argv[++i] ?? a.out);
     else if (f === '--no-sweep') a.sweep = false;
     else if (f === '--no-others') a.others = false;
+    else if (f === '--no-luks') a.luks = false;
     else if (f === '--keep') a.keep = true;
     else if (f === '--repeat') a.repeat = Math.max(1, Math.floor(Number(argv[++i])));
     else if (f === '--help' || f === '-h') {
-      console.log('usage: npm run bench -- [--size-gib N] [--out FILE] [--repeat N] [--no-sweep] [--no-others] [--keep]');
+      console.log('usage: npm run bench -- [--size-gib N] [--out FILE] [--repeat N] [--no-sweep] [--no-others] [--no-luks] [--keep]');
       process.exit(0);
     } else throw new Error(`unknown flag ${f}`);
   }
@@ -344,6 +350,15 @@ async function main(): Promise<void> {
       console.log('borg not installed: skipping its rows (install: sudo apt-get install borgbackup)');
     }
 
+    // LUKS1 (Azure Disk Encryption): rsvault's batched XTS next to qemu-img's luks driver, same data.
+    let luks: LuksBenchRow[] = [];
+    if (args.luks) {
+      console.log('');
+      console.log(`LUKS1 aes-xts-plain64, ${LUKS_MIB} MiB (rsvault vs qemu-img):`);
+      luks = await runLuksBench(LUKS_MIB);
+      for (const r of luks) console.log(`  ${r.name.padEnd(44)} ${r.seconds.toFixed(3).padStart(8)} s ${r.mibPerS.toFixed(1).padStart(8)} MiB/s`);
+    }
+
     const rsvaultRss = Math.max(full.rssMiB, incrBm.rssMiB, incrNo.rssMiB, rest.rssMiB, restNs.rssMiB, ...sweep.map((s) => s.peak_rss_mib));
     const results = {
       date: new Date().toISOString(),
@@ -363,6 +378,7 @@ async function main(): Promise<void> {
       restore_identical: restoreOk,
       rows: rows.map((r) => ({ name: r.name, wall_s: r.wallS, in_process_s: r.inProcS ?? null, gbps: r.gbps, peak_rss_mib: r.peakRssMiB, note: r.note ?? null })),
       chunk_sweep: sweep,
+      luks,
       others,
       notes,
     };

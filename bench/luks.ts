@@ -10,8 +10,7 @@ import { open } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { Xts } from '../src/compute/luks/xts.js';
-import { formatHeader, pbkdf2Speed } from '../src/compute/luks/luks1.js';
+import { Xts, formatHeader, pbkdf2Speed } from '../src/engine/index.js';
 import { encryptInPlace, decryptInPlace } from '../src/compute/disk-io.js';
 
 const MiB = 1024 * 1024;

@@ -7,8 +7,7 @@ import { link, open, stat, rename, unlink } from 'node:fs/promises';
 import path from 'node:path';
 import type { FileHandle } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
-import { formatHeader, LuksVolume, readHeader, unlock, verifyMasterKey, type FormatOptions } from './luks/luks1.js';
-import { SECTOR } from './luks/xts.js';
+import { formatHeader, LuksVolume, readHeader, unlock, verifyMasterKey, SECTOR, type FormatOptions } from '../engine/index.js';
 import { CBT_BLOCK_SIZE } from './model.js';
 
 export interface FileStamp {

@@ -13,4 +13,3 @@ export {
   CBT_BLOCK_SIZE, DISK_TYPE, VM_TYPE, CLASSIC_VM_TYPE, stripPort,
   type AgentStatus, type ChangedBlocks, type Disk, type DiskEncryptionInfo, type EncryptionSettingsCollection, type OsType, type PowerState, type Vm, type VmProps,
 } from './model.js';
-export { LuksVolume, LuksError, formatHeader, unlock as unlockLuks, readHeader as readLuksHeader, addKey as addLuksKey, removeKey as removeLuksKey } from './luks/luks1.js';

@@ -10,7 +10,7 @@ import { ArmError, armErrors } from '../platform/http/errors.js';
 import type { Sealer } from '../platform/crypto.js';
 import type { Caller } from '../platform/auth/index.js';
 import type { ResourceService } from '../resources/index.js';
-import { isLuksHeader, LuksError } from './luks/luks1.js';
+import { isLuksHeader, LuksError } from '../engine/index.js';
 import {
   bitmapBytesFor, CONVERT_LEFTOVER, dirtyBlocks, fitBits, luksPayloadOffset, markBits, OpenDisk, recoverConversion, sameStamp, sparseCopy, stampOf, swapImage, unlockImage,
   writeDecryptedCopy, writeEncryptedCopy, type FileStamp,

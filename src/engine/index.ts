@@ -43,3 +43,7 @@ export type { GcOptions, GcStats } from './gc.js';
 export { CryptoPool, InlineCrypto, sharedCryptoPool, defaultWorkerCount } from './pool.js';
 export type { CryptoRunner } from './pool.js';
 export type { Progress, ProgressListener } from './progress.js';
+
+// LUKS1 (header, PBKDF2, AF splitter, key slots, batched aes-xts-plain64): what compute's disk encryption writes.
+export { Xts, SECTOR } from './luks/xts.js';
+export { addKey, afMerge, afSplit, formatHeader, isLuksHeader, LuksError, LuksVolume, pbkdf2Speed, readHeader, removeKey, unlock, verifyMasterKey, type FormatOptions } from './luks/luks1.js';
