@@ -2,8 +2,8 @@
 // Builds the portal (type check + `vite build`) into portal/dist, part of `npm run build`.
 // - Skips the work when portal/dist is newer than every portal source (most `npm run build` runs only touch the server).
 // - Builds into a temporary directory and swaps it in, so a server or test reading portal/dist never sees a half-written
-//   build, and two builds started at once (several test suites or engineers in one checkout) cannot fail on Vite's
-//   per-project command lock or empty each other's output.
+//   build, and two builds started at once (several test suites or engineers in one checkout) cannot empty each
+//   other's output. (Vite is pinned to 8.3.x, see package.json history: 8.4 does not install with npm ci here.)
 // `--force` rebuilds regardless.
 import { spawnSync } from 'node:child_process';
 import { existsSync, readdirSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
@@ -37,7 +37,7 @@ const run = (cmd, args) => {
 
 run(bin('tsc'), ['-p', path.join(portal, 'tsconfig.json')]);
 const tmp = path.join(portal, `.dist-${process.pid}`);
-run(bin('vite'), ['build', portal, '--outDir', tmp, '--emptyOutDir', '--logLevel', 'warn', '--bypass-lock']);
+run(bin('vite'), ['build', portal, '--outDir', tmp, '--emptyOutDir', '--logLevel', 'warn']);
 writeFileSync(path.join(tmp, '.build-stamp'), new Date().toISOString() + '\n');
 const old = path.join(portal, `.dist-old-${process.pid}`);
 if (existsSync(dist)) renameSync(dist, old);
