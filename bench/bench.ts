@@ -356,7 +356,7 @@ async function main(): Promise<void> {
       console.log('');
       console.log(`LUKS1 aes-xts-plain64, ${LUKS_MIB} MiB (rsvault vs qemu-img):`);
       luks = await runLuksBench(LUKS_MIB);
-      for (const r of luks) console.log(`  ${r.name.padEnd(44)} ${r.seconds.toFixed(3).padStart(8)} s ${r.mibPerS.toFixed(1).padStart(8)} MiB/s`);
+      for (const r of luks) console.log(`  ${r.name.padEnd(44)} ${r.seconds.toFixed(3).padStart(8)} s${r.mibPerS ? ` ${r.mibPerS.toFixed(1).padStart(8)} MiB/s` : ''}`);
     }
 
     const rsvaultRss = Math.max(full.rssMiB, incrBm.rssMiB, incrNo.rssMiB, rest.rssMiB, restNs.rssMiB, ...sweep.map((s) => s.peak_rss_mib));

@@ -171,11 +171,7 @@ export class ComputeService {
 
   async requireDisk(id: string): Promise<Disk> {
     const d = await this.getDisk(id);
-    if (!d) {
-      const name = id.split('/').pop() ?? id;
-      const rg = /resourceGroups\/([^/]+)/i.exec(id)?.[1];
-      throw armErrors.notFound(DISK_TYPE, name, rg);
-    }
+    if (!d) throw armErrors.notFoundById(DISK_TYPE, id);
     return d;
   }
 
@@ -548,11 +544,7 @@ export class ComputeService {
 
   async requireVm(id: string): Promise<Vm> {
     const v = await this.getVm(id);
-    if (!v) {
-      const name = id.split('/').pop() ?? id;
-      const rg = /resourceGroups\/([^/]+)/i.exec(id)?.[1];
-      throw armErrors.notFound(VM_TYPE, name, rg);
-    }
+    if (!v) throw armErrors.notFoundById(VM_TYPE, id);
     return v;
   }
 

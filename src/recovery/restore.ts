@@ -19,6 +19,7 @@ import { KeyVaultError, parseObjectUrl, type KvPrincipal } from '../keyvault/ind
 import { stripPort, type OsType } from '../compute/index.js';
 import { blobUrlOf, parseAccountId, type StorageAccount } from '../storage/index.js';
 import { BACKUP_MANAGEMENT_SERVICE_APP_ID } from '../identity/index.js';
+import { parseResourceId } from '../resources/index.js';
 import { RecoveryError, recoveryErrors, restoreErrors } from './errors.js';
 import { itemName } from './model.js';
 import { refOfItem, type ItemRow, type JobRow, type JobTask, type PointRow, type RecoveryService, type VaultRow } from './service.js';
@@ -75,12 +76,12 @@ export class Restore {
 
   /** The command that restores the recovery point's key and secret (named in error recommendations). */
   fixCommand(v: VaultRow, item: ItemRow, rpId: string, targetVault?: string): string {
-    const rg = /resourceGroups\/([^/]+)/i.exec(v.id)?.[1] ?? v.resource_group;
+    const rg = groupOf(v);
     return `rsvault backup restore restore-keys --vault-name ${v.name} -g ${rg} --container-name ${item.vm_name} --item-name ${item.vm_name} --rp-name ${rpId} --target-key-vault ${targetVault ?? '<key vault name>'}`;
   }
 
   private restoreDisksCommand(v: VaultRow, item: ItemRow, rpId: string, account: string): string {
-    const rg = /resourceGroups\/([^/]+)/i.exec(v.id)?.[1] ?? v.resource_group;
+    const rg = groupOf(v);
     return `rsvault backup restore restore-disks --vault-name ${v.name} -g ${rg} --container-name ${item.vm_name} --item-name ${item.vm_name} --rp-name ${rpId} --storage-account ${account}`;
   }
 
@@ -494,7 +495,7 @@ export class Restore {
     } catch (e) {
       throw wrap(e);
     }
-    const rg = /resourceGroups\/([^/]+)/i.exec(v.id)?.[1] ?? v.resource_group;
+    const rg = groupOf(v);
     return {
       keyVaultId: vault.id,
       ...(keyUrl ? { keyUrl } : {}),
@@ -515,4 +516,9 @@ async function isLuks(file: string): Promise<boolean> {
   } finally {
     await fh.close();
   }
+}
+
+/** The vault's resource group as the user spelled it (the row keeps it lower-cased for lookups). */
+function groupOf(v: VaultRow): string {
+  return parseResourceId(v.id)?.resourceGroup ?? v.resource_group;
 }

@@ -59,6 +59,12 @@ export const armErrors = {
     new ArmError(404, 'ResourceNotFound', `The Resource '${type}/${name}'${rg ? ` under resource group '${rg}'` : ''} was not found.`, {
       recommendation: 'Check the name, resource group and subscription, or create the resource first.',
     }),
+  /** ResourceNotFound for a resource named by its ARM id (name and group taken from the id). */
+  notFoundById: (type: string, id: string) => {
+    const parts = id.split('/').filter(Boolean);
+    const g = parts.findIndex((p) => p.toLowerCase() === 'resourcegroups');
+    return armErrors.notFound(type, parts[parts.length - 1] ?? id, g >= 0 ? parts[g + 1] : undefined);
+  },
   resourceGroupNotFound: (rg: string) =>
     new ArmError(404, 'ResourceGroupNotFound', `Resource group '${rg}' could not be found.`, {
       recommendation: `Create it first: rsvault group create -n ${rg} -l <location>`,
