@@ -126,7 +126,7 @@ export class OpenDisk {
   }
 }
 
-const CHUNK = 4 << 20;
+const CHUNK = 8 << 20;
 
 async function readFull(fh: FileHandle, buf: Buffer, pos: number): Promise<number> {
   let done = 0;
@@ -144,10 +144,78 @@ async function writeFull(fh: FileHandle, buf: Buffer, pos: number): Promise<void
     done += bytesWritten;
   }
 }
+const ZEROS = Buffer.alloc(1 << 20);
+/** All bytes zero? (memcmp against a shared zero page, 1 MiB at a time.) */
 const isZero = (b: Buffer): boolean => {
-  for (let i = 0; i < b.length; i += 8) if (b.readBigUInt64LE(i) !== 0n) return false;
+  for (let i = 0; i < b.length; i += ZEROS.length) {
+    const piece = b.subarray(i, Math.min(b.length, i + ZEROS.length));
+    if (!piece.equals(ZEROS.subarray(0, piece.length))) return false;
+  }
   return true;
 };
+
+/** Buffers in the conversion pipeline: one being read, one in the cipher, one being written. */
+const DEPTH = 3;
+const FLUSH_EVERY = 64 << 20;
+/** Hole granularity of writeDecryptedCopy (all-zero pieces of this size stay unwritten). */
+const HOLE = 4 << 20;
+
+/**
+ * Bulk conversion pipeline over [0, size) in CHUNK pieces: chunk i+1 is read and chunk i-1 written while chunk i
+ * goes through `work` (synchronous, in place), so file I/O (libuv threads) overlaps the cipher (main thread). `read`
+ * returns how many bytes it filled; `work` returns the piece to write, or undefined to skip writing it (holes). Writes
+ * go to distinct offsets, so their order does not matter; every read/write in flight is settled before returning or
+ * throwing (the caller closes the handles afterwards).
+ */
+async function pipeline(
+  size: number,
+  read: (buf: Buffer, pos: number) => Promise<number>,
+  work: (piece: Buffer, pos: number) => Buffer | undefined,
+  write: (piece: Buffer, pos: number) => Promise<void>,
+  flush?: () => Promise<void>,
+): Promise<void> {
+  const count = Math.ceil(size / CHUNK);
+  if (count === 0) return;
+  const bufs = Array.from({ length: Math.min(DEPTH, count) }, () => Buffer.alloc(Math.min(CHUNK, size)));
+  const writes: (Promise<void> | undefined)[] = new Array<Promise<void> | undefined>(bufs.length).fill(undefined);
+  const pending = new Set<Promise<unknown>>();
+  const track = <T>(p: Promise<T>): Promise<T> => {
+    pending.add(p);
+    const done = () => pending.delete(p);
+    p.then(done, done);
+    return p;
+  };
+  const startRead = async (i: number): Promise<number> => {
+    const slot = i % bufs.length;
+    await writes[slot]; // the buffer's previous chunk must be on its way to disk first
+    return read(bufs[slot]!, i * CHUNK);
+  };
+  // Write-back while converting: a datasync every FLUSH_EVERY bytes written (one at a time) so the caller's final
+  // sync has only the tail left instead of the whole image.
+  let unflushed = 0;
+  let flushing: Promise<void> | undefined;
+  const written = (n: number) => {
+    unflushed += n;
+    if (!flush || flushing || unflushed < FLUSH_EVERY) return;
+    unflushed = 0;
+    flushing = track(flush()).finally(() => (flushing = undefined));
+  };
+  try {
+    let next = track(startRead(0));
+    for (let i = 0; i < count; i++) {
+      const n = await next;
+      if (i + 1 < count) next = track(startRead(i + 1));
+      const slot = i % bufs.length;
+      const out = work(bufs[slot]!.subarray(0, n), i * CHUNK);
+      writes[slot] = out ? track(write(out, i * CHUNK).then(() => written(out.length))) : undefined;
+    }
+    await Promise.all(writes);
+    await flushing;
+  } catch (e) {
+    await Promise.allSettled([...pending]);
+    throw e;
+  }
+}
 
 /** Copies `src` to `dst` leaving all-zero 1 MiB ranges as holes (sparse); returns the size. */
 export async function sparseCopy(src: string, dst: string): Promise<number> {
@@ -194,13 +262,13 @@ export async function writeEncryptedCopy(file: string, passphrase: Buffer, o: Fo
     if (size % SECTOR !== 0) throw new Error(`image size ${size} is not a multiple of ${SECTOR}`);
     const { header, masterKey } = await formatHeader(dst, passphrase, o);
     const vol = new LuksVolume(dst, header, masterKey);
-    const buf = Buffer.alloc(CHUNK);
-    for (let pos = 0; pos < size; pos += CHUNK) {
-      const n = await readFull(src, buf, pos);
-      const piece = buf.subarray(0, n);
-      vol.encryptSectors(piece, pos / SECTOR);
-      await writeFull(dst, piece, vol.payloadStart + pos);
-    }
+    await pipeline(
+      size,
+      (buf, pos) => readFull(src, buf.subarray(0, Math.min(CHUNK, size - pos)), pos),
+      (piece, pos) => vol.encryptSectors(piece, pos / SECTOR),
+      (piece, pos) => writeFull(dst, piece, vol.payloadStart + pos),
+      () => dst.datasync(),
+    );
     await dst.truncate(vol.payloadStart + size);
     await dst.sync();
     await dst.close();
@@ -224,15 +292,28 @@ export async function writeDecryptedCopy(file: string, masterKey: Buffer): Promi
     if (!(await verifyMasterKey(h, masterKey))) throw new Error('volume key does not match the LUKS header');
     const vol = new LuksVolume(src, h, masterKey);
     const size = await vol.size();
-    const buf = Buffer.alloc(CHUNK);
-    for (let pos = 0; pos < size; pos += CHUNK) {
-      const n = Math.min(CHUNK, size - pos);
-      const piece = buf.subarray(0, n);
-      await readFull(src, piece, vol.payloadStart + pos);
-      vol.decryptSectors(piece, pos / SECTOR);
-      if (isZero(piece)) continue;
-      await writeFull(dst, piece, pos);
-    }
+    await pipeline(
+      size,
+      async (buf, pos) => {
+        const n = Math.min(CHUNK, size - pos);
+        await readFull(src, buf.subarray(0, n), vol.payloadStart + pos);
+        return n;
+      },
+      (piece, pos) => {
+        vol.decryptSectors(piece, pos / SECTOR);
+        return isZero(piece) ? undefined : piece;
+      },
+      async (piece, pos) => {
+        // Holes at the same 4 MiB granularity as before the I/O chunk grew: all-zero 4 MiB pieces are not written.
+        const parts: Promise<void>[] = [];
+        for (let o = 0; o < piece.length; o += HOLE) {
+          const part = piece.subarray(o, Math.min(piece.length, o + HOLE));
+          if (!isZero(part)) parts.push(writeFull(dst, part, pos + o));
+        }
+        await Promise.all(parts);
+      },
+      () => dst.datasync(),
+    );
     await dst.truncate(size);
     await dst.sync();
     await dst.close();
