@@ -1,6 +1,6 @@
 /** Compute tables: managed disks, VMs (+ extensions), classic VMs, changed-block bitmaps, disk access grants (SAS). */
 import type { Kysely } from 'kysely';
-import type { Db, Migration } from '../platform/db/index.js';
+import { trackedResourceColumns, type Db, type Migration } from '../platform/db/index.js';
 
 export type ComputeTables = {
   compute_disks: {
@@ -56,13 +56,7 @@ export const computeMigrations: Migration[] = [
     async up(db: Kysely<unknown>) {
       await db.schema
         .createTable('compute_disks')
-        .addColumn('id_norm', 'text', (c) => c.primaryKey())
-        .addColumn('id', 'text', (c) => c.notNull())
-        .addColumn('subscription_id', 'text', (c) => c.notNull())
-        .addColumn('resource_group', 'text', (c) => c.notNull())
-        .addColumn('name', 'text', (c) => c.notNull())
-        .addColumn('location', 'text', (c) => c.notNull())
-        .addColumn('tags_json', 'text', (c) => c.notNull())
+        .$call(trackedResourceColumns)
         .addColumn('unique_id', 'text', (c) => c.notNull())
         .addColumn('image_path', 'text', (c) => c.notNull())
         .addColumn('owned', 'integer', (c) => c.notNull())
@@ -79,13 +73,7 @@ export const computeMigrations: Migration[] = [
       await db.schema.createIndex('compute_disks_rg').on('compute_disks').columns(['subscription_id', 'resource_group']).execute();
       await db.schema
         .createTable('compute_vms')
-        .addColumn('id_norm', 'text', (c) => c.primaryKey())
-        .addColumn('id', 'text', (c) => c.notNull())
-        .addColumn('subscription_id', 'text', (c) => c.notNull())
-        .addColumn('resource_group', 'text', (c) => c.notNull())
-        .addColumn('name', 'text', (c) => c.notNull())
-        .addColumn('location', 'text', (c) => c.notNull())
-        .addColumn('tags_json', 'text', (c) => c.notNull())
+        .$call(trackedResourceColumns)
         .addColumn('vm_id', 'text', (c) => c.notNull())
         .addColumn('os_type', 'text', (c) => c.notNull())
         .addColumn('power_state', 'text', (c) => c.notNull())

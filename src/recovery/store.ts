@@ -1,6 +1,6 @@
 /** Recovery Services tables (Kysely). Times are epoch ms; echoed-only ARM properties live in JSON columns. */
 import type { Kysely } from 'kysely';
-import type { Db, Migration } from '../platform/db/index.js';
+import { trackedResourceColumns, type Db, type Migration } from '../platform/db/index.js';
 
 export type RecoveryTables = {
   recovery_vaults: {
@@ -96,13 +96,7 @@ export const recoveryMigrations: Migration[] = [
     async up(db: Kysely<unknown>) {
       await db.schema
         .createTable('recovery_vaults')
-        .addColumn('id_norm', 'text', (c) => c.primaryKey())
-        .addColumn('id', 'text', (c) => c.notNull())
-        .addColumn('subscription_id', 'text', (c) => c.notNull())
-        .addColumn('resource_group', 'text', (c) => c.notNull())
-        .addColumn('name', 'text', (c) => c.notNull())
-        .addColumn('location', 'text', (c) => c.notNull())
-        .addColumn('tags_json', 'text', (c) => c.notNull())
+        .$call(trackedResourceColumns)
         .addColumn('sku_json', 'text', (c) => c.notNull())
         .addColumn('identity_json', 'text')
         .addColumn('props_json', 'text', (c) => c.notNull())

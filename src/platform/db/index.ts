@@ -4,7 +4,7 @@
  * (text ids, integer epoch-millisecond times, JSON in text columns) so the same migrations run on PostgreSQL.
  */
 import SQLite from 'better-sqlite3';
-import { Kysely, SqliteDialect, Migrator, type Migration as KyselyMigration, type MigrationProvider, sql } from 'kysely';
+import { Kysely, SqliteDialect, Migrator, type CreateTableBuilder, type Migration as KyselyMigration, type MigrationProvider, sql } from 'kysely';
 import { mkdirSync } from 'node:fs';
 import path from 'node:path';
 
@@ -65,6 +65,22 @@ export async function migrate(db: Db, migrations: Migration[]): Promise<string[]
   const { error, results } = await migrator.migrateToLatest();
   if (error) throw error instanceof Error ? error : new Error(String(error));
   return (results ?? []).filter((r) => r.status === 'Success').map((r) => r.migrationName);
+}
+
+/**
+ * The columns every tracked ARM resource table starts with (use with `.$call(trackedResourceColumns)`):
+ * `id_norm` (primary key, the lower-cased ARM id), `id` (as created), `subscription_id`, `resource_group`
+ * (lower-cased), `name`, `location`, `tags_json`.
+ */
+export function trackedResourceColumns<TB extends string, C extends string>(t: CreateTableBuilder<TB, C>) {
+  return t
+    .addColumn('id_norm', 'text', (c) => c.primaryKey())
+    .addColumn('id', 'text', (c) => c.notNull())
+    .addColumn('subscription_id', 'text', (c) => c.notNull())
+    .addColumn('resource_group', 'text', (c) => c.notNull())
+    .addColumn('name', 'text', (c) => c.notNull())
+    .addColumn('location', 'text', (c) => c.notNull())
+    .addColumn('tags_json', 'text', (c) => c.notNull());
 }
 
 /** Epoch milliseconds, the one time representation in tables. */
