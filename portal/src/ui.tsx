@@ -248,6 +248,55 @@ export function Field(props: { label: string; children: (id: string, describedBy
   );
 }
 
+/** A resource-group picker field (the groups as listed by the API), with a hint to create one when there is none. */
+export function ResourceGroupField(props: {
+  groups: { id: string; name: string }[] | undefined;
+  value: string;
+  onChange: (name: string) => void;
+  hint?: string;
+  required?: boolean;
+  /** Show "No resource groups yet … create one" when the list is empty. */
+  offerCreate?: boolean;
+}) {
+  return (
+    <>
+      <Field label="Resource group" {...(props.hint ? { hint: props.hint } : {})}>
+        {(id, d) => (
+          <select id={id} aria-describedby={d} value={props.value} onChange={(e) => props.onChange(e.target.value)} required={props.required}>
+            {(props.groups ?? []).map((g) => (
+              <option key={g.id} value={g.name}>
+                {g.name}
+              </option>
+            ))}
+          </select>
+        )}
+      </Field>
+      {props.offerCreate && props.groups && props.groups.length === 0 && (
+        <Notice kind="warning">
+          No resource groups yet. <Link to="/create/resourcegroup">Create a resource group</Link> first.
+        </Notice>
+      )}
+    </>
+  );
+}
+
+/** A region picker field. */
+export function RegionField(props: { locations: { name: string; displayName: string }[] | undefined; value: string; onChange: (name: string) => void; hint?: string }) {
+  return (
+    <Field label="Region" {...(props.hint ? { hint: props.hint } : {})}>
+      {(id, d) => (
+        <select id={id} aria-describedby={d} value={props.value} onChange={(e) => props.onChange(e.target.value)}>
+          {(props.locations ?? []).map((l) => (
+            <option key={l.name} value={l.name}>
+              {l.displayName}
+            </option>
+          ))}
+        </select>
+      )}
+    </Field>
+  );
+}
+
 export function Properties(props: { items: [string, ReactNode][]; label?: string }) {
   return (
     <dl className="props" aria-label={props.label}>

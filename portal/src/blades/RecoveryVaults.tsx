@@ -7,8 +7,8 @@ import { useEffect, useRef, useState, type FormEvent, type ReactNode } from 'rea
 import { API_VERSIONS, ApiError, errorOf, getPage, listAll, parseId, request, send, toApiError, waitForOperation, withVersion } from '../api';
 import { session } from '../session';
 import { Link, navigate, resourcePath } from '../router';
-import type { BackupJob, BackupPolicy, GraphPrincipal, KeyVault, ProtectableItem, ProtectedItem, RecoveryPoint, RecoveryVault, ResourceGroup, VirtualMachine } from '../wire';
-import { Blade, DataTable, ErrorBox, Field, Notice, Progress, Properties, Spinner, StatusBadge, fmtDuration, fmtTime, useAsync, useInterval, type Column } from '../ui';
+import type { BackupJob, BackupPolicy, GraphPrincipal, KeyVault, ProtectableItem, ProtectedItem, RecoveryPoint, RecoveryVault, VirtualMachine } from '../wire';
+import { Blade, DataTable, ErrorBox, Field, Notice, Progress, Properties, Spinner, StatusBadge, fmtDuration, fmtTime, useAsync, useInterval, type Column, RegionField, ResourceGroupField } from '../ui';
 import { ResourceMenu } from './KeyVaults';
 import { encryptionOf, listVms } from './VirtualMachines';
 import { useLocations, useResourceGroups } from './ResourceGroups';
@@ -97,36 +97,11 @@ export function CreateRsv() {
   return (
     <Blade title="Create Recovery Services vault" crumbs={[{ label: 'Home', to: '/' }, { label: 'Recovery Services vaults', to: '/browse/recoveryvaults' }]}>
       <form className="form" onSubmit={(e) => void submit(e)}>
-        <Field label="Resource group">
-          {(id) => (
-            <select id={id} value={group} onChange={(e) => setRg(e.target.value)} required>
-              {(groups.data ?? []).map((g: ResourceGroup) => (
-                <option key={g.id} value={g.name}>
-                  {g.name}
-                </option>
-              ))}
-            </select>
-          )}
-        </Field>
-        {groups.data && groups.data.length === 0 && (
-          <Notice kind="warning">
-            No resource groups yet. <Link to="/create/resourcegroup">Create a resource group</Link> first.
-          </Notice>
-        )}
+        <ResourceGroupField groups={groups.data} value={group} onChange={setRg} required offerCreate />
         <Field label="Vault name" error={nameError}>
           {(id, d) => <input id={id} aria-describedby={d} aria-invalid={!!nameError} required value={name} onChange={(e) => setName(e.target.value)} />}
         </Field>
-        <Field label="Region" hint="The vault must be in the same region as the virtual machines it protects.">
-          {(id, d) => (
-            <select id={id} aria-describedby={d} value={location} onChange={(e) => setLoc(e.target.value)}>
-              {(locations.data ?? []).map((l) => (
-                <option key={l.name} value={l.name}>
-                  {l.displayName}
-                </option>
-              ))}
-            </select>
-          )}
-        </Field>
+        <RegionField locations={locations.data} value={location} onChange={setLoc} hint="The vault must be in the same region as the virtual machines it protects." />
         <div className="actions">
           <button type="submit" className="primary" disabled={busy || !name || !!nameError || !group}>
             {busy ? 'Creating…' : 'Create'}

@@ -4,7 +4,7 @@ import { API_VERSIONS, listAll, parseId, request, send, toApiError, waitForOpera
 import { session } from '../session';
 import { Link, navigate, resourcePath } from '../router';
 import type { ArmResource, ResourceGroup } from '../wire';
-import { Blade, DataTable, ErrorBox, Field, Progress, Properties, Spinner, useAsync } from '../ui';
+import { Blade, DataTable, ErrorBox, Field, Progress, Properties, Spinner, useAsync, RegionField } from '../ui';
 import { resourceLink } from './Hub';
 
 export function useLocations() {
@@ -92,17 +92,7 @@ export function CreateResourceGroup() {
         <Field label="Resource group name" error={nameError}>
           {(id, d) => <input id={id} aria-describedby={d} required value={name} onChange={(e) => setName(e.target.value)} aria-invalid={!!nameError} />}
         </Field>
-        <Field label="Region">
-          {(id) => (
-            <select id={id} value={location} onChange={(e) => setLoc(e.target.value)}>
-              {(locations.data ?? []).map((l) => (
-                <option key={l.name} value={l.name}>
-                  {l.displayName}
-                </option>
-              ))}
-            </select>
-          )}
-        </Field>
+        <RegionField locations={locations.data} value={location} onChange={setLoc} />
         <div className="actions">
           <button type="submit" className="primary" disabled={busy || !name || !!nameError}>
             {busy ? 'Creating…' : 'Create'}

@@ -8,7 +8,7 @@ import { API_VERSIONS, ApiError, listAll, parseId, relative, request, send, toAp
 import { session } from '../session';
 import { Link, resourcePath } from '../router';
 import type { BackupJob, GraphPrincipal, KeyVault, ProtectedItem, RecoveryPoint, StorageAccount } from '../wire';
-import { ErrorBox, Field, Notice, Progress, Properties, Spinner, StatusBadge, fmtTime, useAsync, useInterval } from '../ui';
+import { ErrorBox, Field, Notice, Progress, Properties, Spinner, StatusBadge, fmtTime, useAsync, useInterval, ResourceGroupField } from '../ui';
 import { listKeyVaults } from './KeyVaults';
 import { listStorageAccounts } from './Storage';
 import { useResourceGroups } from './ResourceGroups';
@@ -238,17 +238,7 @@ export function RestoreVm(props: { vaultId: string; itemId: string; query: URLSe
         </Field>
       )}
       {(kind === 'AlternateLocation' || !asBlobs) && (
-        <Field label="Resource group" hint={kind === 'AlternateLocation' ? 'Where the new VM and its disks are created.' : 'Where the restored managed disks are created.'}>
-          {(id, d) => (
-            <select id={id} aria-describedby={d} value={rgName} onChange={(e) => setTargetRg(e.target.value)}>
-              {(groups.data ?? []).map((g) => (
-                <option key={g.id} value={g.name}>
-                  {g.name}
-                </option>
-              ))}
-            </select>
-          )}
-        </Field>
+        <ResourceGroupField groups={groups.data} value={rgName} onChange={setTargetRg} hint={kind === 'AlternateLocation' ? 'Where the new VM and its disks are created.' : 'Where the restored managed disks are created.'} />
       )}
       {rgError && (
         <div className="field-problem">
@@ -551,17 +541,7 @@ export function DeployTemplate(props: { vaultId: string; jobName: string }) {
           </button>
         </div>
       )}
-      <Field label="Resource group">
-        {(id) => (
-          <select id={id} value={group} onChange={(e) => setRg(e.target.value)}>
-            {(groups.data ?? []).map((g) => (
-              <option key={g.id} value={g.name}>
-                {g.name}
-              </option>
-            ))}
-          </select>
-        )}
-      </Field>
+      <ResourceGroupField groups={groups.data} value={group} onChange={setRg} />
       {params.map(([k, p]) => (
         <Field key={k} label={k === 'VirtualMachineName' ? 'Virtual machine name' : k === 'location' ? 'Location' : k} hint={p.metadata?.description} error={k === 'VirtualMachineName' ? nameError : undefined}>
           {(id, d) => (

@@ -2,9 +2,9 @@
 import { useState, type FormEvent } from 'react';
 import { API_VERSIONS, listAll, parseId, send, toApiError, withVersion } from '../api';
 import { session } from '../session';
-import { Link, navigate } from '../router';
+import { navigate } from '../router';
 import type { StorageAccount } from '../wire';
-import { Blade, DataTable, ErrorBox, Field, Notice, Progress, Spinner, useAsync } from '../ui';
+import { Blade, DataTable, ErrorBox, Field, Progress, Spinner, useAsync, RegionField, ResourceGroupField } from '../ui';
 import { useLocations, useResourceGroups } from './ResourceGroups';
 
 export function listStorageAccounts(): Promise<StorageAccount[]> {
@@ -91,36 +91,11 @@ export function CreateStorageAccount(props: { query: URLSearchParams }) {
   return (
     <Blade title="Create storage account" crumbs={[{ label: 'Home', to: '/' }, { label: 'Storage accounts', to: '/browse/storageaccounts' }]}>
       <form className="form" onSubmit={(e) => void submit(e)}>
-        <Field label="Resource group">
-          {(id) => (
-            <select id={id} value={group} onChange={(e) => setRg(e.target.value)} required>
-              {(groups.data ?? []).map((g) => (
-                <option key={g.id} value={g.name}>
-                  {g.name}
-                </option>
-              ))}
-            </select>
-          )}
-        </Field>
-        {groups.data && groups.data.length === 0 && (
-          <Notice kind="warning">
-            No resource groups yet. <Link to="/create/resourcegroup">Create a resource group</Link> first.
-          </Notice>
-        )}
+        <ResourceGroupField groups={groups.data} value={group} onChange={setRg} required offerCreate />
         <Field label="Storage account name" error={nameError}>
           {(id, d) => <input id={id} aria-describedby={d} aria-invalid={!!nameError} required value={name} onChange={(e) => setName(e.target.value)} />}
         </Field>
-        <Field label="Region" hint="A restore's staging account must be in the vault's region.">
-          {(id, d) => (
-            <select id={id} aria-describedby={d} value={location} onChange={(e) => setLoc(e.target.value)}>
-              {(locations.data ?? []).map((l) => (
-                <option key={l.name} value={l.name}>
-                  {l.displayName}
-                </option>
-              ))}
-            </select>
-          )}
-        </Field>
+        <RegionField locations={locations.data} value={location} onChange={setLoc} hint="A restore's staging account must be in the vault's region." />
         <div className="actions">
           <button type="submit" className="primary" disabled={busy || !name || !!nameError || !group}>
             {busy ? 'Creating…' : 'Create'}
