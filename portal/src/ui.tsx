@@ -1,7 +1,7 @@
 /** Shared building blocks: blade frame, error box (message + recommendation), progress, paged table, form fields. */
 import { useCallback, useEffect, useId, useRef, useState, type ReactNode } from 'react';
-import { ApiError, errorOf } from './api';
-import { Link } from './router';
+import { ApiError, errorOf, parseId } from './api';
+import { Link, navigate, resourcePath } from './router';
 
 export interface Crumb {
   label: string;
@@ -245,6 +245,58 @@ export function Field(props: { label: string; children: (id: string, describedBy
         </small>
       )}
     </div>
+  );
+}
+
+/**
+ * The browse blade of one resource type: Create (when it has a create page) and Refresh commands, the error box,
+ * and a table of Name (linked to the resource's blade unless `linkNames` is false), Resource group, Location and
+ * the type's own columns.
+ */
+export function ResourceListBlade<T extends { id: string; name: string; location?: string | undefined }>(props: {
+  title: string;
+  load: () => Promise<T[]>;
+  empty: string;
+  createPath?: string;
+  linkNames?: boolean;
+  columns?: Column<T>[];
+}) {
+  const { data, error, loading, reload } = useAsync(props.load, []);
+  return (
+    <Blade
+      title={props.title}
+      crumbs={[{ label: 'Home', to: '/' }]}
+      commands={
+        <>
+          {props.createPath && (
+            <button type="button" onClick={() => navigate(props.createPath!)}>
+              Create
+            </button>
+          )}
+          <button type="button" onClick={reload}>
+            Refresh
+          </button>
+        </>
+      }
+    >
+      <ErrorBox error={error} />
+      {loading && !data ? (
+        <Spinner />
+      ) : (
+        <DataTable
+          label={props.title}
+          rows={data ?? []}
+          rowKey={(r) => r.id}
+          empty={props.empty}
+          columns={[
+            { header: 'Name', cell: (r) => (props.linkNames === false ? r.name : <Link to={resourcePath(r.id)}>{r.name}</Link>) },
+            { header: 'Resource group', cell: (r) => parseId(r.id).resourceGroup },
+            { header: 'Location', cell: (r) => r.location ?? '' },
+            ...(props.columns ?? []),
+          ]}
+        />
+      )}
+    </Blade>
   );
 }
 

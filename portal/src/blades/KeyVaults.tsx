@@ -8,7 +8,7 @@ import { API_VERSIONS, ApiError, errorOf, listAll, parseId, request, routeExists
 import { session } from '../session';
 import { Link, navigate, resourcePath } from '../router';
 import type { AccessPolicyEntry, AccessPolicyTemplate, GraphPrincipal, KeyVault, Permissions, ArmResource } from '../wire';
-import { Blade, DataTable, ErrorBox, Notice, Progress, Properties, Spinner, useAsync } from '../ui';
+import { Blade, DataTable, ErrorBox, Notice, Progress, Properties, Spinner, useAsync, ResourceListBlade } from '../ui';
 
 const KV = API_VERSIONS.keyVault;
 
@@ -25,35 +25,7 @@ export async function listKeyVaults(): Promise<KeyVault[]> {
 }
 
 export function KeyVaultList() {
-  const { data, error, loading, reload } = useAsync(listKeyVaults, []);
-  return (
-    <Blade
-      title="Key vaults"
-      crumbs={[{ label: 'Home', to: '/' }]}
-      commands={
-        <button type="button" onClick={reload}>
-          Refresh
-        </button>
-      }
-    >
-      <ErrorBox error={error} />
-      {loading && !data ? (
-        <Spinner />
-      ) : (
-        <DataTable
-          label="Key vaults"
-          rows={data ?? []}
-          rowKey={(r) => r.id}
-          empty="No key vaults. Create one with `rsvault keyvault create`."
-          columns={[
-            { header: 'Name', cell: (r) => <Link to={resourcePath(r.id)}>{r.name}</Link> },
-            { header: 'Resource group', cell: (r) => parseId(r.id).resourceGroup },
-            { header: 'Location', cell: (r) => r.location ?? '' },
-          ]}
-        />
-      )}
-    </Blade>
-  );
+  return <ResourceListBlade title="Key vaults" load={listKeyVaults} empty="No key vaults. Create one with `rsvault keyvault create`." />;
 }
 
 // ---- principals (Graph) -----------------------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ import { API_VERSIONS, ApiError, errorOf, getPage, listAll, parseId, request, se
 import { session } from '../session';
 import { Link, navigate, resourcePath } from '../router';
 import type { BackupJob, BackupPolicy, GraphPrincipal, KeyVault, ProtectableItem, ProtectedItem, RecoveryPoint, RecoveryVault, VirtualMachine } from '../wire';
-import { Blade, DataTable, ErrorBox, Field, Notice, Progress, Properties, Spinner, StatusBadge, fmtDuration, fmtTime, useAsync, useInterval, type Column, RegionField, ResourceGroupField } from '../ui';
+import { Blade, DataTable, ErrorBox, Field, Notice, Progress, Properties, Spinner, StatusBadge, fmtDuration, fmtTime, useAsync, useInterval, type Column, RegionField, ResourceGroupField, ResourceListBlade } from '../ui';
 import { ResourceMenu } from './KeyVaults';
 import { encryptionOf, listVms } from './VirtualMachines';
 import { useLocations, useResourceGroups } from './ResourceGroups';
@@ -25,40 +25,14 @@ export function listRecoveryVaults(): Promise<RecoveryVault[]> {
 }
 
 export function RsvList() {
-  const { data, error, loading, reload } = useAsync(listRecoveryVaults, []);
   return (
-    <Blade
+    <ResourceListBlade
       title="Recovery Services vaults"
-      crumbs={[{ label: 'Home', to: '/' }]}
-      commands={
-        <>
-          <button type="button" onClick={() => navigate('/create/recoveryvault')}>
-            Create
-          </button>
-          <button type="button" onClick={reload}>
-            Refresh
-          </button>
-        </>
-      }
-    >
-      <ErrorBox error={error} />
-      {loading && !data ? (
-        <Spinner />
-      ) : (
-        <DataTable
-          label="Recovery Services vaults"
-          rows={data ?? []}
-          rowKey={(r) => r.id}
-          empty="No Recovery Services vaults. Select Create to make one."
-          columns={[
-            { header: 'Name', cell: (r) => <Link to={resourcePath(r.id)}>{r.name}</Link> },
-            { header: 'Resource group', cell: (r) => parseId(r.id).resourceGroup },
-            { header: 'Location', cell: (r) => r.location ?? '' },
-            { header: 'State', cell: (r) => r.properties?.provisioningState ?? '' },
-          ]}
-        />
-      )}
-    </Blade>
+      load={listRecoveryVaults}
+      createPath="/create/recoveryvault"
+      empty="No Recovery Services vaults. Select Create to make one."
+      columns={[{ header: 'State', cell: (r) => r.properties?.provisioningState ?? '' }]}
+    />
   );
 }
 

@@ -1,10 +1,10 @@
 /** Storage accounts (restore staging targets): list and create. */
 import { useState, type FormEvent } from 'react';
-import { API_VERSIONS, listAll, parseId, send, toApiError, withVersion } from '../api';
+import { API_VERSIONS, listAll, send, toApiError, withVersion } from '../api';
 import { session } from '../session';
 import { navigate } from '../router';
 import type { StorageAccount } from '../wire';
-import { Blade, DataTable, ErrorBox, Field, Progress, Spinner, useAsync, RegionField, ResourceGroupField } from '../ui';
+import { Blade, ErrorBox, Field, Progress, RegionField, ResourceGroupField, ResourceListBlade } from '../ui';
 import { useLocations, useResourceGroups } from './ResourceGroups';
 
 export function listStorageAccounts(): Promise<StorageAccount[]> {
@@ -13,40 +13,15 @@ export function listStorageAccounts(): Promise<StorageAccount[]> {
 }
 
 export function StorageAccounts() {
-  const { data, error, loading, reload } = useAsync(listStorageAccounts, []);
   return (
-    <Blade
+    <ResourceListBlade
       title="Storage accounts"
-      crumbs={[{ label: 'Home', to: '/' }]}
-      commands={
-        <>
-          <button type="button" onClick={() => navigate('/create/storageaccount')}>
-            Create
-          </button>
-          <button type="button" onClick={reload}>
-            Refresh
-          </button>
-        </>
-      }
-    >
-      <ErrorBox error={error} />
-      {loading && !data ? (
-        <Spinner />
-      ) : (
-        <DataTable
-          label="Storage accounts"
-          rows={data ?? []}
-          rowKey={(r) => r.id}
-          empty="No storage accounts. Select Create to make one (a restore writes its disks, VM configuration and template to one)."
-          columns={[
-            { header: 'Name', cell: (r) => r.name },
-            { header: 'Resource group', cell: (r) => parseId(r.id).resourceGroup },
-            { header: 'Location', cell: (r) => r.location ?? '' },
-            { header: 'Kind', cell: (r) => r.kind ?? '' },
-          ]}
-        />
-      )}
-    </Blade>
+      load={listStorageAccounts}
+      createPath="/create/storageaccount"
+      linkNames={false}
+      empty="No storage accounts. Select Create to make one (a restore writes its disks, VM configuration and template to one)."
+      columns={[{ header: 'Kind', cell: (r) => r.kind ?? '' }]}
+    />
   );
 }
 

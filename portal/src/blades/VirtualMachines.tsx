@@ -6,9 +6,8 @@
 import { useState, type ReactNode } from 'react';
 import { API_VERSIONS, listAll, parseId, request, send, toApiError, waitForOperation, withVersion } from '../api';
 import { session } from '../session';
-import { Link, resourcePath } from '../router';
 import type { DiskEncryptionSettings, KeyVault, ManagedDisk, VaultKey, VirtualMachine, VmDiskRef } from '../wire';
-import { Blade, DataTable, ErrorBox, Field, Notice, Progress, Properties, Spinner, StatusBadge, useAsync } from '../ui';
+import { Blade, DataTable, ErrorBox, Field, Notice, Progress, Properties, Spinner, StatusBadge, useAsync, ResourceListBlade } from '../ui';
 import { listKeyVaults, ResourceMenu } from './KeyVaults';
 
 const CV = API_VERSIONS.compute;
@@ -71,38 +70,18 @@ export function powerOf(vm: VirtualMachine): string {
 const diskCount = (vm: VirtualMachine) => (vm.properties?.storageProfile?.osDisk ? 1 : 0) + (vm.properties?.storageProfile?.dataDisks?.length ?? 0);
 
 export function VmList() {
-  const { data, error, loading, reload } = useAsync(listVms, []);
   return (
-    <Blade
+    <ResourceListBlade
       title="Virtual machines"
-      crumbs={[{ label: 'Home', to: '/' }]}
-      commands={
-        <button type="button" onClick={reload}>
-          Refresh
-        </button>
-      }
-    >
-      <ErrorBox error={error} />
-      {loading && !data ? (
-        <Spinner />
-      ) : (
-        <DataTable
-          label="Virtual machines"
-          rows={data ?? []}
-          rowKey={(r) => r.id}
-          empty="No virtual machines. Create one with `rsvault vm create`."
-          columns={[
-            { header: 'Name', cell: (r) => <Link to={resourcePath(r.id)}>{r.name}</Link> },
-            { header: 'Resource group', cell: (r) => parseId(r.id).resourceGroup },
-            { header: 'Location', cell: (r) => r.location ?? '' },
-            { header: 'Status', cell: (r) => <StatusBadge status={powerOf(r)} /> },
-            { header: 'Disks', cell: (r) => String(diskCount(r)) },
-            { header: 'Encryption', cell: (r) => <StatusBadge status={encryptionOf(r).label} /> },
-            { header: 'Agent', cell: (r) => agentOf(r) },
-          ]}
-        />
-      )}
-    </Blade>
+      load={listVms}
+      empty="No virtual machines. Create one with `rsvault vm create`."
+      columns={[
+        { header: 'Status', cell: (r) => <StatusBadge status={powerOf(r)} /> },
+        { header: 'Disks', cell: (r) => String(diskCount(r)) },
+        { header: 'Encryption', cell: (r) => <StatusBadge status={encryptionOf(r).label} /> },
+        { header: 'Agent', cell: (r) => agentOf(r) },
+      ]}
+    />
   );
 }
 
