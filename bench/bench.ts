@@ -149,12 +149,16 @@ async function buildEngine(outDir: string): Promise<string> {
   );
   await must(process.execPath, [path.join(repoRoot, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', tsconfig]);
   await fsp.writeFile(path.join(outDir, 'build', 'package.json'), '{"type":"module"}');
+  // The compiled engine resolves packages (BLAKE3) and the native addon as from the repository.
+  await fsp.symlink(path.join(repoRoot, 'node_modules'), path.join(outDir, 'build', 'node_modules'));
+  await fsp.symlink(path.join(repoRoot, 'native'), path.join(outDir, 'build', 'native'));
   return path.join(outDir, 'build', 'bench', 'step.js');
 }
 
 async function step(stepJs: string, args: StepArgs): Promise<{ wallS: number; inProcS: number; rssMiB: number; result: StepResult }> {
   sync();
-  const r = await must(process.execPath, [stepJs, JSON.stringify(args)]);
+  // The same libuv pool as `rsvault serve` (bin/rsvault.js): 4 threads would queue reads behind fdatasyncs.
+  const r = await must(process.execPath, [stepJs, JSON.stringify(args)], { env: { UV_THREADPOOL_SIZE: '16' } });
   const line = r.stdout.trim().split('\n').at(-1) ?? '{}';
   const result = JSON.parse(line) as StepResult;
   return { wallS: r.wallS, inProcS: result.internalMs / 1000, rssMiB: r.rssMiB ?? result.maxRssKiB / 1024, result };
@@ -244,11 +248,27 @@ async function main(): Promise<void> {
     const keys = { idKeyHex: randomBytes(32).toString('hex'), sealKeyHex: randomBytes(32).toString('hex') };
     const store = path.join(work, 'store');
     const mA = path.join(work, 'a.manifest');
+    // Deleting gigabytes right before a timed run makes ext4 (mounted with online discard here)
+    // discard them while the run writes: a repeat moves the previous store aside instead, and
+    // everything moved aside is deleted between stages (untimed, then sync + settle).
+    let asideN = 0;
+    const aside: string[] = [];
+    const moveAside = async (p: string): Promise<void> => {
+      const to = `${p}.old-${asideN++}`;
+      await fsp.rename(p, to);
+      aside.push(to);
+    };
+    const dropAside = async (): Promise<void> => {
+      for (const p of aside.splice(0)) await fsp.rm(p, { recursive: true, force: true });
+      sync();
+      await new Promise((r) => setTimeout(r, 1000));
+    };
     const full = await median(
       args.repeat,
       () => step(stepJs, { op: 'backup', storeRoot: store, ...keys, image: imgA, manifestOut: mA }),
-      () => fsp.rm(store, { recursive: true }),
+      () => moveAside(store),
     );
+    await dropAside();
     add({ name: 'rsvault full backup (4 MiB chunks)', wallS: full.wallS, inProcS: full.inProcS, gbps: gbps(full.wallS), peakRssMiB: full.rssMiB, note: runsNote(full.runs) });
     const mB = path.join(work, 'b.manifest');
     // Before each repeat, delete the chunks the previous run added, so every run stores them.
@@ -269,14 +289,18 @@ async function main(): Promise<void> {
     const sNo = incrNo.result.stats as { bytesRead: number; chunksNew: number };
     add({ name: 'rsvault incr 1%, no bitmap (read + hash all)', wallS: incrNo.wallS, inProcS: incrNo.inProcS, gbps: gbps(incrNo.wallS), peakRssMiB: incrNo.rssMiB, note: `read ${(sNo.bytesRead / MiB).toFixed(0)} MiB, ${sNo.chunksNew} new; ${runsNote(incrNo.runs)}` });
     const target = path.join(work, 'restored.img');
-    const rest = await median(args.repeat, () => step(stepJs, { op: 'restore', storeRoot: store, ...keys, manifestIn: mB, target }));
+    await dropAside();
+    const rest = await median(args.repeat, () => step(stepJs, { op: 'restore', storeRoot: store, ...keys, manifestIn: mB, target }), () => moveAside(target));
     const restoreOk = (await sha256File(target)) === (await sha256File(imgB));
     add({ name: 'rsvault restore (verified GCM, fsync)', wallS: rest.wallS, inProcS: rest.inProcS, gbps: gbps(rest.wallS), peakRssMiB: rest.rssMiB, note: `${restoreOk ? 'identical' : 'MISMATCH'}; ${runsNote(rest.runs)}` });
-    await fsp.rm(target);
-    const restNs = await median(args.repeat, () => step(stepJs, { op: 'restore', storeRoot: store, ...keys, manifestIn: mB, target, fsync: false }));
-    add({ name: 'rsvault restore, no fsync (as cp/restic/borg)', wallS: restNs.wallS, inProcS: restNs.inProcS, gbps: gbps(restNs.wallS), peakRssMiB: restNs.rssMiB, note: runsNote(restNs.runs) });
-    await fsp.rm(target);
-    await fsp.rm(store, { recursive: true });
+    await moveAside(target);
+    await dropAside();
+    const restNs = await median(args.repeat, () => step(stepJs, { op: 'restore', storeRoot: store, ...keys, manifestIn: mB, target, fsync: false }), () => moveAside(target));
+    const restoreNsOk = (await sha256File(target)) === (await sha256File(imgB));
+    add({ name: 'rsvault restore, no fsync (as cp/restic/borg)', wallS: restNs.wallS, inProcS: restNs.inProcS, gbps: gbps(restNs.wallS), peakRssMiB: restNs.rssMiB, note: `${restoreNsOk ? 'identical' : 'MISMATCH'}; ${runsNote(restNs.runs)}` });
+    await moveAside(target);
+    await moveAside(store);
+    await dropAside();
 
     const sweep: Array<{ chunk_mib: number; wall_s: number; gbps: number; peak_rss_mib: number }> = [];
     if (args.sweep) {
@@ -285,7 +309,8 @@ async function main(): Promise<void> {
         const r = await step(stepJs, { op: 'backup', storeRoot: s, ...keys, image: imgA, chunkSize: mib * MiB, manifestOut: path.join(work, `sweep-${mib}.manifest`) });
         add({ name: `rsvault full backup, ${mib} MiB chunks`, wallS: r.wallS, inProcS: r.inProcS, gbps: gbps(r.wallS), peakRssMiB: r.rssMiB });
         sweep.push({ chunk_mib: mib, wall_s: r.wallS, gbps: gbps(r.wallS), peak_rss_mib: r.rssMiB });
-        await fsp.rm(s, { recursive: true });
+        await moveAside(s);
+        await dropAside();
       }
     }
 
@@ -365,6 +390,8 @@ async function main(): Promise<void> {
       size_bytes: size,
       machine: { cpus: os.cpus().length, model: os.cpus()[0]?.model ?? null, node: process.version },
       full_vs_cp: cp.wallS / full.wallS,
+      // Both durable: rsvault's backup returns only after every chunk is fdatasynced.
+      full_vs_cp_sync: cpSync.wallS / full.wallS,
       full_vs_restic: others['restic']?.full ? others['restic'].full / full.wallS : null,
       full_vs_borg: others['borg']?.full ? others['borg'].full / full.wallS : null,
       incr_bitmap_vs_full: incrBm.wallS / full.wallS,
@@ -373,9 +400,10 @@ async function main(): Promise<void> {
       incr_nobitmap_vs_full: incrNo.wallS / full.wallS,
       restore_vs_cp: cp.wallS / rest.wallS,
       restore_nofsync_vs_cp: cp.wallS / restNs.wallS,
+      restore_vs_cp_sync: cpSync.wallS / rest.wallS,
       restore_vs_restic: others['restic']?.restore ? others['restic'].restore / rest.wallS : null,
       peak_rss_mib: rsvaultRss,
-      restore_identical: restoreOk,
+      restore_identical: restoreOk && restoreNsOk,
       rows: rows.map((r) => ({ name: r.name, wall_s: r.wallS, in_process_s: r.inProcS ?? null, gbps: r.gbps, peak_rss_mib: r.peakRssMiB, note: r.note ?? null })),
       chunk_sweep: sweep,
       luks,
@@ -385,9 +413,9 @@ async function main(): Promise<void> {
     await fsp.mkdir(path.dirname(args.out), { recursive: true });
     await fsp.writeFile(args.out, `${JSON.stringify(results, null, 2)}\n`);
     console.log('');
-    for (const k of ['full_vs_cp', 'full_vs_restic', 'full_vs_borg', 'incr_bitmap_vs_full', 'incr_bitmap_vs_full_in_process', 'incr_nobitmap_vs_full', 'restore_vs_cp', 'restore_nofsync_vs_cp', 'restore_vs_restic', 'peak_rss_mib'] as const) {
+    for (const k of ['full_vs_cp', 'full_vs_cp_sync', 'full_vs_restic', 'full_vs_borg', 'incr_bitmap_vs_full', 'incr_bitmap_vs_full_in_process', 'incr_nobitmap_vs_full', 'restore_vs_cp', 'restore_nofsync_vs_cp', 'restore_vs_cp_sync', 'restore_vs_restic', 'peak_rss_mib'] as const) {
       const v = results[k];
-      console.log(`${k.padEnd(22)} ${typeof v === 'number' ? v.toFixed(3) : 'n/a'}`);
+      console.log(`${k.padEnd(30)} ${typeof v === 'number' ? v.toFixed(3) : 'n/a'}`);
     }
     console.log(`results written to ${args.out}`);
   } finally {

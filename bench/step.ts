@@ -18,6 +18,8 @@ export interface StepArgs {
   storeRoot: string;
   idKeyHex: string;
   sealKeyHex: string;
+  /** Chunk hash of the store (default blake3, as new stores). */
+  chunkHash?: 'sha256' | 'blake3';
   image?: string;
   chunkSize?: number;
   previous?: string;
@@ -38,7 +40,7 @@ export interface StepResult {
 
 async function main(): Promise<void> {
   const args = JSON.parse(process.argv[2] ?? '{}') as StepArgs;
-  const keys: StoreKeys = { idKey: Buffer.from(args.idKeyHex, 'hex'), sealKey: Buffer.from(args.sealKeyHex, 'hex') };
+  const keys: StoreKeys = { idKey: Buffer.from(args.idKeyHex, 'hex'), sealKey: Buffer.from(args.sealKeyHex, 'hex'), chunkHash: args.chunkHash ?? 'blake3' };
   // In-process time: from opening the store to the committed manifest (or the fsynced target):
   // what a long-running server pays per job, without Node start-up and module loading.
   const t0 = performance.now();

@@ -8,7 +8,7 @@ import { FsChunkStore } from './fs-store.js';
 import { decodeManifest, encodeManifest } from './manifest.js';
 import type { Progress } from './progress.js';
 import { ImageReader, restoreImage, restoreToStream } from './restore.js';
-import { generateStoreKeys } from './seal.js';
+import { chunkIdOf, generateStoreKeys } from './seal.js';
 import { chunkPath, countChunks, imageDigest, sha256, tempDir, writeImage } from './testdata/helpers.js';
 import { verifyManifest, verifyStore } from './verify.js';
 import { Writable } from 'node:stream';
@@ -62,6 +62,36 @@ describe('backup → restore round trips', () => {
     expect(v).toMatchObject({ ok: true, imageDigest: 'match', holes: stats.holes, problems: [] });
   });
 
+  it('a SHA-256 store (keys from before BLAKE3) still backs up, restores and verifies with SHA-256 ids', async () => {
+    const { dir, store } = await fresh();
+    const keys = generateStoreKeys('sha256');
+    const img = path.join(dir, 'disk.img');
+    const data = await writeImage(img, [['r', 2 * CS], ['z', CS], ['r', 999]]);
+    const { manifest } = await backupImage({ store, keys, source: img, chunkSize: CS });
+    expect(manifest.chunkHash).toBe('sha256');
+    expect(decodeManifest(encodeManifest(manifest)).chunkHash).toBe('sha256');
+    expect(manifest.imageDigest?.equals(imageDigest(data, CS, 'sha256'))).toBe(true);
+    expect(manifest.idAt(0).equals(chunkIdOf(keys.idKey, data.subarray(0, CS), 'sha256'))).toBe(true);
+    await restoreImage({ store, keys, manifest, target: path.join(dir, 'r.img') });
+    expect((await fsp.readFile(path.join(dir, 'r.img'))).equals(data)).toBe(true);
+    expect(await verifyManifest({ store, keys, manifest })).toMatchObject({ ok: true, imageDigest: 'match' });
+    expect(await verifyStore({ store, keys })).toMatchObject({ ok: true });
+  });
+
+  it('a previous manifest under another chunk hash is not trusted: everything is read again', async () => {
+    const { dir, store } = await fresh();
+    const img = path.join(dir, 'disk.img');
+    await writeImage(img, [['r', 4 * CS]]);
+    const old = await backupImage({ store, keys: generateStoreKeys('sha256'), source: img, chunkSize: CS });
+    const keys = generateStoreKeys('blake3');
+    const bitmap = new ChangedBlockBitmap(4 * CS);
+    const r = await backupImage({ store, keys, source: img, previous: old.manifest, bitmap });
+    expect(r.stats.usedBitmap).toBe(false);
+    expect(r.stats.bytesRead).toBe(4 * CS);
+    expect(r.manifest.chunkHash).toBe('blake3');
+    expect(await verifyManifest({ store, keys, manifest: r.manifest })).toMatchObject({ ok: true, imageDigest: 'match' });
+  });
+
   it('restore flushing as it goes (background fdatasync every chunk) writes the same image', async () => {
     const { dir, store } = await fresh();
     const keys = generateStoreKeys();
@@ -95,7 +125,7 @@ describe('backup → restore round trips', () => {
     const { manifest, stats } = await backupImage({ store, keys, source: img });
     expect(manifest.chunkCount).toBe(0);
     expect(stats.bytesRead).toBe(0);
-    expect(manifest.imageDigest?.equals(sha256(Buffer.alloc(0)))).toBe(true);
+    expect(manifest.imageDigest?.equals(imageDigest(Buffer.alloc(0), CS))).toBe(true);
     const m2 = decodeManifest(encodeManifest(manifest));
     const target = path.join(dir, 'r.img');
     await restoreImage({ store, keys, manifest: m2, target });
@@ -310,7 +340,7 @@ describe('corruption', () => {
 
   it('verify detects an image digest that does not match the chunks', async () => {
     const { store, keys, manifest } = await setup();
-    const bad = new (manifest.constructor as typeof import('./manifest.js').Manifest)(manifest.diskSize, manifest.chunkSize, manifest.ids, Buffer.alloc(32, 1));
+    const bad = new (manifest.constructor as typeof import('./manifest.js').Manifest)(manifest.diskSize, manifest.chunkSize, manifest.ids, Buffer.alloc(32, 1), manifest.chunkHash);
     const v = await verifyManifest({ store, keys, manifest: bad });
     expect(v).toMatchObject({ ok: false, imageDigest: 'mismatch', problems: [] });
   });

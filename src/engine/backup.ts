@@ -21,7 +21,7 @@ import { Manifest, checkChunkSize } from './manifest.js';
 import { ChangedBlockBitmap } from './bitmap.js';
 import { InlineCrypto, LentSlotPool, SlotPool, sharedCryptoPool, type CryptoRunner } from './pool.js';
 import { ProgressTracker, type ProgressListener } from './progress.js';
-import { SEAL_OVERHEAD, imageDigestOf, zeroChunkDigest, type StoreKeys } from './seal.js';
+import { SEAL_OVERHEAD, chunkHashOf, imageDigestOf, zeroChunkDigest, type StoreKeys } from './seal.js';
 import { openFileSource, type ImageSource } from './snapshot.js';
 import { Semaphore } from './store-wrappers.js';
 import type { ChunkStore } from './store.js';
@@ -89,9 +89,13 @@ export interface BackupResult {
 export async function backupImage(options: BackupOptions): Promise<BackupResult> {
   const started = performance.now();
   const startedAt = new Date();
-  const chunkSize = options.chunkSize ?? options.previous?.chunkSize ?? DEFAULT_CHUNK_SIZE;
+  const { store, keys, signal } = options;
+  const hash = chunkHashOf(keys);
+  // A previous manifest under another chunk hash (a store's hash never changes, so only a caller
+  // mixing stores gets here) has ids this backup cannot produce: read everything instead.
+  const previous = options.previous?.chunkHash === hash ? options.previous : undefined;
+  const chunkSize = options.chunkSize ?? previous?.chunkSize ?? DEFAULT_CHUNK_SIZE;
   checkChunkSize(chunkSize);
-  const { store, keys, previous, signal } = options;
   const ownSource = typeof options.source === 'string';
   const source = typeof options.source === 'string' ? await openFileSource(options.source) : options.source;
   try {
@@ -163,6 +167,7 @@ export async function backupImage(options: BackupOptions): Promise<BackupResult>
         const r = await pool.run({
           op: 'hash',
           idKey: keys.idKey,
+          hash,
           src: inPool.ref(slot, len),
           ...(outSlot !== undefined ? { sealKey: keys.sealKey, dst: outPool.ref(outSlot, len + SEAL_OVERHEAD) } : {}),
         });
@@ -170,7 +175,7 @@ export async function backupImage(options: BackupOptions): Promise<BackupResult>
         if (r.zero) {
           stats.holes++;
           stats.bytesHoles += len;
-          chunkDigests?.set(zeroChunkDigest(len), i * 32);
+          chunkDigests?.set(zeroChunkDigest(len, hash), i * 32);
           return;
         }
         if (!r.id || !r.digest) throw new Error('worker returned no id');
@@ -194,7 +199,15 @@ export async function backupImage(options: BackupOptions): Promise<BackupResult>
         }
         releaseIn();
         inReleased = true;
-        if (await store.putIfAbsent(hex, outPool.buffer(outSlot, sealedLen))) {
+        const sealedSlot = outSlot;
+        const taken = (): void => {
+          if (outSlot === undefined) return;
+          outSlot = undefined;
+          outPool.release(sealedSlot);
+        };
+        // The output slot goes back as soon as the store has the bytes (onDataTaken), while the
+        // store flushes them: the next chunk is sealed into it meanwhile.
+        if (await store.putIfAbsent(hex, outPool.buffer(sealedSlot, sealedLen), { onDataTaken: taken })) {
           stats.chunksNew++;
           stats.bytesNew += len;
           stats.bytesStored += sealedLen;
@@ -270,10 +283,10 @@ export async function backupImage(options: BackupOptions): Promise<BackupResult>
     while (inflight.size > 0) await Promise.allSettled([...inflight]);
     if (failure !== undefined) throw asEngineError(failure, 'backup failed');
     await store.sync();
-    const imageDigest = chunkDigests ? imageDigestOf(chunkDigests) : undefined;
+    const imageDigest = chunkDigests ? imageDigestOf(chunkDigests, hash) : undefined;
     stats.durationMs = performance.now() - started;
     progress.finish();
-    return { manifest: new Manifest(size, chunkSize, ids, imageDigest), stats };
+    return { manifest: new Manifest(size, chunkSize, ids, imageDigest, hash), stats };
   } catch (err) {
     throw asEngineError(err, 'backup failed');
   } finally {

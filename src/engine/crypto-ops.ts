@@ -2,7 +2,7 @@
  * The CPU-heavy operations over shared memory (SHA-256, HMAC, AES-GCM), as one request handler.
  * Runs in the worker threads (crypto-worker.ts) and, for small jobs, inline on the calling thread.
  */
-import { chunkDigestOf, chunkIdFromDigest, idsEqual, openInto, SealError, sealInto } from './seal.js';
+import { chunkDigestOf, chunkIdFromDigest, idsEqual, openInto, SealError, sealInto, type ChunkHash } from './seal.js';
 
 /**
  * Messages between the engine and its crypto workers. A slot is a range of a SharedArrayBuffer
@@ -19,9 +19,9 @@ export interface SlotRef {
 }
 
 export type WorkerRequest =
-  | { op: 'hash'; seq: number; idKey: Uint8Array; src: SlotRef; sealKey?: Uint8Array; dst?: SlotRef }
+  | { op: 'hash'; seq: number; idKey: Uint8Array; hash: ChunkHash; src: SlotRef; sealKey?: Uint8Array; dst?: SlotRef }
   | { op: 'seal'; seq: number; sealKey: Uint8Array; id: Uint8Array; src: SlotRef; dst: SlotRef }
-  | { op: 'open'; seq: number; sealKey: Uint8Array; id: Uint8Array; src: SlotRef; dst: SlotRef; idKey?: Uint8Array };
+  | { op: 'open'; seq: number; sealKey: Uint8Array; id: Uint8Array; src: SlotRef; dst: SlotRef; idKey?: Uint8Array; hash?: ChunkHash };
 
 export type WorkerResponse =
   | { seq: number; ok: true; zero?: boolean; id?: Uint8Array; sealedLen?: number; plainLen?: number; digest?: Uint8Array; out?: ArrayBuffer }
@@ -53,7 +53,7 @@ function handle(req: WorkerRequest): WorkerResponse {
     case 'hash': {
       const data = view(req.src);
       if (data.equals(zeros(data.length))) return { seq: req.seq, ok: true, zero: true };
-      const digest = chunkDigestOf(data);
+      const digest = chunkDigestOf(data, req.hash);
       const id = chunkIdFromDigest(req.idKey, digest);
       if (req.sealKey && req.dst) {
         const sealedLen = sealInto(req.sealKey, id, data, view(req.dst));
@@ -69,7 +69,7 @@ function handle(req: WorkerRequest): WorkerResponse {
       const out = view(req.dst);
       const plainLen = openInto(req.sealKey, req.id, view(req.src), out);
       if (req.idKey) {
-        const digest = chunkDigestOf(out.subarray(0, plainLen));
+        const digest = chunkDigestOf(out.subarray(0, plainLen), req.hash);
         if (!idsEqual(chunkIdFromDigest(req.idKey, digest), req.id)) {
           return { seq: req.seq, ok: false, error: { name: 'SealError', message: 'chunk content does not hash to its id' } };
         }

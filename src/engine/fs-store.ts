@@ -7,9 +7,15 @@
  * chunks/<first 4 hex of id>/.tmp-<id>-<r> an object being written (never listed; GC removes old ones)
  * trash/<id>                               an object GC is deciding about (see delete)
  * ```
- * Writes: temp file (O_EXCL) → write → fsync → rename over the final name. The directory holding
- * the new name is remembered and fsynced by `sync()` (the commit point), together with `chunks/`
- * when a fan-out directory was created.
+ * Writes: temp file (O_EXCL) → write → fdatasync → rename over the final name. The directory
+ * holding the new name is remembered and fsynced by `sync()` (the commit point), together with
+ * `chunks/` when a fan-out directory was created. The caller's buffer is released
+ * (`onDataTaken`) as soon as the bytes are in the page cache; the fdatasync and the rename run
+ * while the caller goes on (at most `maxPendingObjects` at once), so the disk writes back one
+ * chunk while the CPU seals the next, instead of after the last one. A name never appears before
+ * its bytes are durable: a crash (even a power cut) leaves only temp files, never a named chunk
+ * with unwritten data that a later backup would dedup against. While an object is pending,
+ * every operation on its id waits for it first.
  *
  * Conditional delete (GC sweep) is made atomic against `touch` with a rename: the object is first
  * renamed into `trash/`, then its mtime is read there. A touch that happened before the rename is
@@ -21,7 +27,8 @@ import { constants as fsc, promises as fsp } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import path from 'node:path';
 import { ChunkStoreError } from './errors.js';
-import { assertChunkId, isChunkId, type ChunkStat, type ChunkStore, type DeleteOptions, type DeleteResult } from './store.js';
+import { Semaphore } from './store-wrappers.js';
+import { assertChunkId, isChunkId, type ChunkStat, type ChunkStore, type DeleteOptions, type DeleteResult, type PutOptions } from './store.js';
 
 const TRANSIENT_CODES = new Set(['EAGAIN', 'EBUSY', 'EMFILE', 'ENFILE', 'EINTR', 'ETIMEDOUT', 'ECONNRESET']);
 
@@ -39,8 +46,10 @@ function classify(err: unknown, what: string): ChunkStoreError {
 }
 
 export interface FsChunkStoreOptions {
-  /** fsync each object before its rename (default true). Turning it off is for benchmarks only. */
+  /** fdatasync each object before its rename (default true). Turning it off is for benchmarks only. */
   fsyncObjects?: boolean;
+  /** Objects written whose fdatasync + rename is still running, at most (default 32). */
+  maxPendingObjects?: number;
 }
 
 export class FsChunkStore implements ChunkStore {
@@ -50,12 +59,21 @@ export class FsChunkStore implements ChunkStore {
   private readonly knownDirs = new Set<string>();
   private dirtyDirs = new Set<string>();
   private readonly fsyncObjects: boolean;
+  /** Objects being flushed and renamed, by id: operations on such an id wait for it. */
+  private readonly pending = new Map<string, Promise<void>>();
+  private readonly pendingSlots: Semaphore;
 
   private constructor(readonly root: string, options: FsChunkStoreOptions) {
     this.description = `fs:${root}`;
     this.chunksDir = path.join(root, 'chunks');
     this.trashDir = path.join(root, 'trash');
     this.fsyncObjects = options.fsyncObjects ?? true;
+    this.pendingSlots = new Semaphore(Math.max(1, options.maxPendingObjects ?? 32));
+  }
+
+  /** Wait until `id` is not being written (its put's outcome is its own caller's business). */
+  private async settled(id: string): Promise<void> {
+    for (let p = this.pending.get(id); p; p = this.pending.get(id)) await p.catch(() => undefined);
   }
 
   /** Open (creating if needed) a store rooted at `root`. */
@@ -108,21 +126,32 @@ export class FsChunkStore implements ChunkStore {
     this.knownDirs.add(dir);
   }
 
-  async putIfAbsent(id: string, data: Uint8Array): Promise<boolean> {
+  async putIfAbsent(id: string, data: Uint8Array, options: PutOptions = {}): Promise<boolean> {
     assertChunkId(id);
+    await this.settled(id);
     if (await this.touch(id)) return false;
+    await this.pendingSlots.acquire();
+    if (this.pending.has(id)) {
+      // Another put of the same id started while we waited: it decides.
+      this.pendingSlots.release();
+      return this.putIfAbsent(id, data, options);
+    }
+    let done!: () => void;
+    const settledPromise = new Promise<void>((resolve) => (done = resolve));
+    this.pending.set(id, settledPromise);
     const dir = this.dirOf(id);
     const tmp = path.join(dir, `.tmp-${id}-${randomBytes(6).toString('hex')}`);
     try {
       await this.ensureDir(dir);
       const fh = await fsp.open(tmp, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL, 0o600);
       try {
-        let done = 0;
-        while (done < data.length) {
-          const { bytesWritten } = await fh.write(data, done, data.length - done);
-          done += bytesWritten;
+        let written = 0;
+        while (written < data.length) {
+          const { bytesWritten } = await fh.write(data, written, data.length - written);
+          written += bytesWritten;
         }
-        if (this.fsyncObjects) await fh.sync();
+        options.onDataTaken?.();
+        if (this.fsyncObjects) await fh.datasync();
       } finally {
         await fh.close();
       }
@@ -132,11 +161,16 @@ export class FsChunkStore implements ChunkStore {
     } catch (err) {
       await fsp.rm(tmp, { force: true }).catch(() => undefined);
       throw classify(err, `put ${id}`);
+    } finally {
+      this.pending.delete(id);
+      this.pendingSlots.release();
+      done();
     }
   }
 
   async get(id: string): Promise<Buffer> {
     assertChunkId(id);
+    if (this.pending.size > 0) await this.settled(id);
     try {
       return await fsp.readFile(this.pathOf(id));
     } catch (err) {
@@ -147,6 +181,7 @@ export class FsChunkStore implements ChunkStore {
 
   async readInto(id: string, target: Uint8Array): Promise<number> {
     assertChunkId(id);
+    if (this.pending.size > 0) await this.settled(id);
     let fh;
     try {
       fh = await fsp.open(this.pathOf(id), 'r');
@@ -173,6 +208,7 @@ export class FsChunkStore implements ChunkStore {
 
   async has(id: string): Promise<boolean> {
     assertChunkId(id);
+    if (this.pending.size > 0) await this.settled(id);
     try {
       await fsp.access(this.pathOf(id));
       return true;
@@ -184,6 +220,7 @@ export class FsChunkStore implements ChunkStore {
 
   async touch(id: string): Promise<boolean> {
     assertChunkId(id);
+    if (this.pending.size > 0) await this.settled(id);
     const now = new Date();
     try {
       await fsp.utimes(this.pathOf(id), now, now);
@@ -196,6 +233,7 @@ export class FsChunkStore implements ChunkStore {
 
   async stat(id: string): Promise<ChunkStat> {
     assertChunkId(id);
+    if (this.pending.size > 0) await this.settled(id);
     try {
       const st = await fsp.stat(this.pathOf(id));
       return { size: st.size, mtimeMs: st.mtimeMs };
@@ -227,6 +265,7 @@ export class FsChunkStore implements ChunkStore {
 
   async delete(id: string, options: DeleteOptions = {}): Promise<DeleteResult> {
     assertChunkId(id);
+    if (this.pending.size > 0) await this.settled(id);
     const live = this.pathOf(id);
     try {
       if (options.unmodifiedSince === undefined) {
@@ -251,6 +290,8 @@ export class FsChunkStore implements ChunkStore {
   }
 
   async sync(): Promise<void> {
+    // Puts still flushing are not waited for: a caller syncs after its own puts resolved (each
+    // one renamed, its directory recorded below), so pending ones belong to other callers.
     const dirs = [...this.dirtyDirs];
     this.dirtyDirs = new Set();
     try {

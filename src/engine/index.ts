@@ -17,6 +17,10 @@ export {
   generateMasterKey,
   wrapStoreKeys,
   unwrapStoreKeys,
+  storeKeysToBytes,
+  storeKeysFromBytes,
+  chunkHashOf,
+  CHUNK_HASHES,
   chunkIdOf,
   chunkDigestOf,
   chunkIdFromDigest,
@@ -26,8 +30,9 @@ export {
   open as openSealed,
   SEAL_OVERHEAD,
   WRAPPED_KEYS_BYTES,
+  WRAPPED_KEYS_V2_BYTES,
 } from './seal.js';
-export type { StoreKeys } from './seal.js';
+export type { ChunkHash, StoreKeys } from './seal.js';
 export { ChangedBlockBitmap, BITMAP_BLOCK_SIZE } from './bitmap.js';
 export { Manifest, encodeManifest, decodeManifest, writeManifestFile, readManifestFile, MIN_CHUNK_SIZE, MAX_CHUNK_SIZE } from './manifest.js';
 export { openFileSource, createSnapshot } from './snapshot.js';

@@ -1,9 +1,10 @@
+import { createHmac } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { BITMAP_BLOCK_SIZE, ChangedBlockBitmap } from './bitmap.js';
 import { EngineError } from './errors.js';
 import { Manifest, decodeManifest, encodeManifest, readManifestFile, writeManifestFile } from './manifest.js';
-import { chunkIdOf, generateMasterKey, generateStoreKeys, open, seal, unwrapStoreKeys, wrapStoreKeys, WRAPPED_KEYS_BYTES } from './seal.js';
+import { chunkDigestOf, chunkIdOf, generateMasterKey, generateStoreKeys, open, seal, storeKeysFromBytes, storeKeysToBytes, unwrapStoreKeys, wrapStoreKeys, WRAPPED_KEYS_BYTES, WRAPPED_KEYS_V2_BYTES } from './seal.js';
 import { GOLDEN } from './testdata/golden.js';
 import { tempDir } from './testdata/helpers.js';
 
@@ -19,8 +20,17 @@ describe('manifest format (golden files)', () => {
       expect(d.chunkCount).toBe(m.chunkCount);
       expect(Buffer.from(d.ids).equals(Buffer.from(m.ids))).toBe(true);
       expect(d.imageDigest?.toString('hex')).toBe(m.imageDigest?.toString('hex'));
+      expect(d.chunkHash).toBe(m.chunkHash);
     });
   }
+
+  it('the BLAKE3 flag is bit 1 of the flags; the rest of the encoding is unchanged', () => {
+    const a = readFileSync(new URL('./testdata/manifest-v1-digest.bin', import.meta.url));
+    const b = readFileSync(new URL('./testdata/manifest-v1-blake3.bin', import.meta.url));
+    expect(a.readUInt16LE(10)).toBe(1);
+    expect(b.readUInt16LE(10)).toBe(3);
+    expect(a.subarray(12, a.length - 32).equals(b.subarray(12, b.length - 32))).toBe(true);
+  });
 
   it('holes, offsets and lengths', () => {
     const m = decodeManifest(readFileSync(new URL('./testdata/manifest-v1-digest.bin', import.meta.url)));
@@ -97,6 +107,14 @@ describe('sealed chunk and wrapped keys formats (golden files)', () => {
 
   it('the chunk id definition is pinned: HMAC-SHA256(idKey, SHA-256(plaintext))', () => {
     expect(chunkIdOf(idKey, plain).toString('hex')).toBe('38fb2b6261fd96cf8d71f67e29299f1a04ce4c626281a72065097db4d3ee1a26');
+    expect(chunkIdOf(idKey, plain, 'sha256').toString('hex')).toBe('38fb2b6261fd96cf8d71f67e29299f1a04ce4c626281a72065097db4d3ee1a26');
+  });
+
+  it('… and for BLAKE3 stores: HMAC-SHA256(idKey, BLAKE3(plaintext))', () => {
+    // BLAKE3 test vector ("abc"), then the id of the pinned plaintext.
+    expect(chunkDigestOf(Buffer.from('abc'), 'blake3').toString('hex')).toBe('6437b3ac38465133ffb63b75273a8db548c558465d79db03fd359c6cd5bd9d85');
+    expect(chunkIdOf(idKey, plain, 'blake3').toString('hex')).toBe(createHmac('sha256', idKey).update(chunkDigestOf(plain, 'blake3')).digest('hex'));
+    expect(chunkIdOf(idKey, plain, 'blake3').toString('hex')).toBe('4cf31caba8f527120b734024bdc4a1b5dc8c1ed35fc7e01d1a21690cee7bb5f0');
   });
 
   it('a v1 sealed chunk still opens', () => {
@@ -116,11 +134,22 @@ describe('sealed chunk and wrapped keys formats (golden files)', () => {
 describe('keys and sealing', () => {
   it('wraps and unwraps store keys; a wrong master key or damage fails', () => {
     const keys = generateStoreKeys();
+    expect(keys.chunkHash).toBe('blake3');
     const master = generateMasterKey();
     const w = wrapStoreKeys(keys, master);
-    expect(w.length).toBe(WRAPPED_KEYS_BYTES);
+    expect(w.length).toBe(WRAPPED_KEYS_V2_BYTES);
+    expect(w[4]).toBe(2);
     const k = unwrapStoreKeys(w, master);
     expect(k.idKey.equals(keys.idKey) && k.sealKey.equals(keys.sealKey)).toBe(true);
+    expect(k.chunkHash).toBe('blake3');
+    const old = generateStoreKeys('sha256');
+    const w1 = wrapStoreKeys(old, master);
+    expect(w1.length).toBe(WRAPPED_KEYS_BYTES);
+    expect(w1[4]).toBe(1);
+    expect(unwrapStoreKeys(w1, master).chunkHash).toBeUndefined();
+    expect(storeKeysFromBytes(storeKeysToBytes(keys))).toEqual(keys);
+    expect(storeKeysToBytes(old).length).toBe(64);
+    expect(() => storeKeysFromBytes(Buffer.concat([storeKeysToBytes(old), Buffer.from([9])]))).toThrow(expect.objectContaining({ code: 'KeyUnwrapFailed' }));
     expect(() => unwrapStoreKeys(w, generateMasterKey())).toThrow(expect.objectContaining({ code: 'KeyUnwrapFailed' }));
     const bad = Buffer.from(w);
     bad[40]! ^= 1;

@@ -6,13 +6,16 @@ import { createHash } from 'node:crypto';
 import { promises as fsp } from 'node:fs';
 import { EngineError } from './errors.js';
 import { writeFileDurable } from './fs-store.js';
+import type { ChunkHash } from './seal.js';
 
 export const MANIFEST_MAGIC = Buffer.from('RSVMFST\0', 'latin1');
 export const MANIFEST_VERSION = 1;
 export const MANIFEST_HEADER_BYTES = 64;
 export const MANIFEST_TRAILER_BYTES = 32;
 export const FLAG_IMAGE_DIGEST = 1;
-const KNOWN_FLAGS = FLAG_IMAGE_DIGEST;
+/** Chunk hashes (ids and image digest) are BLAKE3; clear: SHA-256. */
+export const FLAG_BLAKE3 = 2;
+const KNOWN_FLAGS = FLAG_IMAGE_DIGEST | FLAG_BLAKE3;
 export const MIN_CHUNK_SIZE = 64 * 1024;
 export const MAX_CHUNK_SIZE = 64 * 1024 * 1024;
 const ZERO_ID = Buffer.alloc(32);
@@ -29,14 +32,16 @@ export class Manifest {
 
   /**
    * @param ids chunkCount × 32 bytes; an all-zero id is a hole (an all-zero chunk, not stored).
-   * @param imageDigest whole-image digest (FORMAT.md: SHA-256 over the chunks' SHA-256s) when
-   *   known (full reads), else undefined.
+   * @param imageDigest whole-image digest (FORMAT.md: H over the chunks' H, H the chunk hash)
+   *   when known (full reads), else undefined.
+   * @param chunkHash the hash behind the ids and the image digest (the store's).
    */
   constructor(
     readonly diskSize: number,
     readonly chunkSize: number,
     readonly ids: Uint8Array,
     readonly imageDigest: Buffer | undefined,
+    readonly chunkHash: ChunkHash = 'sha256',
   ) {
     checkChunkSize(chunkSize);
     if (!Number.isSafeInteger(diskSize) || diskSize < 0) throw new EngineError('InvalidArgument', `bad disk size ${diskSize}`);
@@ -85,7 +90,7 @@ export function encodeManifest(m: Manifest): Buffer {
   const out = Buffer.alloc(MANIFEST_HEADER_BYTES + m.ids.length + MANIFEST_TRAILER_BYTES);
   MANIFEST_MAGIC.copy(out, 0);
   out.writeUInt16LE(MANIFEST_VERSION, 8);
-  out.writeUInt16LE(m.imageDigest ? FLAG_IMAGE_DIGEST : 0, 10);
+  out.writeUInt16LE((m.imageDigest ? FLAG_IMAGE_DIGEST : 0) | (m.chunkHash === 'blake3' ? FLAG_BLAKE3 : 0), 10);
   out.writeUInt32LE(m.chunkSize, 12);
   out.writeBigUInt64LE(BigInt(m.diskSize), 16);
   out.writeBigUInt64LE(BigInt(m.chunkCount), 24);
@@ -118,7 +123,7 @@ export function decodeManifest(data: Uint8Array): Manifest {
   ids.set(b.subarray(MANIFEST_HEADER_BYTES, end));
   const digest = flags & FLAG_IMAGE_DIGEST ? Buffer.from(b.subarray(32, 64)) : undefined;
   try {
-    return new Manifest(diskSize, chunkSize, ids, digest);
+    return new Manifest(diskSize, chunkSize, ids, digest, flags & FLAG_BLAKE3 ? 'blake3' : 'sha256');
   } catch (err) {
     throw bad(err instanceof Error ? err.message : String(err));
   }

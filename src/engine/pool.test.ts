@@ -35,10 +35,10 @@ describe.each<[string, () => CryptoRunner]>([
     inPool.buffer(0, len).set(plain);
     for (let round = 0; round < 3; round++) {
       const slot = await out.acquire();
-      const r = await runner().run({ op: 'hash', idKey: keys.idKey, sealKey: keys.sealKey, src: inPool.ref(0, len), dst: out.ref(slot, len + SEAL_OVERHEAD) });
+      const r = await runner().run({ op: 'hash', idKey: keys.idKey, hash: 'blake3', sealKey: keys.sealKey, src: inPool.ref(0, len), dst: out.ref(slot, len + SEAL_OVERHEAD) });
       out.adopt(slot, r.out);
       expect(r.sealedLen).toBe(len + SEAL_OVERHEAD);
-      const id = chunkIdOf(keys.idKey, plain);
+      const id = chunkIdOf(keys.idKey, plain, 'blake3');
       expect(Buffer.from(r.id ?? []).equals(id)).toBe(true);
       expect(open(keys.sealKey, id, out.buffer(slot, len + SEAL_OVERHEAD)).equals(plain)).toBe(true);
       out.release(slot);

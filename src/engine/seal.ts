@@ -12,13 +12,30 @@
  *   only the wrapped form.
  */
 import { createCipheriv, createDecipheriv, createHash, createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
+import { blake3 } from '@napi-rs/blake-hash';
 import { EngineError } from './errors.js';
+import { nativeGcm } from './native.js';
+
+/**
+ * The hash of chunk plaintexts (FORMAT.md "Chunk ids"). `blake3` (native, SIMD: ≈ 4 GB/s per core
+ * here against ≈ 1.3 GB/s for SHA-256 with SHA-NI) for every store created now; `sha256` for
+ * stores created before it existed. One store uses one hash, so dedup works across its images.
+ */
+export type ChunkHash = 'sha256' | 'blake3';
+export const CHUNK_HASHES: readonly ChunkHash[] = ['sha256', 'blake3'];
 
 export interface StoreKeys {
   /** Key of the chunk id HMAC (32 bytes). */
   readonly idKey: Buffer;
   /** AES-256-GCM key that seals chunks (32 bytes). */
   readonly sealKey: Buffer;
+  /** Hash of chunk plaintexts (absent: `sha256`, the stores of format v1). */
+  readonly chunkHash?: ChunkHash;
+}
+
+/** The chunk hash a store's keys select. */
+export function chunkHashOf(keys: { chunkHash?: ChunkHash | undefined }): ChunkHash {
+  return keys.chunkHash ?? 'sha256';
 }
 
 export const CHUNK_ID_BYTES = 32;
@@ -31,16 +48,33 @@ export const SEAL_TAG_BYTES = 16;
 export const SEAL_OVERHEAD = SEAL_HEADER_BYTES + SEAL_TAG_BYTES;
 
 const WRAP_MAGIC = Buffer.from('RSVK', 'latin1');
-const WRAP_VERSION = 1;
 const WRAP_AAD = Buffer.from('rsvault store keys v1', 'latin1');
-/** Wrapped keys: magic(4) version(1) nonce(12) ciphertext(64) tag(16). */
+/** Wrapped keys v1 (SHA-256 store): magic(4) version(1) nonce(12) ciphertext(64) tag(16). */
 export const WRAPPED_KEYS_BYTES = 4 + 1 + 12 + 64 + 16;
+/** Wrapped keys v2: as v1 with a 65-byte ciphertext (idKey ‖ sealKey ‖ chunk hash code). */
+export const WRAPPED_KEYS_V2_BYTES = WRAPPED_KEYS_BYTES + 1;
+const HASH_CODES: Record<ChunkHash, number> = { sha256: 0, blake3: 1 };
 
 /** Encrypt in slices: Node allocates each update's output, and small outputs are far cheaper. */
 const SLICE = 64 * 1024;
 
-export function generateStoreKeys(): StoreKeys {
-  return { idKey: randomBytes(32), sealKey: randomBytes(32) };
+/** New store keys; new stores hash chunks with BLAKE3 unless told otherwise. */
+export function generateStoreKeys(chunkHash: ChunkHash = 'blake3'): StoreKeys {
+  return { idKey: randomBytes(32), sealKey: randomBytes(32), chunkHash };
+}
+
+/** Keys as 64 bytes (idKey ‖ sealKey; SHA-256 stores) or 65 (‖ chunk hash code), for callers that seal them themselves. */
+export function storeKeysToBytes(keys: StoreKeys): Buffer {
+  const hash = chunkHashOf(keys);
+  return hash === 'sha256' ? Buffer.concat([keys.idKey, keys.sealKey]) : Buffer.concat([keys.idKey, keys.sealKey, Buffer.from([HASH_CODES[hash]])]);
+}
+
+export function storeKeysFromBytes(raw: Uint8Array): StoreKeys {
+  const b = Buffer.from(raw.buffer, raw.byteOffset, raw.byteLength);
+  if (b.length === 64) return { idKey: Buffer.from(b.subarray(0, 32)), sealKey: Buffer.from(b.subarray(32, 64)) };
+  const hash = CHUNK_HASHES.find((h) => HASH_CODES[h] === b[64]);
+  if (b.length !== 65 || !hash) throw new EngineError('KeyUnwrapFailed', 'store keys are malformed or name an unknown chunk hash');
+  return { idKey: Buffer.from(b.subarray(0, 32)), sealKey: Buffer.from(b.subarray(32, 64)), chunkHash: hash };
 }
 
 export function generateMasterKey(): Buffer {
@@ -58,62 +92,68 @@ export function wrapStoreKeys(keys: StoreKeys, masterKey: Uint8Array): Buffer {
   checkKey(keys.sealKey, 'sealKey');
   const nonce = randomBytes(12);
   const c = createCipheriv('aes-256-gcm', masterKey, nonce);
-  const head = Buffer.concat([WRAP_MAGIC, Buffer.from([WRAP_VERSION])]);
+  const plain = storeKeysToBytes(keys);
+  const head = Buffer.concat([WRAP_MAGIC, Buffer.from([plain.length === 64 ? 1 : 2])]);
   c.setAAD(Buffer.concat([WRAP_AAD, head]));
-  const ct = Buffer.concat([c.update(keys.idKey), c.update(keys.sealKey), c.final()]);
+  const ct = Buffer.concat([c.update(plain), c.final()]);
   return Buffer.concat([head, nonce, ct, c.getAuthTag()]);
 }
 
 export function unwrapStoreKeys(wrapped: Uint8Array, masterKey: Uint8Array): StoreKeys {
   checkKey(masterKey, 'master key');
   const w = Buffer.from(wrapped.buffer, wrapped.byteOffset, wrapped.byteLength);
-  if (w.length !== WRAPPED_KEYS_BYTES || !w.subarray(0, 4).equals(WRAP_MAGIC) || w[4] !== WRAP_VERSION) {
+  const version = w[4];
+  const expected = version === 1 ? WRAPPED_KEYS_BYTES : version === 2 ? WRAPPED_KEYS_V2_BYTES : -1;
+  if (w.length !== expected || !w.subarray(0, 4).equals(WRAP_MAGIC)) {
     throw new EngineError('KeyUnwrapFailed', 'wrapped store keys are malformed or of an unknown version');
   }
+  const ctLen = w.length - 17 - 16;
+  let pt: Buffer;
   try {
     const d = createDecipheriv('aes-256-gcm', masterKey, w.subarray(5, 17));
     d.setAAD(Buffer.concat([WRAP_AAD, w.subarray(0, 5)]));
-    d.setAuthTag(w.subarray(17 + 64));
-    const pt = Buffer.concat([d.update(w.subarray(17, 17 + 64)), d.final()]);
-    return { idKey: Buffer.from(pt.subarray(0, 32)), sealKey: Buffer.from(pt.subarray(32, 64)) };
+    d.setAuthTag(w.subarray(17 + ctLen));
+    pt = Buffer.concat([d.update(w.subarray(17, 17 + ctLen)), d.final()]);
   } catch (err) {
     throw new EngineError('KeyUnwrapFailed', 'wrapped store keys do not open with this master key', {}, { cause: err });
   }
+  return storeKeysFromBytes(pt);
 }
 
-/** SHA-256 of a chunk's plaintext. */
-export function chunkDigestOf(data: Uint8Array): Buffer {
-  return createHash('sha256').update(data).digest();
+/** The chunk hash (SHA-256 or BLAKE3, 32 bytes) of a chunk's plaintext. */
+export function chunkDigestOf(data: Uint8Array, hash: ChunkHash = 'sha256'): Buffer {
+  return hash === 'blake3' ? blake3(data) : createHash('sha256').update(data).digest();
 }
 
-/** Chunk id from the plaintext's SHA-256: HMAC-SHA256(idKey, sha256). */
+/** Chunk id from the plaintext's hash: HMAC-SHA256(idKey, digest). */
 export function chunkIdFromDigest(idKey: Uint8Array, digest: Uint8Array): Buffer {
   return createHmac('sha256', idKey).update(digest).digest();
 }
 
-/** Chunk id of a plaintext: HMAC-SHA256(idKey, SHA-256(data)) → 32 bytes. */
-export function chunkIdOf(idKey: Uint8Array, data: Uint8Array): Buffer {
-  return chunkIdFromDigest(idKey, chunkDigestOf(data));
+/** Chunk id of a plaintext: HMAC-SHA256(idKey, H(data)) → 32 bytes, H the store's chunk hash. */
+export function chunkIdOf(idKey: Uint8Array, data: Uint8Array, hash: ChunkHash = 'sha256'): Buffer {
+  return chunkIdFromDigest(idKey, chunkDigestOf(data, hash));
 }
 
-const zeroDigests = new Map<number, Buffer>();
-/** SHA-256 of `length` zero bytes (a hole's contribution to the image digest), cached. */
-export function zeroChunkDigest(length: number): Buffer {
-  let d = zeroDigests.get(length);
+const zeroDigests = new Map<string, Buffer>();
+/** Hash of `length` zero bytes (a hole's contribution to the image digest), cached. */
+export function zeroChunkDigest(length: number, hash: ChunkHash = 'sha256'): Buffer {
+  const key = `${hash}:${length}`;
+  let d = zeroDigests.get(key);
   if (!d) {
-    d = chunkDigestOf(Buffer.alloc(length));
+    d = chunkDigestOf(Buffer.alloc(length), hash);
     if (zeroDigests.size > 16) zeroDigests.clear();
-    zeroDigests.set(length, d);
+    zeroDigests.set(key, d);
   }
   return d;
 }
 
 /**
- * The whole-image digest of FORMAT.md: SHA-256 over the concatenated SHA-256 of every chunk
- * (holes included) in image order. `chunkDigests` holds count × 32 bytes.
+ * The whole-image digest of FORMAT.md: H over the concatenated H of every chunk (holes included)
+ * in image order, H the manifest's chunk hash. `chunkDigests` holds count × 32 bytes.
  */
-export function imageDigestOf(chunkDigests: Uint8Array): Buffer {
-  return createHash('sha256').update(chunkDigests).digest();
+export function imageDigestOf(chunkDigests: Uint8Array, hash: ChunkHash = 'sha256'): Buffer {
+  return chunkDigestOf(chunkDigests, hash);
 }
 
 function aad(header: Uint8Array, id: Uint8Array): Buffer {
@@ -137,6 +177,11 @@ export function sealInto(sealKey: Uint8Array, id: Uint8Array, plain: Uint8Array,
   const nonce = randomBytes(12);
   nonce.copy(o, 8);
   const header = o.subarray(0, SEAL_HEADER_BYTES);
+  if (nativeGcm) {
+    // OpenSSL straight into `out` (native.ts): ≈ 2–3× node:crypto's update() + copy.
+    nativeGcm.seal(sealKey, nonce, aad(header, id), plain, o.subarray(SEAL_HEADER_BYTES, total));
+    return total;
+  }
   const c = createCipheriv('aes-256-gcm', sealKey, nonce);
   c.setAAD(aad(header, id));
   let pos = SEAL_HEADER_BYTES;
@@ -177,6 +222,13 @@ export function openInto(sealKey: Uint8Array, id: Uint8Array, sealed: Uint8Array
   if (out.length < plainLen) throw new EngineError('InvalidArgument', 'open output buffer too small');
   const o = Buffer.from(out.buffer, out.byteOffset, plainLen);
   const header = s.subarray(0, SEAL_HEADER_BYTES);
+  if (nativeGcm) {
+    const body = s.subarray(SEAL_HEADER_BYTES, s.length - SEAL_TAG_BYTES);
+    if (!nativeGcm.open(sealKey, s.subarray(8, 20), aad(header, id), body, s.subarray(s.length - SEAL_TAG_BYTES), o)) {
+      throw new SealError('sealed chunk failed authentication (content or id mismatch)');
+    }
+    return plainLen;
+  }
   try {
     const d = createDecipheriv('aes-256-gcm', sealKey, s.subarray(8, 20));
     d.setAAD(aad(header, id));

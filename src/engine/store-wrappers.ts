@@ -4,7 +4,7 @@
  */
 import { setTimeout as sleep } from 'node:timers/promises';
 import { ChunkStoreError } from './errors.js';
-import type { ChunkStat, ChunkStore, DeleteOptions, DeleteResult } from './store.js';
+import type { ChunkStat, ChunkStore, DeleteOptions, DeleteResult, PutOptions } from './store.js';
 
 export interface RetryOptions {
   /** Attempts after the first (default 5). */
@@ -38,7 +38,25 @@ export function withRetry(inner: ChunkStore, options: RetryOptions = {}): ChunkS
   }
   const store: ChunkStore = {
     description: `retry(${inner.description})`,
-    putIfAbsent: (id, data) => run(() => inner.putIfAbsent(id, data)),
+    putIfAbsent: async (id, data, o) => {
+      // Once the backend has taken `data`, the caller may reuse the buffer: a retry would write
+      // whatever is there now. Such a failure passes through (the caller's sync/commit fails).
+      let taken = false;
+      const opts: PutOptions = {
+        onDataTaken: () => {
+          taken = true;
+          o?.onDataTaken?.();
+        },
+      };
+      for (let attempt = 0; ; attempt++) {
+        try {
+          return await inner.putIfAbsent(id, data, opts);
+        } catch (err) {
+          if (taken || !(err instanceof ChunkStoreError) || err.kind !== 'Transient' || attempt >= retries) throw err;
+          await sleep(Math.min(max, base * 2 ** attempt) * (0.5 + Math.random()));
+        }
+      }
+    },
     get: (id) => run(() => inner.get(id)),
     has: (id) => run(() => inner.has(id)),
     touch: (id) => run(() => inner.touch(id)),
@@ -112,7 +130,7 @@ export function withConcurrencyLimit(inner: ChunkStore, limit: number): ChunkSto
   const sem = new Semaphore(limit);
   const store: ChunkStore = {
     description: `limit${limit}(${inner.description})`,
-    putIfAbsent: (id: string, data: Uint8Array) => sem.run(() => inner.putIfAbsent(id, data)),
+    putIfAbsent: (id: string, data: Uint8Array, o?: PutOptions) => sem.run(() => inner.putIfAbsent(id, data, o)),
     get: (id: string): Promise<Buffer> => sem.run(() => inner.get(id)),
     has: (id: string): Promise<boolean> => sem.run(() => inner.has(id)),
     touch: (id: string): Promise<boolean> => sem.run(() => inner.touch(id)),

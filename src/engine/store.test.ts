@@ -142,3 +142,85 @@ describe('fs store specifics', () => {
     }
   });
 });
+
+describe('fs store: flushing behind the caller', () => {
+  it('hands the buffer back (onDataTaken) before the put resolves; the name appears only once durable', async () => {
+    const t = await tempDir();
+    try {
+      const store = await FsChunkStore.open(t.dir);
+      const id = 'cd'.repeat(32);
+      const data = Buffer.from('sealed bytes');
+      const order: string[] = [];
+      let seen: Promise<Buffer> | undefined;
+      const put = store
+        .putIfAbsent(id, data, {
+          onDataTaken: () => {
+            order.push('taken');
+            // An operation on the id while it is being flushed waits for it, then sees it.
+            seen = store.get(id).then((b) => {
+              order.push('get');
+              return b;
+            });
+          },
+        })
+        .then((r) => {
+          order.push('resolved');
+          return r;
+        });
+      expect(await put).toBe(true);
+      expect((await seen)?.equals(data)).toBe(true);
+      expect(order).toEqual(['taken', 'resolved', 'get']);
+      expect(await store.putIfAbsent(id, data, { onDataTaken: () => order.push('again') })).toBe(false);
+      expect(order).not.toContain('again');
+      await store.sync();
+      const names = await fsp.readdir(path.join(t.dir, 'chunks', id.slice(0, 4)));
+      expect(names).toEqual([id]);
+    } finally {
+      await t.dispose();
+    }
+  });
+
+  it('at most maxPendingObjects puts are written but not yet flushed at once', async () => {
+    const t = await tempDir();
+    try {
+      const store = await FsChunkStore.open(t.dir, { maxPendingObjects: 2 });
+      let taken = 0;
+      let maxOutstanding = 0;
+      let resolved = 0;
+      const ids = Array.from({ length: 12 }, (_, i) => i.toString(16).padStart(2, '0').repeat(32));
+      await Promise.all(
+        ids.map((id) =>
+          store
+            .putIfAbsent(id, Buffer.alloc(4096, 1), {
+              onDataTaken: () => {
+                taken++;
+                maxOutstanding = Math.max(maxOutstanding, taken - resolved);
+              },
+            })
+            .then(() => resolved++),
+        ),
+      );
+      expect(resolved).toBe(12);
+      expect(maxOutstanding).toBeGreaterThanOrEqual(1);
+      expect(maxOutstanding).toBeLessThanOrEqual(2);
+    } finally {
+      await t.dispose();
+    }
+  });
+
+  it('withRetry does not retry a put whose data the store already took', async () => {
+    let calls = 0;
+    const inner = fakeStore({
+      putIfAbsent: async (_id, _data, o) => {
+        calls++;
+        o?.onDataTaken?.();
+        throw new ChunkStoreError('Transient', 'flush failed');
+      },
+    });
+    const store = withRetry(inner, { baseDelayMs: 1 });
+    let released = 0;
+    await expect(store.putIfAbsent(ID, Buffer.from('x'), { onDataTaken: () => released++ })).rejects.toMatchObject({ kind: 'Transient' });
+    expect(calls).toBe(1);
+    expect(released).toBe(1);
+  });
+});

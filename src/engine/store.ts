@@ -11,7 +11,11 @@
  *   wrote it, `false` if it existed already, in which case the existing object is **touched**
  *   (its modification time becomes now), exactly like `touch`. When it resolves, the object is
  *   complete under its name and its bytes are durable; a reader never sees a partial object
- *   (fs: temp file + fsync + rename). The *name* becomes durable at the latest after `sync()`.
+ *   (fs: temp file + fdatasync + rename). The *name* becomes durable at the latest after `sync()`.
+ *   `options.onDataTaken`, when given, is called once the backend no longer needs `data` (it may
+ *   be long before the put resolves: the fs backend calls it when the bytes are in the page cache
+ *   and flushes them afterwards), so a caller can reuse its buffer while durability completes.
+ *   A backend that cannot tell simply never calls it; callers then reuse `data` after the put.
  * - `get(id)`: the whole object, or `NotFound`.
  * - `has(id)`: existence, no other effect a caller can observe.
  * - `touch(id)`: sets the modification time to now; `false` if the object does not exist. Backups
@@ -46,10 +50,15 @@ export interface DeleteOptions {
   unmodifiedSince?: Date;
 }
 
+export interface PutOptions {
+  /** Called (at most once) when the backend no longer reads `data`; see the contract above. */
+  onDataTaken?: () => void;
+}
+
 export interface ChunkStore {
   /** Human-readable description (backend and location), for logs. */
   readonly description: string;
-  putIfAbsent(id: string, data: Uint8Array): Promise<boolean>;
+  putIfAbsent(id: string, data: Uint8Array, options?: PutOptions): Promise<boolean>;
   get(id: string): Promise<Buffer>;
   has(id: string): Promise<boolean>;
   touch(id: string): Promise<boolean>;

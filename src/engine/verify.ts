@@ -11,7 +11,7 @@ import type { Manifest } from './manifest.js';
 import { LentSlotPool, SlotPool, WorkerTaskError, sharedCryptoPool, type CryptoRunner } from './pool.js';
 import { ProgressTracker, type ProgressListener } from './progress.js';
 import { chunkError } from './restore.js';
-import { SEAL_OVERHEAD, imageDigestOf, zeroChunkDigest, type StoreKeys } from './seal.js';
+import { SEAL_OVERHEAD, chunkHashOf, imageDigestOf, zeroChunkDigest, type StoreKeys } from './seal.js';
 import { Semaphore } from './store-wrappers.js';
 import { fetchInto, type ChunkStore } from './store.js';
 
@@ -69,7 +69,7 @@ export async function verifyManifest(options: VerifyManifestOptions): Promise<Ma
     const len = m.lengthOf(i);
     if (m.isHole(i)) {
       report.holes++;
-      chunkDigests?.set(zeroChunkDigest(len), i * 32);
+      chunkDigests?.set(zeroChunkDigest(len, m.chunkHash), i * 32);
       progress.add(len);
       continue;
     }
@@ -81,7 +81,7 @@ export async function verifyManifest(options: VerifyManifestOptions): Promise<Ma
         if (got !== len + SEAL_OVERHEAD) {
           throw new WorkerTaskError('SealError', `stored size ${got}, expected ${len + SEAL_OVERHEAD}`);
         }
-        const r = await pool.run({ op: 'open', sealKey: keys.sealKey, idKey: keys.idKey, id: m.idAt(i), src: inPool.ref(inSlot, got), dst: outPool.ref(outSlot, len) });
+        const r = await pool.run({ op: 'open', sealKey: keys.sealKey, idKey: keys.idKey, hash: m.chunkHash, id: m.idAt(i), src: inPool.ref(inSlot, got), dst: outPool.ref(outSlot, len) });
         outPool.adopt(outSlot, r.out);
         if (r.digest) chunkDigests?.set(r.digest, i * 32);
         report.chunksChecked++;
@@ -112,7 +112,7 @@ export async function verifyManifest(options: VerifyManifestOptions): Promise<Ma
   report.problems.sort((a, b) => a.chunkIndex - b.chunkIndex);
   if (chunkDigests && m.imageDigest) {
     if (report.problems.length > 0) report.imageDigest = 'unverifiable';
-    else if (!imageDigestOf(chunkDigests).equals(m.imageDigest)) {
+    else if (!imageDigestOf(chunkDigests, m.chunkHash).equals(m.imageDigest)) {
       report.imageDigest = 'mismatch';
       report.ok = false;
     }
@@ -184,6 +184,7 @@ export async function verifyStore(options: VerifyStoreOptions): Promise<StoreVer
             op: 'open',
             sealKey: keys.sealKey,
             idKey: keys.idKey,
+            hash: chunkHashOf(keys),
             id: Buffer.from(id, 'hex'),
             src: { sab: src, off: 0, len: sealed.length },
             dst: { sab: dst, off: 0, len: sealed.length - SEAL_OVERHEAD },

@@ -16,7 +16,7 @@ import type { IdentityService } from '../identity/index.js';
 import { KeyVaultError, formatMissing, parseObjectUrl, type KeyVaultService, type KvPrincipal } from '../keyvault/index.js';
 import type { ComputeService, Vm } from '../compute/index.js';
 import type { StorageService } from '../storage/index.js';
-import { FsChunkStore, generateStoreKeys, type StoreKeys } from '../engine/index.js';
+import { FsChunkStore, generateStoreKeys, storeKeysFromBytes, storeKeysToBytes, type StoreKeys } from '../engine/index.js';
 import { defaultPolicy, scheduleCron, validatePolicy, type IaasVmPolicy } from './policy.js';
 import { RecoveryError, recoveryErrors, canonicalCode } from './errors.js';
 import { containerName, itemName, normLocation, requireVaultName, shortContainerName, SOFT_DELETE_DAYS, VAULT_TYPE, type VmRef } from './model.js';
@@ -140,7 +140,7 @@ export class RecoveryService {
     }
     const id = vaultIdOf(sub, g.name, name);
     const keys = generateStoreKeys();
-    const sealedKeys = this.d.sealer.seal(Buffer.concat([keys.idKey, keys.sealKey]), `recovery-vault-store-keys:${lc(id)}`);
+    const sealedKeys = this.d.sealer.seal(storeKeysToBytes(keys), `recovery-vault-store-keys:${lc(id)}`);
     await this.db.transaction().execute(async (tx) => {
       await tx
         .insertInto('recovery_vaults')
@@ -195,7 +195,7 @@ export class RecoveryService {
         const dir = this.vaultDir(v);
         mkdirSync(path.join(dir, 'manifests'), { recursive: true, mode: 0o700 });
         const raw = this.d.sealer.open(v.store_keys, `recovery-vault-store-keys:${v.id_norm}`);
-        const keys: StoreKeys = { idKey: raw.subarray(0, 32), sealKey: raw.subarray(32, 64) };
+        const keys: StoreKeys = storeKeysFromBytes(raw); // 64 bytes: a SHA-256 store of before BLAKE3
         const store = await FsChunkStore.open(path.join(dir, 'store'));
         return { store, keys, dir };
       })();

@@ -26,7 +26,7 @@ async function committed(): Promise<Manifest[]> {
 // parent's random kill lands in the actual work.
 const pool = new CryptoPool(1);
 const sab = new SharedArrayBuffer(16);
-await pool.run({ op: 'hash', idKey: keys.idKey, src: { sab, off: 0, len: 16 } });
+await pool.run({ op: 'hash', idKey: keys.idKey, hash: 'blake3', src: { sab, off: 0, len: 16 } });
 process.stdout.write('ready\n');
 if (mode === 'backup') {
   const prev = (await committed()).at(-1);

@@ -28,8 +28,15 @@ export function goldenV1Empty(): Manifest {
   return new Manifest(0, 4 * 1024 * 1024, new Uint8Array(0), createHash('sha256').update('').digest());
 }
 
+/** As goldenV1Digest, from a BLAKE3 store (flag bit 1; the digest field is opaque here). */
+export function goldenV1Blake3(): Manifest {
+  const m = goldenV1Digest();
+  return new Manifest(m.diskSize, m.chunkSize, m.ids, m.imageDigest, 'blake3');
+}
+
 export const GOLDEN: Array<[string, () => Manifest]> = [
   ['manifest-v1-digest.bin', goldenV1Digest],
+  ['manifest-v1-blake3.bin', goldenV1Blake3],
   ['manifest-v1-nodigest.bin', goldenV1NoDigest],
   ['manifest-v1-empty.bin', goldenV1Empty],
 ];

@@ -1,5 +1,6 @@
 /** Test helpers for the engine's tests (not used by production code). */
 import { createHash, randomBytes } from 'node:crypto';
+import { blake3 } from '@napi-rs/blake-hash';
 import { promises as fsp } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -23,11 +24,19 @@ export function sha256(data: Uint8Array): Buffer {
   return createHash('sha256').update(data).digest();
 }
 
-/** Independent reference of FORMAT.md's image digest: SHA-256 over the SHA-256 of each chunk. */
-export function imageDigest(data: Uint8Array, chunkSize: number): Buffer {
-  const h = createHash('sha256');
-  for (let off = 0; off < data.length; off += chunkSize) h.update(sha256(data.subarray(off, Math.min(data.length, off + chunkSize))));
-  return h.digest();
+/** Independent reference of a chunk hash (straight from the libraries, not the engine). */
+export function hashOf(data: Uint8Array, alg: 'sha256' | 'blake3'): Buffer {
+  return alg === 'blake3' ? blake3(data) : sha256(data);
+}
+
+/**
+ * Independent reference of FORMAT.md's image digest: H over the H of each chunk, H the store's
+ * chunk hash (BLAKE3 for stores from `generateStoreKeys()`).
+ */
+export function imageDigest(data: Uint8Array, chunkSize: number, alg: 'sha256' | 'blake3' = 'blake3'): Buffer {
+  const parts: Buffer[] = [];
+  for (let off = 0; off < data.length; off += chunkSize) parts.push(hashOf(data.subarray(off, Math.min(data.length, off + chunkSize)), alg));
+  return hashOf(Buffer.concat(parts), alg);
 }
 
 /** Count committed chunk files of an fs store. */
