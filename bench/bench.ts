@@ -270,6 +270,17 @@ async function main(): Promise<void> {
     );
     await dropAside();
     add({ name: 'rsvault full backup (4 MiB chunks)', wallS: full.wallS, inProcS: full.inProcS, gbps: gbps(full.wallS), peakRssMiB: full.rssMiB, note: runsNote(full.runs) });
+    // The same backup without durability (no per-chunk fdatasync), to compare with cp without
+    // sync and to show how much of the full backup is the disk: not what rsvault does.
+    const storeNs = path.join(work, 'store-nofsync');
+    const fullNs = await median(
+      args.repeat,
+      () => step(stepJs, { op: 'backup', storeRoot: storeNs, ...keys, image: imgA, manifestOut: path.join(work, 'a-nofsync.manifest'), fsync: false }),
+      () => moveAside(storeNs),
+    );
+    add({ name: 'rsvault full backup, no fsync (as cp)', wallS: fullNs.wallS, inProcS: fullNs.inProcS, gbps: gbps(fullNs.wallS), peakRssMiB: fullNs.rssMiB, note: runsNote(fullNs.runs) });
+    await moveAside(storeNs);
+    await dropAside();
     const mB = path.join(work, 'b.manifest');
     // Before each repeat, delete the chunks the previous run added, so every run stores them.
     const dropNewChunks = async (): Promise<void> => {
@@ -384,7 +395,7 @@ async function main(): Promise<void> {
       for (const r of luks) console.log(`  ${r.name.padEnd(44)} ${r.seconds.toFixed(3).padStart(8)} s${r.mibPerS ? ` ${r.mibPerS.toFixed(1).padStart(8)} MiB/s` : ''}`);
     }
 
-    const rsvaultRss = Math.max(full.rssMiB, incrBm.rssMiB, incrNo.rssMiB, rest.rssMiB, restNs.rssMiB, ...sweep.map((s) => s.peak_rss_mib));
+    const rsvaultRss = Math.max(full.rssMiB, fullNs.rssMiB, incrBm.rssMiB, incrNo.rssMiB, rest.rssMiB, restNs.rssMiB, ...sweep.map((s) => s.peak_rss_mib));
     const results = {
       date: new Date().toISOString(),
       size_bytes: size,
@@ -392,6 +403,7 @@ async function main(): Promise<void> {
       full_vs_cp: cp.wallS / full.wallS,
       // Both durable: rsvault's backup returns only after every chunk is fdatasynced.
       full_vs_cp_sync: cpSync.wallS / full.wallS,
+      full_nofsync_vs_cp: cp.wallS / fullNs.wallS,
       full_vs_restic: others['restic']?.full ? others['restic'].full / full.wallS : null,
       full_vs_borg: others['borg']?.full ? others['borg'].full / full.wallS : null,
       incr_bitmap_vs_full: incrBm.wallS / full.wallS,
@@ -413,7 +425,7 @@ async function main(): Promise<void> {
     await fsp.mkdir(path.dirname(args.out), { recursive: true });
     await fsp.writeFile(args.out, `${JSON.stringify(results, null, 2)}\n`);
     console.log('');
-    for (const k of ['full_vs_cp', 'full_vs_cp_sync', 'full_vs_restic', 'full_vs_borg', 'incr_bitmap_vs_full', 'incr_bitmap_vs_full_in_process', 'incr_nobitmap_vs_full', 'restore_vs_cp', 'restore_nofsync_vs_cp', 'restore_vs_cp_sync', 'restore_vs_restic', 'peak_rss_mib'] as const) {
+    for (const k of ['full_vs_cp', 'full_vs_cp_sync', 'full_nofsync_vs_cp', 'full_vs_restic', 'full_vs_borg', 'incr_bitmap_vs_full', 'incr_bitmap_vs_full_in_process', 'incr_nobitmap_vs_full', 'restore_vs_cp', 'restore_nofsync_vs_cp', 'restore_vs_cp_sync', 'restore_vs_restic', 'peak_rss_mib'] as const) {
       const v = results[k];
       console.log(`${k.padEnd(30)} ${typeof v === 'number' ? v.toFixed(3) : 'n/a'}`);
     }

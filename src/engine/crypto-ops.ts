@@ -2,7 +2,7 @@
  * The CPU-heavy operations over shared memory (SHA-256, HMAC, AES-GCM), as one request handler.
  * Runs in the worker threads (crypto-worker.ts) and, for small jobs, inline on the calling thread.
  */
-import { chunkDigestOf, chunkIdFromDigest, idsEqual, openInto, SealError, sealInto, type ChunkHash } from './seal.js';
+import { chunkDigestOf, chunkIdFromDigest, idsEqual, openInPlace, openInto, SealError, sealInto, type ChunkHash } from './seal.js';
 
 /**
  * Messages between the engine and its crypto workers. A slot is a range of a SharedArrayBuffer
@@ -21,7 +21,9 @@ export interface SlotRef {
 export type WorkerRequest =
   | { op: 'hash'; seq: number; idKey: Uint8Array; hash: ChunkHash; src: SlotRef; sealKey?: Uint8Array; dst?: SlotRef }
   | { op: 'seal'; seq: number; sealKey: Uint8Array; id: Uint8Array; src: SlotRef; dst: SlotRef }
-  | { op: 'open'; seq: number; sealKey: Uint8Array; id: Uint8Array; src: SlotRef; dst: SlotRef; idKey?: Uint8Array; hash?: ChunkHash };
+  | { op: 'open'; seq: number; sealKey: Uint8Array; id: Uint8Array; src: SlotRef; dst: SlotRef; idKey?: Uint8Array; hash?: ChunkHash }
+  /** Open in place: the plaintext replaces the ciphertext at src.off + SEAL_HEADER_BYTES. */
+  | { op: 'openInPlace'; seq: number; sealKey: Uint8Array; id: Uint8Array; src: SlotRef };
 
 export type WorkerResponse =
   | { seq: number; ok: true; zero?: boolean; id?: Uint8Array; sealedLen?: number; plainLen?: number; digest?: Uint8Array; out?: ArrayBuffer }
@@ -65,6 +67,10 @@ function handle(req: WorkerRequest): WorkerResponse {
       const sealedLen = sealInto(req.sealKey, req.id, view(req.src), view(req.dst));
       return { seq: req.seq, ok: true, sealedLen };
     }
+    case 'openInPlace': {
+      const plainLen = openInPlace(req.sealKey, req.id, view(req.src));
+      return { seq: req.seq, ok: true, plainLen };
+    }
     case 'open': {
       const out = view(req.dst);
       const plainLen = openInto(req.sealKey, req.id, view(req.src), out);
@@ -99,6 +105,7 @@ export function handleRequest(req: WorkerRequest): WorkerResponse {
     const e = err instanceof Error ? err : new Error(String(err));
     res = { seq: req.seq, ok: false, error: { name: err instanceof SealError ? 'SealError' : e.name, message: e.message } };
   }
-  if (req.dst && !(req.dst.sab instanceof SharedArrayBuffer)) res.out = req.dst.sab;
+  const dst = 'dst' in req ? req.dst : undefined;
+  if (dst && !(dst.sab instanceof SharedArrayBuffer)) res.out = dst.sab;
   return res;
 }

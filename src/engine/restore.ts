@@ -15,7 +15,8 @@ import { fsyncDir } from './fs-store.js';
 import type { Manifest } from './manifest.js';
 import { LentSlotPool, SlotPool, WorkerTaskError, sharedCryptoPool, type CryptoRunner } from './pool.js';
 import { ProgressTracker, type ProgressListener } from './progress.js';
-import { SEAL_OVERHEAD, open as openSealed, type StoreKeys } from './seal.js';
+import { nativeGcm } from './native.js';
+import { SEAL_HEADER_BYTES, SEAL_OVERHEAD, open as openSealed, type StoreKeys } from './seal.js';
 import { fetchInto, type ChunkStore } from './store.js';
 
 export interface RestoreOptions {
@@ -94,7 +95,11 @@ export async function restoreImage(options: RestoreOptions): Promise<RestoreStat
   try {
     await fh.truncate(m.diskSize);
     const inPool = new SlotPool(window, m.chunkSize + SEAL_OVERHEAD);
-    const outPool = new LentSlotPool(window, m.chunkSize);
+    // With the native GCM, chunks open in place in their shared input slot and are written from
+    // there: no output slots, no transfers. node:crypto's fallback needs ordinary output memory
+    // (copies into shared memory are slow in V8: crypto-ops.ts).
+    const inPlace = nativeGcm !== undefined;
+    const outPool = new LentSlotPool(inPlace ? 1 : window, m.chunkSize);
     let failure: unknown;
     const inflight = new Set<Promise<void>>();
     const fsync = options.fsync ?? true;
@@ -126,17 +131,23 @@ export async function restoreImage(options: RestoreOptions): Promise<RestoreStat
         continue;
       }
       const inSlot = await inPool.acquire();
-      const outSlot = await outPool.acquire();
+      const outSlot = inPlace ? undefined : await outPool.acquire();
       const task = (async () => {
         let inHeld = true;
         try {
           const got = await fetchInto(store, m.idHex(i), inPool.buffer(inSlot));
           if (got !== len + SEAL_OVERHEAD) throw sizeMismatch(m, i, got, 'restore');
-          const r = await pool.run({ op: 'open', sealKey: keys.sealKey, id: m.idAt(i), src: inPool.ref(inSlot, got), dst: outPool.ref(outSlot, len) });
-          outPool.adopt(outSlot, r.out);
-          inPool.release(inSlot);
-          inHeld = false;
-          const buf = outPool.buffer(outSlot, len);
+          let buf: Buffer;
+          if (outSlot === undefined) {
+            await pool.run({ op: 'openInPlace', sealKey: keys.sealKey, id: m.idAt(i), src: inPool.ref(inSlot, got) });
+            buf = inPool.buffer(inSlot, got).subarray(SEAL_HEADER_BYTES, SEAL_HEADER_BYTES + len);
+          } else {
+            const r = await pool.run({ op: 'open', sealKey: keys.sealKey, id: m.idAt(i), src: inPool.ref(inSlot, got), dst: outPool.ref(outSlot, len) });
+            outPool.adopt(outSlot, r.out);
+            inPool.release(inSlot);
+            inHeld = false;
+            buf = outPool.buffer(outSlot, len);
+          }
           let w = 0;
           while (w < len) w += (await fh.write(buf, w, len - w, m.offsetOf(i) + w)).bytesWritten;
           wrote(len);
@@ -144,10 +155,10 @@ export async function restoreImage(options: RestoreOptions): Promise<RestoreStat
           stats.chunks++;
           progress.add(len);
         } catch (err) {
-          if (inHeld) inPool.release(inSlot);
           throw chunkError(err, m, i, 'restore');
         } finally {
-          outPool.release(outSlot);
+          if (inHeld) inPool.release(inSlot);
+          if (outSlot !== undefined) outPool.release(outSlot);
         }
       })();
       inflight.add(task);

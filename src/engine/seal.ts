@@ -12,7 +12,7 @@
  *   only the wrapped form.
  */
 import { createCipheriv, createDecipheriv, createHash, createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
-import { blake3 } from '@napi-rs/blake-hash';
+import { blake3 } from './blake3.js';
 import { EngineError } from './errors.js';
 import { nativeGcm } from './native.js';
 
@@ -247,6 +247,31 @@ export function openInto(sealKey: Uint8Array, id: Uint8Array, sealed: Uint8Array
     throw new SealError('sealed chunk failed authentication (content or id mismatch)');
   }
   return plainLen;
+}
+
+/**
+ * Open a sealed chunk in place: afterwards its plaintext is `sealed[SEAL_HEADER_BYTES ..
+ * SEAL_HEADER_BYTES + plainLen)`. With the native addon nothing is copied (OpenSSL decrypts over
+ * the ciphertext); without it the plaintext goes through a temporary buffer. Throws like
+ * `openInto` (the bytes are then unspecified).
+ */
+export function openInPlace(sealKey: Uint8Array, id: Uint8Array, sealed: Uint8Array): number {
+  const s = Buffer.from(sealed.buffer, sealed.byteOffset, sealed.byteLength);
+  if (!nativeGcm) {
+    const out = Buffer.allocUnsafe(Math.max(0, s.length - SEAL_OVERHEAD));
+    const n = openInto(sealKey, id, s, out);
+    out.copy(s, SEAL_HEADER_BYTES, 0, n);
+    return n;
+  }
+  if (s.length < SEAL_OVERHEAD) throw new SealError('sealed chunk is truncated');
+  if (!s.subarray(0, 4).equals(SEAL_MAGIC)) throw new SealError('sealed chunk has a bad magic');
+  if (s[4] !== SEAL_VERSION || s[5] !== SEAL_ALG_AES256GCM) throw new SealError(`sealed chunk has unknown version ${s[4]}/${s[5]}`);
+  const body = s.subarray(SEAL_HEADER_BYTES, s.length - SEAL_TAG_BYTES);
+  // The tag is read by OpenSSL before it decrypts over the body, and the body never reaches it.
+  if (!nativeGcm.open(sealKey, s.subarray(8, 20), aad(s.subarray(0, SEAL_HEADER_BYTES), id), body, s.subarray(s.length - SEAL_TAG_BYTES), body)) {
+    throw new SealError('sealed chunk failed authentication (content or id mismatch)');
+  }
+  return body.length;
 }
 
 export function open(sealKey: Uint8Array, id: Uint8Array, sealed: Uint8Array): Buffer {

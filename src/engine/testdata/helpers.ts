@@ -1,6 +1,6 @@
 /** Test helpers for the engine's tests (not used by production code). */
 import { createHash, randomBytes } from 'node:crypto';
-import { blake3 } from '@napi-rs/blake-hash';
+import { blake3 } from '../blake3.js';
 import { promises as fsp } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
