@@ -276,7 +276,8 @@ export class FsChunkStore implements ChunkStore {
       const trashed = path.join(this.trashDir, id);
       await fsp.rename(live, trashed);
       const st = await fsp.stat(trashed);
-      if (st.mtimeMs >= options.unmodifiedSince.getTime()) {
+      // 1 ms slack: a touch's mtime reads back up to a microsecond early (see gc.ts MTIME_SLACK_MS).
+      if (st.mtimeMs >= options.unmodifiedSince.getTime() - 1) {
         await fsp.rename(trashed, live);
         return 'kept';
       }

@@ -11,6 +11,25 @@ import { verifyManifest } from './verify.js';
 const CS = 64 * 1024;
 
 describe('garbage collection', () => {
+  it('with no safety margin, chunks marked in the very millisecond of the cutoff are kept (mtime rounding)', async () => {
+    const t = await tempDir();
+    try {
+      const storeRoot = path.join(t.dir, 'store');
+      const store = await FsChunkStore.open(storeRoot);
+      const keys = generateStoreKeys();
+      await writeImage(path.join(t.dir, 'a.img'), [['r', 64 * CS]]);
+      const a = (await backupImage({ store, keys, source: path.join(t.dir, 'a.img'), chunkSize: CS })).manifest;
+      for (let round = 0; round < 10; round++) {
+        await ageChunks(storeRoot, new Date(Date.now() - 3_600_000));
+        const stats = await collectGarbage({ store, liveManifests: [a], cutoff: new Date(), safetyMarginMs: 0 });
+        expect(stats).toMatchObject({ marked: 64, swept: 0 });
+      }
+      expect((await verifyManifest({ store, keys, manifest: a })).ok).toBe(true);
+    } finally {
+      await t.dispose();
+    }
+  });
+
   it('sweeps old unreferenced chunks, keeps live and recent ones, reports missing references', async () => {
     const t = await tempDir();
     try {

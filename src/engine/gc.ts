@@ -18,6 +18,15 @@ import type { Manifest } from './manifest.js';
 import { Semaphore } from './store-wrappers.js';
 import type { ChunkStore } from './store.js';
 
+/**
+ * A touch stores the time as a double number of seconds that libuv truncates to nanoseconds, so
+ * an mtime read back can be a fraction of a microsecond *before* the millisecond of the touch
+ * (…123 ms → …122.9999 ms). A chunk marked in the very millisecond of the cutoff would then look
+ * older than it and be swept — seen with `safetyMarginMs: 0` in the crash test. Anything within
+ * this slack of the cutoff is kept (the safe direction).
+ */
+export const MTIME_SLACK_MS = 1;
+
 export interface GcOptions {
   store: ChunkStore;
   /** Every manifest that must stay restorable (read lazily, one at a time). */
@@ -102,7 +111,7 @@ export async function collectGarbage(options: GcOptions): Promise<GcStats> {
         if (isNotFound(err)) return;
         throw err;
       }
-      if (st.mtimeMs >= cutoffMs) {
+      if (st.mtimeMs >= cutoffMs - MTIME_SLACK_MS) {
         stats.kept++;
         return;
       }
