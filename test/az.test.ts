@@ -62,7 +62,7 @@ beforeAll(async () => {
   if (reg.code !== 0) throw new Error(`cloud register: ${reg.err}`);
   await az(['cloud', 'update', '-n', 'RsvaultLocal', '--cloud-config', JSON.stringify({ endpoints: { microsoftGraphResourceId: `${o}/` } })]);
   await az(['cloud', 'set', '-n', 'RsvaultLocal']);
-  const login = await az(['login', '--service-principal', '-u', s.creds.clientId, '-p', s.creds.clientSecret, '--tenant', s.creds.tenantId]);
+  const login = await az(['login', '--service-principal', '-u', s.creds.clientId, `--password=${s.creds.clientSecret}`, '--tenant', s.creds.tenantId]);
   if (login.code !== 0) throw new Error(`az login: ${login.err}`);
 }, 120_000);
 

@@ -34,6 +34,16 @@ function load(): Blake3Binding {
   throw new EngineError('InvalidArgument', `BLAKE3 is not available on ${process.platform}-${process.arch} (install @napi-rs/blake-hash): ${reasons.join('; ')}`);
 }
 
+/** Whether BLAKE3 can be used here (new stores choose SHA-256 when it cannot). */
+export function blake3Available(): boolean {
+  try {
+    binding ??= load();
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 /** BLAKE3-256 of `data` (32 bytes). */
 export function blake3(data: Uint8Array): Buffer {
   binding ??= load();

@@ -2,7 +2,7 @@
  * The CPU-heavy operations over shared memory (SHA-256, HMAC, AES-GCM), as one request handler.
  * Runs in the worker threads (crypto-worker.ts) and, for small jobs, inline on the calling thread.
  */
-import { chunkDigestOf, chunkIdFromDigest, idsEqual, openInPlace, openInto, SealError, sealInto, type ChunkHash } from './seal.js';
+import { chunkDigestOf, chunkIdFromDigest, idsEqual, openInPlace, openInto, SEAL_HEADER_BYTES, SealError, sealInto, type ChunkHash } from './seal.js';
 
 /**
  * Messages between the engine and its crypto workers. A slot is a range of a SharedArrayBuffer
@@ -22,8 +22,11 @@ export type WorkerRequest =
   | { op: 'hash'; seq: number; idKey: Uint8Array; hash: ChunkHash; src: SlotRef; sealKey?: Uint8Array; dst?: SlotRef }
   | { op: 'seal'; seq: number; sealKey: Uint8Array; id: Uint8Array; src: SlotRef; dst: SlotRef }
   | { op: 'open'; seq: number; sealKey: Uint8Array; id: Uint8Array; src: SlotRef; dst: SlotRef; idKey?: Uint8Array; hash?: ChunkHash }
-  /** Open in place: the plaintext replaces the ciphertext at src.off + SEAL_HEADER_BYTES. */
-  | { op: 'openInPlace'; seq: number; sealKey: Uint8Array; id: Uint8Array; src: SlotRef };
+  /**
+   * Open in place: the plaintext replaces the ciphertext at src.off + SEAL_HEADER_BYTES. With
+   * idKey (verify), the plaintext must also hash back to the id; the response carries its digest.
+   */
+  | { op: 'openInPlace'; seq: number; sealKey: Uint8Array; id: Uint8Array; src: SlotRef; idKey?: Uint8Array; hash?: ChunkHash };
 
 export type WorkerResponse =
   | { seq: number; ok: true; zero?: boolean; id?: Uint8Array; sealedLen?: number; plainLen?: number; digest?: Uint8Array; out?: ArrayBuffer }
@@ -50,6 +53,16 @@ function view(s: SlotRef): Buffer {
   return Buffer.from(s.sab, s.off, s.len);
 }
 
+/** After an open: with an idKey, the plaintext must hash back to the id (verify). */
+function checkId(req: { seq: number; id: Uint8Array; idKey?: Uint8Array | undefined; hash?: ChunkHash | undefined }, plain: Uint8Array, plainLen: number): WorkerResponse {
+  if (!req.idKey) return { seq: req.seq, ok: true, plainLen };
+  const digest = chunkDigestOf(plain, req.hash);
+  if (!idsEqual(chunkIdFromDigest(req.idKey, digest), req.id)) {
+    return { seq: req.seq, ok: false, error: { name: 'SealError', message: 'chunk content does not hash to its id' } };
+  }
+  return { seq: req.seq, ok: true, plainLen, digest };
+}
+
 function handle(req: WorkerRequest): WorkerResponse {
   switch (req.op) {
     case 'hash': {
@@ -68,20 +81,14 @@ function handle(req: WorkerRequest): WorkerResponse {
       return { seq: req.seq, ok: true, sealedLen };
     }
     case 'openInPlace': {
-      const plainLen = openInPlace(req.sealKey, req.id, view(req.src));
-      return { seq: req.seq, ok: true, plainLen };
+      const sealed = view(req.src);
+      const plainLen = openInPlace(req.sealKey, req.id, sealed);
+      return checkId(req, sealed.subarray(SEAL_HEADER_BYTES, SEAL_HEADER_BYTES + plainLen), plainLen);
     }
     case 'open': {
       const out = view(req.dst);
       const plainLen = openInto(req.sealKey, req.id, view(req.src), out);
-      if (req.idKey) {
-        const digest = chunkDigestOf(out.subarray(0, plainLen), req.hash);
-        if (!idsEqual(chunkIdFromDigest(req.idKey, digest), req.id)) {
-          return { seq: req.seq, ok: false, error: { name: 'SealError', message: 'chunk content does not hash to its id' } };
-        }
-        return { seq: req.seq, ok: true, plainLen, digest };
-      }
-      return { seq: req.seq, ok: true, plainLen };
+      return checkId(req, out.subarray(0, plainLen), plainLen);
     }
   }
 }

@@ -12,7 +12,7 @@
  *   only the wrapped form.
  */
 import { createCipheriv, createDecipheriv, createHash, createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
-import { blake3 } from './blake3.js';
+import { blake3, blake3Available } from './blake3.js';
 import { EngineError } from './errors.js';
 import { nativeGcm } from './native.js';
 
@@ -58,8 +58,11 @@ const HASH_CODES: Record<ChunkHash, number> = { sha256: 0, blake3: 1 };
 /** Encrypt in slices: Node allocates each update's output, and small outputs are far cheaper. */
 const SLICE = 64 * 1024;
 
-/** New store keys; new stores hash chunks with BLAKE3 unless told otherwise. */
-export function generateStoreKeys(chunkHash: ChunkHash = 'blake3'): StoreKeys {
+/**
+ * New store keys. New stores hash chunks with BLAKE3 unless told otherwise — or unless this
+ * platform has no BLAKE3 binding (blake3.ts), where they use SHA-256 rather than fail.
+ */
+export function generateStoreKeys(chunkHash: ChunkHash = blake3Available() ? 'blake3' : 'sha256'): StoreKeys {
   return { idKey: randomBytes(32), sealKey: randomBytes(32), chunkHash };
 }
 

@@ -9,6 +9,7 @@
 import { EngineError, type EngineErrorCode } from './errors.js';
 import type { Manifest } from './manifest.js';
 import { LentSlotPool, SlotPool, WorkerTaskError, sharedCryptoPool, type CryptoRunner } from './pool.js';
+import { nativeGcm } from './native.js';
 import { ProgressTracker, type ProgressListener } from './progress.js';
 import { chunkError } from './restore.js';
 import { SEAL_OVERHEAD, chunkHashOf, imageDigestOf, zeroChunkDigest, type StoreKeys } from './seal.js';
@@ -55,7 +56,9 @@ export async function verifyManifest(options: VerifyManifestOptions): Promise<Ma
   const maxProblems = options.maxProblems ?? 1000;
   const progress = new ProgressTracker(m.diskSize, options.onProgress, options.progressIntervalMs);
   const inPool = new SlotPool(window, m.chunkSize + SEAL_OVERHEAD);
-  const outPool = new LentSlotPool(window, m.chunkSize);
+  // Native GCM: open in place in the shared input slot (as restore does); else ordinary output slots.
+  const inPlace = nativeGcm !== undefined;
+  const outPool = new LentSlotPool(inPlace ? 1 : window, m.chunkSize);
   const chunkDigests = m.imageDigest ? new Uint8Array(m.chunkCount * 32) : undefined;
   const report: ManifestVerifyReport = { ok: true, chunksChecked: 0, holes: 0, problems: [], imageDigest: m.imageDigest ? 'match' : 'absent', durationMs: 0 };
   let fatal: unknown;
@@ -74,15 +77,16 @@ export async function verifyManifest(options: VerifyManifestOptions): Promise<Ma
       continue;
     }
     const inSlot = await inPool.acquire();
-    const outSlot = await outPool.acquire();
+    const outSlot = inPlace ? undefined : await outPool.acquire();
     const task = (async (): Promise<void> => {
       try {
         const got = await fetchInto(store, m.idHex(i), inPool.buffer(inSlot));
         if (got !== len + SEAL_OVERHEAD) {
           throw new WorkerTaskError('SealError', `stored size ${got}, expected ${len + SEAL_OVERHEAD}`);
         }
-        const r = await pool.run({ op: 'open', sealKey: keys.sealKey, idKey: keys.idKey, hash: m.chunkHash, id: m.idAt(i), src: inPool.ref(inSlot, got), dst: outPool.ref(outSlot, len) });
-        outPool.adopt(outSlot, r.out);
+        const common = { sealKey: keys.sealKey, idKey: keys.idKey, hash: m.chunkHash, id: m.idAt(i), src: inPool.ref(inSlot, got) };
+        const r = await pool.run(outSlot === undefined ? { op: 'openInPlace', ...common } : { op: 'open', ...common, dst: outPool.ref(outSlot, len) });
+        if (outSlot !== undefined) outPool.adopt(outSlot, r.out);
         if (r.digest) chunkDigests?.set(r.digest, i * 32);
         report.chunksChecked++;
       } catch (err) {
@@ -94,7 +98,7 @@ export async function verifyManifest(options: VerifyManifestOptions): Promise<Ma
         }
       } finally {
         inPool.release(inSlot);
-        outPool.release(outSlot);
+        if (outSlot !== undefined) outPool.release(outSlot);
         progress.add(len);
       }
     })();

@@ -79,7 +79,14 @@ export async function verifySecret(secret: string, stored: string): Promise<bool
   return dk.length === expected.length && timingSafeEqual(dk, expected);
 }
 
-/** A random secret in the shape Azure uses for client secrets (40 chars, URL-safe). */
+/**
+ * A random secret in the shape Azure uses for client secrets (40 chars, URL-safe). Never starts
+ * with '-': `az login -p -abc…` (argparse) takes such a value for an option and fails with
+ * "expected one argument" — seen in CI with 1 secret in 64.
+ */
 export function newClientSecret(): string {
-  return randomBytes(30).toString('base64url');
+  for (;;) {
+    const s = randomBytes(30).toString('base64url');
+    if (!s.startsWith('-')) return s;
+  }
 }
