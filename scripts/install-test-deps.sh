@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Installs the system packages the test suite drives as real independent clients and services, when missing:
 # qemu-img and cryptsetup (LUKS interop), PostgreSQL, Chromium (portal), Debian's python3-azure (a second
-# official Key Vault SDK), and libnss-myhostname so *.vault.localhost resolves to loopback. azure-cli 2.45 (the az interop suite). Needs root (Debian).
+# official Key Vault SDK), and libnss-myhostname so *.vault.localhost resolves to loopback. azure-cli 2.45 (the az interop suite).
+# xfsprogs: the engine's reflink-snapshot test loop-mounts a small XFS (reflink=1) image. Needs root (Debian).
 set -euo pipefail
-pkgs=(qemu-utils cryptsetup-bin libnss-myhostname python3-azure postgresql chromium azure-cli)
+pkgs=(qemu-utils cryptsetup-bin libnss-myhostname python3-azure postgresql chromium azure-cli xfsprogs)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
