@@ -13,9 +13,13 @@ describe('loadConfig', () => {
     expect(loadConfig({ port: '7000' }, { RSVAULT_PORT: '9000' }).port).toBe(7000);
     expect(d.importDirs).toEqual([path.join(d.dataDir, 'import')]);
     expect(loadConfig({}, { RSVAULT_IMPORT_DIRS: '/srv/images,/mnt/vm' }).importDirs).toEqual(['/srv/images', '/mnt/vm']);
+    expect(d.scheduleCatchUpHours).toBe(168);
+    expect(loadConfig({ scheduleCatchUpHours: '0' }, { RSVAULT_SCHEDULE_CATCHUP_HOURS: '24' }).scheduleCatchUpHours).toBe(0);
+    expect(loadConfig({}, { RSVAULT_SCHEDULE_CATCHUP_HOURS: '24' }).scheduleCatchUpHours).toBe(24);
   });
   it('rejects bad values with one clear message', () => {
     expect(() => loadConfig({ port: '70000' }, {})).toThrow(ConfigError);
+    expect(() => loadConfig({ scheduleCatchUpHours: '-1' }, {})).toThrow(/schedule catch-up/);
     expect(() => loadConfig({ listen: 'not an address' }, {})).toThrow(/invalid listen address/);
     expect(() => loadConfig({ dbUrl: 'mysql://u:pw@h/db' }, {})).toThrow(/invalid database URL scheme/);
     expect(() => loadConfig({ dbUrl: 'mysql://u:pw@h/db' }, {})).not.toThrow(/pw/);

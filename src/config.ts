@@ -28,6 +28,11 @@ export interface Config {
    * Importing by path reads a server file, so it is confined to these; default `<dataDir>/import`.
    */
   importDirs: string[];
+  /**
+   * On start, a policy's latest scheduled backup missed within this many hours (the server was down) runs once,
+   * unless the item was protected or backed up after that slot. 0 = never.
+   */
+  scheduleCatchUpHours: number;
 }
 
 export class ConfigError extends Error {
@@ -43,6 +48,7 @@ export interface ConfigFlags {
   logLevel?: string | undefined;
   role?: string | undefined;
   importDirs?: string | undefined;
+  scheduleCatchUpHours?: string | number | undefined;
 }
 
 const LOG_LEVELS: readonly LogLevel[] = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
@@ -100,5 +106,10 @@ export function loadConfig(flags: ConfigFlags = {}, env: NodeJS.ProcessEnv = pro
     if (!path.isAbsolute(d)) throw new ConfigError(`invalid import directory '${d}': use an absolute path (--import-dirs or RSVAULT_IMPORT_DIRS)`);
   }
 
-  return { dataDir, port, listen, dbUrl, vaultHostSuffix, logLevel, role, tokenLifetimeSec: Number(lifetimeText), importDirs };
+  const catchUpText = pick(flags.scheduleCatchUpHours, env.RSVAULT_SCHEDULE_CATCHUP_HOURS) ?? '168';
+  if (!/^\d+$/.test(catchUpText) || Number(catchUpText) > 24 * 366) {
+    throw new ConfigError(`invalid schedule catch-up '${catchUpText}': whole hours, 0-8784 (--schedule-catch-up-hours or RSVAULT_SCHEDULE_CATCHUP_HOURS)`);
+  }
+
+  return { dataDir, port, listen, dbUrl, vaultHostSuffix, logLevel, role, tokenLifetimeSec: Number(lifetimeText), importDirs, scheduleCatchUpHours: Number(catchUpText) };
 }

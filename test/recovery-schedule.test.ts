@@ -16,6 +16,7 @@ let s: TestServer | undefined;
 let f: Fixture | undefined;
 const dataDir = mkdtempSync(path.join(os.tmpdir(), 'rsv-sched-'));
 const dataDir2 = mkdtempSync(path.join(os.tmpdir(), 'rsv-crash-'));
+const dataDir3 = mkdtempSync(path.join(os.tmpdir(), 'rsv-missed-'));
 const RG = 'rg-sched';
 const bk = { 'api-version': BK_API };
 
@@ -35,6 +36,7 @@ afterAll(async () => {
   await s?.stop();
   rmSync(dataDir, { recursive: true, force: true });
   rmSync(dataDir2, { recursive: true, force: true });
+  rmSync(dataDir3, { recursive: true, force: true });
   if (f) rmSync(f.tmp, { recursive: true, force: true });
 });
 
@@ -125,5 +127,48 @@ describe('scheduled backups and retention', () => {
     expect((await g.item('rsvc', 'vmbig')).properties.protectionState).toBe('Protected');
     rmSync(g.tmp, { recursive: true, force: true });
     expect(seen).toBe('InProgress'); // the kill really interrupted a running backup
+  }, 90_000);
+
+  it('a scheduled backup missed while the server was down runs once when it starts again (catch-up), not twice', async () => {
+    await s?.stop();
+    const slot = Math.ceil((Date.now() + 60_000) / 1_800_000) * 1_800_000;
+    const runTime = `2024-01-01T${new Date(slot).toISOString().slice(11, 16)}:00Z`;
+    s = await startTestServer({ dataDir: dataDir3, env });
+    const g = new Fixture(s, 'rg-missed');
+    await g.group();
+    await g.createVault('rsvm');
+    await s.client.request('PUT', `${g.vaultPath('rsvm')}/backupPolicies/nightly`, {
+      query: bk,
+      body: { properties: { backupManagementType: 'AzureIaasVM', schedulePolicy: { schedulePolicyType: 'SimpleSchedulePolicy', scheduleRunFrequency: 'Daily', scheduleRunTimes: [runTime] }, retentionPolicy: { retentionPolicyType: 'LongTermRetentionPolicy', dailySchedule: { retentionTimes: [runTime], retentionDuration: { count: 7, durationType: 'Days' } } } } },
+    });
+    await g.vm('vmmissed', 8 * MiB);
+    expect((await g.opStatus(await g.enable('rsvm', 'vmmissed', 'nightly'))).status).toBe('Succeeded');
+    await s.stop({ keepData: true });
+
+    // The server comes back 20 minutes after the slot it was down for.
+    const late = { ...env, RSVAULT_CLOCK_OFFSET_MS: String(slot + 20 * 60_000 - Date.now()), RSVAULT_SCHEDULER_TICK_MS: '500' };
+    s = await startTestServer({ dataDir: dataDir3, env: late });
+    (g as { s: TestServer }).s = s;
+    const jobsPath = `${g.vaultPath('rsvm')}/backupJobs`;
+    const scheduledJobs = async (): Promise<Job[]> =>
+      (await s!.client.list<Job & { properties: { isUserTriggered: boolean } }>(jobsPath, { query: { ...bk, $filter: "operation eq 'Backup'" } })).filter((j) => !(j.properties as { isUserTriggered: boolean }).isUserTriggered);
+    let jobs: Job[] = [];
+    for (let i = 0; i < 200 && jobs.length === 0; i++) {
+      jobs = await scheduledJobs();
+      if (jobs.length === 0) await new Promise((r) => setTimeout(r, 100));
+    }
+    expect(jobs, 'the missed slot ran').toHaveLength(1);
+    expect((await g.waitJob('rsvm', jobs[0]!.name)).properties.status).toBe('Completed');
+    const rps = await s.client.list<RecoveryPoint>(`${g.itemPath('rsvm', 'vmmissed')}/recoveryPoints`, { query: bk });
+    expect(rps).toHaveLength(1);
+    expect(Date.parse(rps[0]!.properties.recoveryPointProperties.expiryTime)).toBe(slot + 7 * 86_400_000); // the missed slot's retention
+
+    // Another restart (still before the next slot): nothing runs again.
+    await s.stop({ keepData: true });
+    s = await startTestServer({ dataDir: dataDir3, env: late });
+    (g as { s: TestServer }).s = s;
+    await new Promise((r) => setTimeout(r, 2000));
+    expect(await scheduledJobs()).toHaveLength(1);
+    rmSync(g.tmp, { recursive: true, force: true });
   }, 90_000);
 });

@@ -23,6 +23,7 @@ export interface ServeFlags {
   logLevel?: string;
   role?: string;
   importDirs?: string;
+  scheduleCatchUpHours?: string;
 }
 
 export interface CliDeps {
@@ -112,6 +113,7 @@ export function buildProgram(deps: CliDeps): Command {
     .option('--log-level <level>', 'fatal|error|warn|info|debug|trace|silent (env RSVAULT_LOG_LEVEL; default info)')
     .option('--role <role>', 'all|api|worker|scheduler (env RSVAULT_ROLE; default all)')
     .option('--import-dirs <dirs>', 'comma-separated server directories whose image files may be imported as disks by path (env RSVAULT_IMPORT_DIRS; default <data-dir>/import)')
+    .option('--schedule-catch-up-hours <h>', 'at start, run the latest scheduled backup missed in the last <h> hours while the server was down (env RSVAULT_SCHEDULE_CATCHUP_HOURS; default 168; 0 = never)')
     .action(async (flags: ServeFlags) => deps.serve(flags));
 
   // ---- login / account -----------------------------------------------------------------------------------------

@@ -24,7 +24,8 @@ export interface RecoveryModule {
   registerRoutes(app: FastifyInstance): void;
   /** Queue workers (role worker) and schedule sources (role scheduler). */
   startWorkers(queue: JobQueue): void;
-  addSchedules(scheduler: Scheduler, retentionCron?: string): void;
+  /** `catchUpMs`: how far back a policy's latest missed slot still runs when the scheduler starts (0 = never). */
+  addSchedules(scheduler: Scheduler, retentionCron?: string, catchUpMs?: number): void;
 }
 
 export function createRecovery(deps: Omit<RecoveryDeps, 'store'> & { store?: RecoveryStore; db?: ConstructorParameters<typeof RecoveryStore>[0] }): RecoveryModule {
@@ -60,8 +61,8 @@ export function createRecovery(deps: Omit<RecoveryDeps, 'store'> & { store?: Rec
         if (j.name === QUEUE_BACKUP) await protection.deadBackup((j.payload as { jobId: string }).jobId, j.error);
       });
     },
-    addSchedules(scheduler, retentionCron = '0 */15 * * * *') {
-      scheduler.add(service.policySource());
+    addSchedules(scheduler, retentionCron = '0 */15 * * * *', catchUpMs = 0) {
+      scheduler.add(service.policySource(catchUpMs));
       scheduler.add({ name: 'recovery-retention', queue: QUEUE_RETENTION, entries: async () => [{ key: 'all', cron: retentionCron }] });
     },
   };

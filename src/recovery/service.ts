@@ -461,18 +461,23 @@ export class RecoveryService {
   }
 
   // ---- schedules -------------------------------------------------------------------------------------------------
-  policySource(): ScheduleSource {
+  /**
+   * Every protected item's policy schedule. With `catchUpMs`, the latest slot missed while the server was down runs
+   * once at start — not one from before the item was protected or last backed up (`notBefore`).
+   */
+  policySource(catchUpMs = 0): ScheduleSource {
     return {
       name: 'recovery-policy',
       queue: QUEUE_SCHEDULED,
+      ...(catchUpMs > 0 ? { catchUpMs } : {}),
       entries: async () => {
         const rows = await this.db
           .selectFrom('recovery_items')
           .innerJoin('recovery_policies', (j) => j.onRef('recovery_policies.vault_norm', '=', 'recovery_items.vault_norm').onRef('recovery_policies.name_norm', '=', 'recovery_items.policy_name'))
-          .select(['recovery_items.id_norm as item', 'recovery_policies.props_json as props'])
+          .select(['recovery_items.id_norm as item', 'recovery_policies.props_json as props', 'recovery_items.created_at as created', 'recovery_items.last_backup_time as lastBackup'])
           .where('recovery_items.deferred_delete_at', 'is', null)
           .execute();
-        return rows.map((r) => ({ key: r.item, cron: scheduleCron(JSON.parse(r.props) as IaasVmPolicy) }));
+        return rows.map((r) => ({ key: r.item, cron: scheduleCron(JSON.parse(r.props) as IaasVmPolicy), notBefore: Math.max(Number(r.created), Number(r.lastBackup ?? 0)) }));
       },
     };
   }

@@ -154,4 +154,31 @@ describe('Scheduler', () => {
     await until(() => got.length === 1);
     expect(got[0]).toEqual({ key: 'item1', slot: '2026-03-01T12:00:00.000Z' });
   });
+
+  it('catch-up: the latest slot missed while down fires once on the first tick, not one before notBefore, not twice', async () => {
+    const d = await fresh();
+    const q = queue(d);
+    const got: Array<Record<string, unknown>> = [];
+    q.work('fire', async (ctx) => void got.push(ctx.payload as Record<string, unknown>));
+    q.start();
+    // Down from 11:00 to 15:30 on day 2: daily slots at 12:00 (missed) and 14:00 (missed, protected only at 13:00 for item2).
+    const now = Date.parse('2026-03-02T15:30:00Z');
+    const clock = { now: () => now };
+    const entries = async (): Promise<Array<{ key: string; cron: string; notBefore?: number }>> => [
+      { key: 'item1', cron: '0 0 12 * * *' },
+      { key: 'item2', cron: '0 0 12 * * *', notBefore: Date.parse('2026-03-02T13:00:00Z') },
+      { key: 'item3', cron: '0 0 14 * * *', notBefore: Date.parse('2026-03-02T13:00:00Z') },
+    ];
+    const catchUp = new Scheduler(q, { clock });
+    catchUp.add({ name: 'policy', queue: 'fire', entries, catchUpMs: 7 * 86_400_000 });
+    const noCatchUp = new Scheduler(q, { clock });
+    noCatchUp.add({ name: 'other', queue: 'fire', entries });
+    expect(await noCatchUp.tick()).toBe(0); // without catch-up a restart skips what it missed
+    expect(await catchUp.tick()).toBe(2); // item1's 12:00 of today (only the latest) and item3's 14:00; not item2
+    const again = new Scheduler(q, { clock });
+    again.add({ name: 'policy', queue: 'fire', entries, catchUpMs: 7 * 86_400_000 });
+    expect(await again.tick()).toBe(0); // a second restart: the unique keys hold
+    await until(() => got.length === 2);
+    expect(got.map((p) => `${String(p.key)} ${String(p.slot)}`).sort()).toEqual(['item1 2026-03-02T12:00:00.000Z', 'item3 2026-03-02T14:00:00.000Z']);
+  });
 });

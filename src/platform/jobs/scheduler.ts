@@ -4,6 +4,11 @@
  * optional seconds field) and sends one job per slot that fell into the window, with the unique key
  * `{source}:{entry}:{slot ISO}`: however many schedulers run, each slot fires once.
  * Only the latest slot in a window fires per entry (after downtime the scheduler does not replay a backlog).
+ *
+ * Catch-up: a source with `catchUpMs` also looks back that far on the scheduler's first tick, so the latest slot
+ * missed while the process was down still fires once (as Proxmox does with missed jobs), unless it fired already
+ * (the unique key) or it is not after the entry's `notBefore` (e.g. the item was protected, or last backed up,
+ * after that slot).
  */
 import { Cron } from 'croner';
 import type { JobQueue } from './queue.js';
@@ -25,6 +30,8 @@ export interface ScheduleEntry {
   /** croner pattern, evaluated in UTC. */
   cron: string;
   payload?: Record<string, unknown>;
+  /** Slots at or before this instant (ms) never fire for this entry. */
+  notBefore?: number;
 }
 
 export interface ScheduleSource {
@@ -32,6 +39,8 @@ export interface ScheduleSource {
   /** Queue job name to send for each slot. */
   queue: string;
   entries(): Promise<ScheduleEntry[]>;
+  /** On the first tick, also fire the latest slot of the last `catchUpMs` (missed while down). */
+  catchUpMs?: number;
 }
 
 export interface SchedulerOptions {
@@ -65,6 +74,7 @@ export class Scheduler {
   private readonly clock: Clock;
   private readonly tickMs: number;
   private last: number;
+  private firstTick = true;
   private timer: NodeJS.Timeout | undefined;
   private ticking: Promise<number> | undefined;
 
@@ -101,11 +111,12 @@ export class Scheduler {
   }
 
   private async doTick(): Promise<number> {
-    const from = this.last;
     const to = this.clock.now();
-    if (to <= from) return 0;
+    const first = this.firstTick;
+    if (to <= this.last && !(first && this.sources.some((s) => s.catchUpMs))) return 0;
     let sent = 0;
     for (const s of this.sources) {
+      const from = first && s.catchUpMs ? this.last - s.catchUpMs : this.last;
       let entries: ScheduleEntry[];
       try {
         entries = await s.entries();
@@ -116,7 +127,7 @@ export class Scheduler {
       for (const e of entries) {
         let slots: number[];
         try {
-          slots = slotsBetween(e.cron, from, to);
+          slots = slotsBetween(e.cron, Math.max(from, e.notBefore ?? -Infinity), to);
         } catch (err) {
           this.o.log?.error({ err, source: s.name, key: e.key, cron: e.cron }, 'invalid schedule');
           continue;
@@ -129,6 +140,7 @@ export class Scheduler {
       }
     }
     this.last = to;
+    this.firstTick = false;
     return sent;
   }
 }
