@@ -32,6 +32,14 @@ function countFiles(dir: string): number {
   return n;
 }
 
+/** A daily policy at `runTime` (ISO, only HH:MM counts) keeping daily points for 7 days. */
+async function putDailyPolicy(fx: Fixture, vault: string, name: string, runTime: string): Promise<void> {
+  await fx.s.client.request('PUT', `${fx.vaultPath(vault)}/backupPolicies/${name}`, {
+    query: bk,
+    body: { properties: { backupManagementType: 'AzureIaasVM', schedulePolicy: { schedulePolicyType: 'SimpleSchedulePolicy', scheduleRunFrequency: 'Daily', scheduleRunTimes: [runTime] }, retentionPolicy: { retentionPolicyType: 'LongTermRetentionPolicy', dailySchedule: { retentionTimes: [runTime], retentionDuration: { count: 7, durationType: 'Days' } } } } },
+  });
+}
+
 afterAll(async () => {
   await s?.stop();
   rmSync(dataDir, { recursive: true, force: true });
@@ -51,10 +59,7 @@ describe('scheduled backups and retention', () => {
     f = new Fixture(s, RG);
     await f.group();
     await f.createVault('rsvs');
-    await s.client.request('PUT', `${f.vaultPath('rsvs')}/backupPolicies/soon`, {
-      query: bk,
-      body: { properties: { backupManagementType: 'AzureIaasVM', schedulePolicy: { schedulePolicyType: 'SimpleSchedulePolicy', scheduleRunFrequency: 'Daily', scheduleRunTimes: [runTime] }, retentionPolicy: { retentionPolicyType: 'LongTermRetentionPolicy', dailySchedule: { retentionTimes: [runTime], retentionDuration: { count: 7, durationType: 'Days' } } } } },
-    });
+    await putDailyPolicy(f, 'rsvs', 'soon', runTime);
     await f.vm('vmsched', 8 * MiB);
     expect((await f.opStatus(await f.enable('rsvs', 'vmsched', 'soon'))).status).toBe('Succeeded');
     await s.stop({ keepData: true });
@@ -137,10 +142,7 @@ describe('scheduled backups and retention', () => {
     const g = new Fixture(s, 'rg-missed');
     await g.group();
     await g.createVault('rsvm');
-    await s.client.request('PUT', `${g.vaultPath('rsvm')}/backupPolicies/nightly`, {
-      query: bk,
-      body: { properties: { backupManagementType: 'AzureIaasVM', schedulePolicy: { schedulePolicyType: 'SimpleSchedulePolicy', scheduleRunFrequency: 'Daily', scheduleRunTimes: [runTime] }, retentionPolicy: { retentionPolicyType: 'LongTermRetentionPolicy', dailySchedule: { retentionTimes: [runTime], retentionDuration: { count: 7, durationType: 'Days' } } } } },
-    });
+    await putDailyPolicy(g, 'rsvm', 'nightly', runTime);
     await g.vm('vmmissed', 8 * MiB);
     expect((await g.opStatus(await g.enable('rsvm', 'vmmissed', 'nightly'))).status).toBe('Succeeded');
     await s.stop({ keepData: true });
