@@ -2,12 +2,13 @@
  * BLAKE3, the chunk hash of new stores (FORMAT.md), from the Rust `blake3` crate's prebuilt N-API
  * binding (napi-rs `@napi-rs/blake-hash`, SIMD, ≈ 4 GB/s per core on the reference VM).
  *
- * The project depends on the binding package of its platform (`@napi-rs/blake-hash-linux-x64-gnu`)
+ * The project depends (optionally) on the binding package of its platform (`@napi-rs/blake-hash-linux-x64-gnu`)
  * rather than the `@napi-rs/blake-hash` wrapper: the wrapper lists a binding for every platform as
  * an optional dependency, and a registry that serves only some of them (this one) leaves
  * `package-lock.json` out of sync, so `npm ci` refuses to install. On another platform install
- * the wrapper (or that platform's binding): it is found here too. Loaded on first use, so hosts
- * that never hash (the CLI) do not load it.
+ * the wrapper (or that platform's binding): it is found here too. Where none loads, new stores
+ * use SHA-256 (`generateStoreKeys`) and a BLAKE3 store fails with a message naming the package.
+ * Loaded on first use, so hosts that never hash (the CLI) do not load it.
  */
 import { createRequire } from 'node:module';
 import { EngineError } from './errors.js';
