@@ -181,4 +181,18 @@ describe('Scheduler', () => {
     await until(() => got.length === 2);
     expect(got.map((p) => `${String(p.key)} ${String(p.slot)}`).sort()).toEqual(['item1 2026-03-02T12:00:00.000Z', 'item3 2026-03-02T14:00:00.000Z']);
   });
+
+  it('notBefore never holds back a slot that comes due while the scheduler runs', async () => {
+    const d = await fresh();
+    const q = queue(d);
+    q.start();
+    let now = Date.parse('2026-03-02T11:59:50Z');
+    const clock = { now: () => now };
+    const s1 = new Scheduler(q, { clock });
+    // Backed up on demand 5 s after the 12:00 slot, before the scheduler's next tick.
+    s1.add({ name: 'policy', queue: 'fire', catchUpMs: 86_400_000, entries: async () => [{ key: 'item1', cron: '0 0 12 * * *', notBefore: Date.parse('2026-03-02T12:00:05Z') }] });
+    expect(await s1.tick()).toBe(0);
+    now += 20_000;
+    expect(await s1.tick()).toBe(1);
+  });
 });

@@ -30,7 +30,7 @@ export interface ScheduleEntry {
   /** croner pattern, evaluated in UTC. */
   cron: string;
   payload?: Record<string, unknown>;
-  /** Slots at or before this instant (ms) never fire for this entry. */
+  /** Catch-up slots (missed before the scheduler started) at or before this instant (ms) do not fire. */
   notBefore?: number;
 }
 
@@ -74,6 +74,7 @@ export class Scheduler {
   private readonly clock: Clock;
   private readonly tickMs: number;
   private last: number;
+  private readonly startedAt: number;
   private firstTick = true;
   private timer: NodeJS.Timeout | undefined;
   private ticking: Promise<number> | undefined;
@@ -82,6 +83,7 @@ export class Scheduler {
     this.clock = o.clock ?? systemClock;
     this.tickMs = o.tickMs ?? 15_000;
     this.last = this.clock.now();
+    this.startedAt = this.last;
   }
 
   add(source: ScheduleSource): void {
@@ -127,7 +129,9 @@ export class Scheduler {
       for (const e of entries) {
         let slots: number[];
         try {
-          slots = slotsBetween(e.cron, Math.max(from, e.notBefore ?? -Infinity), to);
+          // notBefore only filters catch-up slots (before this scheduler started): a slot that comes due while it
+          // runs always fires, whatever else happened in between.
+          slots = slotsBetween(e.cron, from, to).filter((t) => t > this.startedAt || t > (e.notBefore ?? -Infinity));
         } catch (err) {
           this.o.log?.error({ err, source: s.name, key: e.key, cron: e.cron }, 'invalid schedule');
           continue;
