@@ -25,6 +25,7 @@ import { SEAL_OVERHEAD, chunkHashOf, imageDigestOf, zeroChunkDigest, type StoreK
 import { openFileSource, type ImageSource } from './snapshot.js';
 import { Semaphore } from './store-wrappers.js';
 import type { ChunkStore } from './store.js';
+import { TaskGroup } from './tasks.js';
 
 export const DEFAULT_CHUNK_SIZE = 4 * 1024 * 1024;
 
@@ -141,18 +142,7 @@ export async function backupImage(options: BackupOptions): Promise<BackupResult>
       durationMs: 0,
     };
 
-    let failure: unknown;
-    const inflight = new Set<Promise<void>>();
-    const track = (p: Promise<void>): void => {
-      inflight.add(p);
-      p.then(
-        () => inflight.delete(p),
-        (err: unknown) => {
-          inflight.delete(p);
-          failure ??= err;
-        },
-      );
-    };
+    const tasks = new TaskGroup();
     const reused = (len: number): void => {
       stats.chunksReused++;
       stats.bytesReused += len;
@@ -238,12 +228,12 @@ export async function backupImage(options: BackupOptions): Promise<BackupResult>
         throw new EngineError('SourceChanged', `short read at offset ${off}: ${n} of ${len} bytes (did the image shrink?)`, { offset: off, chunkIndex: i });
       }
       stats.bytesRead += len;
-      track(processChunk(i, slot, len, () => inPool.release(slot)));
+      tasks.add(processChunk(i, slot, len, () => inPool.release(slot)));
     };
 
-    for (let i = 0; i < count && failure === undefined; i++) {
+    for (let i = 0; i < count && tasks.failure === undefined; i++) {
       if (signal?.aborted) {
-        failure = new EngineError('Aborted', 'backup aborted');
+        tasks.failure = new EngineError('Aborted', 'backup aborted');
         break;
       }
       const off = i * chunkSize;
@@ -257,7 +247,7 @@ export async function backupImage(options: BackupOptions): Promise<BackupResult>
         }
         const id = previous.idAt(i);
         await touchSem.acquire();
-        track(
+        tasks.add(
           (async () => {
             try {
               if (await store.touch(id.toString('hex'))) {
@@ -277,11 +267,11 @@ export async function backupImage(options: BackupOptions): Promise<BackupResult>
       try {
         await readChunk(i);
       } catch (err) {
-        failure ??= err;
+        tasks.failure ??= err;
       }
     }
-    while (inflight.size > 0) await Promise.allSettled([...inflight]);
-    if (failure !== undefined) throw asEngineError(failure, 'backup failed');
+    await tasks.settle();
+    if (tasks.failure !== undefined) throw asEngineError(tasks.failure, 'backup failed');
     await store.sync();
     const imageDigest = chunkDigests ? imageDigestOf(chunkDigests, hash) : undefined;
     stats.durationMs = performance.now() - started;

@@ -17,6 +17,7 @@ import { EngineError, isNotFound } from './errors.js';
 import type { Manifest } from './manifest.js';
 import { Semaphore } from './store-wrappers.js';
 import type { ChunkStore } from './store.js';
+import { TaskGroup } from './tasks.js';
 
 /**
  * A touch stores the time as a double number of seconds that libuv truncates to nanoseconds, so
@@ -67,25 +68,16 @@ export async function collectGarbage(options: GcOptions): Promise<GcStats> {
   const cutoff = new Date(cutoffMs);
   const sem = new Semaphore(Math.max(1, options.concurrency ?? 16));
   const stats: GcStats = { manifests: 0, marked: 0, missing: 0, objectsSeen: 0, swept: 0, kept: 0, bytesSwept: 0, temporariesRemoved: 0, effectiveCutoff: cutoff, durationMs: 0 };
-  let failure: unknown;
-  const inflight = new Set<Promise<void>>();
+  const tasks = new TaskGroup();
   const spawn = async (op: () => Promise<void>): Promise<void> => {
     if (options.signal?.aborted) throw new EngineError('Aborted', 'gc aborted');
-    if (failure !== undefined) throw failure;
+    if (tasks.failure !== undefined) throw tasks.failure;
     await sem.acquire();
-    const p = op().finally(() => sem.release());
-    inflight.add(p);
-    p.then(
-      () => inflight.delete(p),
-      (err: unknown) => {
-        inflight.delete(p);
-        failure ??= err;
-      },
-    );
+    tasks.add(op().finally(() => sem.release()));
   };
   const drain = async (): Promise<void> => {
-    while (inflight.size > 0) await Promise.allSettled([...inflight]);
-    if (failure !== undefined) throw failure;
+    await tasks.settle();
+    if (tasks.failure !== undefined) throw tasks.failure;
   };
 
   // Mark.

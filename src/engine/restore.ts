@@ -18,6 +18,7 @@ import { ProgressTracker, type ProgressListener } from './progress.js';
 import { nativeGcm } from './native.js';
 import { SEAL_HEADER_BYTES, SEAL_OVERHEAD, open as openSealed, type StoreKeys } from './seal.js';
 import { fetchInto, type ChunkStore } from './store.js';
+import { TaskGroup } from './tasks.js';
 
 export interface RestoreOptions {
   store: ChunkStore;
@@ -100,8 +101,7 @@ export async function restoreImage(options: RestoreOptions): Promise<RestoreStat
     // (copies into shared memory are slow in V8: crypto-ops.ts).
     const inPlace = nativeGcm !== undefined;
     const outPool = new LentSlotPool(inPlace ? 1 : window, m.chunkSize);
-    let failure: unknown;
-    const inflight = new Set<Promise<void>>();
+    const tasks = new TaskGroup(firstByOffset);
     const fsync = options.fsync ?? true;
     const flushEvery = fsync ? (options.flushEveryBytes ?? 64 * 1024 * 1024) : 0;
     let unflushed = 0;
@@ -115,13 +115,13 @@ export async function restoreImage(options: RestoreOptions): Promise<RestoreStat
         },
         (err: unknown) => {
           flushing = undefined;
-          failure ??= asEngineError(err, 'restore: flushing the target');
+          tasks.failure ??= asEngineError(err, 'restore: flushing the target');
         },
       );
     };
-    for (let i = 0; i < m.chunkCount && failure === undefined; i++) {
+    for (let i = 0; i < m.chunkCount && tasks.failure === undefined; i++) {
       if (signal?.aborted) {
-        failure = new EngineError('Aborted', 'restore aborted');
+        tasks.failure = new EngineError('Aborted', 'restore aborted');
         break;
       }
       const len = m.lengthOf(i);
@@ -161,18 +161,11 @@ export async function restoreImage(options: RestoreOptions): Promise<RestoreStat
           if (outSlot !== undefined) outPool.release(outSlot);
         }
       })();
-      inflight.add(task);
-      task.then(
-        () => inflight.delete(task),
-        (err: unknown) => {
-          inflight.delete(task);
-          failure = firstByOffset(failure, err);
-        },
-      );
+      tasks.add(task);
     }
-    while (inflight.size > 0) await Promise.allSettled([...inflight]);
+    await tasks.settle();
     await flushing;
-    if (failure !== undefined) throw failure;
+    if (tasks.failure !== undefined) throw tasks.failure;
     if (fsync) await fh.sync();
     ok = true;
   } finally {

@@ -15,6 +15,7 @@ import { chunkError } from './restore.js';
 import { SEAL_OVERHEAD, chunkHashOf, imageDigestOf, zeroChunkDigest, type StoreKeys } from './seal.js';
 import { Semaphore } from './store-wrappers.js';
 import { fetchInto, type ChunkStore } from './store.js';
+import { TaskGroup } from './tasks.js';
 
 export interface ChunkProblem {
   code: EngineErrorCode;
@@ -61,12 +62,11 @@ export async function verifyManifest(options: VerifyManifestOptions): Promise<Ma
   const outPool = new LentSlotPool(inPlace ? 1 : window, m.chunkSize);
   const chunkDigests = m.imageDigest ? new Uint8Array(m.chunkCount * 32) : undefined;
   const report: ManifestVerifyReport = { ok: true, chunksChecked: 0, holes: 0, problems: [], imageDigest: m.imageDigest ? 'match' : 'absent', durationMs: 0 };
-  let fatal: unknown;
-  const inflight = new Set<Promise<void>>();
+  const tasks = new TaskGroup();
 
-  for (let i = 0; i < m.chunkCount && fatal === undefined; i++) {
+  for (let i = 0; i < m.chunkCount && tasks.failure === undefined; i++) {
     if (options.signal?.aborted) {
-      fatal = new EngineError('Aborted', 'verify aborted');
+      tasks.failure = new EngineError('Aborted', 'verify aborted');
       break;
     }
     const len = m.lengthOf(i);
@@ -102,17 +102,10 @@ export async function verifyManifest(options: VerifyManifestOptions): Promise<Ma
         progress.add(len);
       }
     })();
-    inflight.add(task);
-    task.then(
-      () => inflight.delete(task),
-      (err: unknown) => {
-        inflight.delete(task);
-        fatal ??= err;
-      },
-    );
+    tasks.add(task);
   }
-  while (inflight.size > 0) await Promise.allSettled([...inflight]);
-  if (fatal !== undefined) throw fatal;
+  await tasks.settle();
+  if (tasks.failure !== undefined) throw tasks.failure;
   report.problems.sort((a, b) => a.chunkIndex - b.chunkIndex);
   if (chunkDigests && m.imageDigest) {
     if (report.problems.length > 0) report.imageDigest = 'unverifiable';
@@ -155,10 +148,9 @@ export async function verifyStore(options: VerifyStoreOptions): Promise<StoreVer
   const sem = new Semaphore(concurrency);
   const report: StoreVerifyReport = { ok: true, objectsChecked: 0, bytesChecked: 0, bad: [], durationMs: 0 };
   const progress = new ProgressTracker(0, options.onProgress);
-  let fatal: unknown;
-  const inflight = new Set<Promise<void>>();
+  const tasks = new TaskGroup();
   for await (const id of store.list()) {
-    if (fatal !== undefined) break;
+    if (tasks.failure !== undefined) break;
     if (options.signal?.aborted) throw new EngineError('Aborted', 'verify aborted');
     await sem.acquire();
     const task = (async () => {
@@ -202,17 +194,10 @@ export async function verifyStore(options: VerifyStoreOptions): Promise<StoreVer
         sem.release();
       }
     })();
-    inflight.add(task);
-    task.then(
-      () => inflight.delete(task),
-      (err: unknown) => {
-        inflight.delete(task);
-        fatal ??= err;
-      },
-    );
+    tasks.add(task);
   }
-  while (inflight.size > 0) await Promise.allSettled([...inflight]);
-  if (fatal !== undefined) throw fatal;
+  await tasks.settle();
+  if (tasks.failure !== undefined) throw tasks.failure;
   report.durationMs = performance.now() - started;
   progress.finish();
   return report;
