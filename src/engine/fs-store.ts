@@ -28,7 +28,7 @@ import { randomBytes } from 'node:crypto';
 import path from 'node:path';
 import { ChunkStoreError } from './errors.js';
 import { Semaphore } from './store-wrappers.js';
-import { assertChunkId, isChunkId, type ChunkStat, type ChunkStore, type DeleteOptions, type DeleteResult, type PutOptions } from './store.js';
+import { MTIME_SLACK_MS, assertChunkId, isChunkId, type ChunkStat, type ChunkStore, type DeleteOptions, type DeleteResult, type PutOptions } from './store.js';
 
 const TRANSIENT_CODES = new Set(['EAGAIN', 'EBUSY', 'EMFILE', 'ENFILE', 'EINTR', 'ETIMEDOUT', 'ECONNRESET']);
 
@@ -128,8 +128,7 @@ export class FsChunkStore implements ChunkStore {
 
   async putIfAbsent(id: string, data: Uint8Array, options: PutOptions = {}): Promise<boolean> {
     assertChunkId(id);
-    await this.settled(id);
-    if (await this.touch(id)) return false;
+    if (await this.touch(id)) return false; // touch waits for a put of the same id in flight
     await this.pendingSlots.acquire();
     if (this.pending.has(id)) {
       // Another put of the same id started while we waited: it decides.
@@ -276,8 +275,7 @@ export class FsChunkStore implements ChunkStore {
       const trashed = path.join(this.trashDir, id);
       await fsp.rename(live, trashed);
       const st = await fsp.stat(trashed);
-      // 1 ms slack: a touch's mtime reads back up to a microsecond early (see gc.ts MTIME_SLACK_MS).
-      if (st.mtimeMs >= options.unmodifiedSince.getTime() - 1) {
+      if (st.mtimeMs >= options.unmodifiedSince.getTime() - MTIME_SLACK_MS) {
         await fsp.rename(trashed, live);
         return 'kept';
       }

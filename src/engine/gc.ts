@@ -16,17 +16,8 @@
 import { EngineError, isNotFound } from './errors.js';
 import type { Manifest } from './manifest.js';
 import { Semaphore } from './store-wrappers.js';
-import type { ChunkStore } from './store.js';
+import { MTIME_SLACK_MS, type ChunkStore } from './store.js';
 import { TaskGroup } from './tasks.js';
-
-/**
- * A touch stores the time as a double number of seconds that libuv truncates to nanoseconds, so
- * an mtime read back can be a fraction of a microsecond *before* the millisecond of the touch
- * (…123 ms → …122.9999 ms). A chunk marked in the very millisecond of the cutoff would then look
- * older than it and be swept — seen with `safetyMarginMs: 0` in the crash test. Anything within
- * this slack of the cutoff is kept (the safe direction).
- */
-export const MTIME_SLACK_MS = 1;
 
 export interface GcOptions {
   store: ChunkStore;

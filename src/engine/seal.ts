@@ -260,21 +260,13 @@ export function openInto(sealKey: Uint8Array, id: Uint8Array, sealed: Uint8Array
  */
 export function openInPlace(sealKey: Uint8Array, id: Uint8Array, sealed: Uint8Array): number {
   const s = Buffer.from(sealed.buffer, sealed.byteOffset, sealed.byteLength);
-  if (!nativeGcm) {
-    const out = Buffer.allocUnsafe(Math.max(0, s.length - SEAL_OVERHEAD));
-    const n = openInto(sealKey, id, s, out);
-    out.copy(s, SEAL_HEADER_BYTES, 0, n);
-    return n;
-  }
-  if (s.length < SEAL_OVERHEAD) throw new SealError('sealed chunk is truncated');
-  if (!s.subarray(0, 4).equals(SEAL_MAGIC)) throw new SealError('sealed chunk has a bad magic');
-  if (s[4] !== SEAL_VERSION || s[5] !== SEAL_ALG_AES256GCM) throw new SealError(`sealed chunk has unknown version ${s[4]}/${s[5]}`);
-  const body = s.subarray(SEAL_HEADER_BYTES, s.length - SEAL_TAG_BYTES);
-  // The tag is read by OpenSSL before it decrypts over the body, and the body never reaches it.
-  if (!nativeGcm.open(sealKey, s.subarray(8, 20), aad(s.subarray(0, SEAL_HEADER_BYTES), id), body, s.subarray(s.length - SEAL_TAG_BYTES), body)) {
-    throw new SealError('sealed chunk failed authentication (content or id mismatch)');
-  }
-  return body.length;
+  // openInto checks the header; the native addon decrypts exactly in place (it reads the tag
+  // first, and the body never reaches it).
+  if (nativeGcm) return openInto(sealKey, id, s, s.subarray(SEAL_HEADER_BYTES));
+  const out = Buffer.allocUnsafe(Math.max(0, s.length - SEAL_OVERHEAD));
+  const n = openInto(sealKey, id, s, out);
+  out.copy(s, SEAL_HEADER_BYTES, 0, n);
+  return n;
 }
 
 export function open(sealKey: Uint8Array, id: Uint8Array, sealed: Uint8Array): Buffer {

@@ -79,6 +79,15 @@ export interface ChunkStore {
   removeStaleTemporaries?(olderThan: Date): Promise<number>;
 }
 
+/**
+ * A touch stores the time as a double number of seconds that libuv truncates to nanoseconds, so
+ * an mtime read back can be a fraction of a microsecond *before* the millisecond of the touch
+ * (…123 ms → …122.9999 ms). Anything compared with a cutoff (GC's sweep, a conditional delete)
+ * counts as modified since the cutoff when within this slack of it — the safe direction; seen
+ * with `safetyMarginMs: 0` in the crash test.
+ */
+export const MTIME_SLACK_MS = 1;
+
 const ID_RE = /^[0-9a-f]{64}$/;
 
 export function isChunkId(id: string): boolean {
