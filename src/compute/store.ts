@@ -1,16 +1,9 @@
 /** Compute tables: managed disks, VMs (+ extensions), classic VMs, changed-block bitmaps, disk access grants (SAS). */
 import type { Kysely } from 'kysely';
-import { trackedResourceColumns, type Db, type Migration } from '../platform/db/index.js';
+import { trackedResourceColumns, type Db, type Migration, type TrackedResourceRow } from '../platform/db/index.js';
 
 export type ComputeTables = {
-  compute_disks: {
-    id_norm: string;
-    id: string;
-    subscription_id: string;
-    resource_group: string;
-    name: string;
-    location: string;
-    tags_json: string;
+  compute_disks: TrackedResourceRow & {
     unique_id: string;
     image_path: string;
     /** 1 = the file lives under the data dir and is deleted with the disk; 0 = referenced in place. */
@@ -28,14 +21,7 @@ export type ComputeTables = {
     props_json: string;
     created_at: number;
   };
-  compute_vms: {
-    id_norm: string;
-    id: string;
-    subscription_id: string;
-    resource_group: string;
-    name: string;
-    location: string;
-    tags_json: string;
+  compute_vms: TrackedResourceRow & {
     vm_id: string;
     os_type: string;
     power_state: string;

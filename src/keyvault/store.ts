@@ -4,18 +4,11 @@
  * installation master key, see platform/crypto.ts) — never in clear.
  */
 import type { Generated, Kysely, Selectable } from 'kysely';
-import type { Db, Migration } from '../platform/db/index.js';
+import type { Db, Migration, TrackedResourceRow } from '../platform/db/index.js';
 
 export type KeyVaultTables = {
-  keyvault_vaults: {
-    id_norm: string;
-    id: string;
-    name: string;
+  keyvault_vaults: TrackedResourceRow & {
     name_norm: string;
-    subscription_id: string;
-    resource_group: string;
-    location: string;
-    tags_json: string;
     props_json: string;
     state: string;
     created_at: number;

@@ -1,16 +1,9 @@
 /** Recovery Services tables (Kysely). Times are epoch ms; echoed-only ARM properties live in JSON columns. */
 import type { Kysely } from 'kysely';
-import { trackedResourceColumns, type Db, type Migration } from '../platform/db/index.js';
+import { trackedResourceColumns, type Db, type Migration, type TrackedResourceRow } from '../platform/db/index.js';
 
 export type RecoveryTables = {
-  recovery_vaults: {
-    id_norm: string;
-    id: string;
-    subscription_id: string;
-    resource_group: string;
-    name: string;
-    location: string;
-    tags_json: string;
+  recovery_vaults: TrackedResourceRow & {
     sku_json: string;
     identity_json: string | null;
     props_json: string;

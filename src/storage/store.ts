@@ -1,16 +1,9 @@
 /** Storage tables (Kysely). Times are epoch ms. */
 import type { Kysely } from 'kysely';
-import type { Db, Migration } from '../platform/db/index.js';
+import type { Db, Migration, TrackedResourceRow } from '../platform/db/index.js';
 
 export type StorageTables = {
-  storage_accounts: {
-    id_norm: string;
-    id: string;
-    subscription_id: string;
-    resource_group: string;
-    name: string;
-    location: string;
-    tags_json: string;
+  storage_accounts: TrackedResourceRow & {
     sku_json: string;
     kind: string;
     props_json: string;

@@ -72,6 +72,17 @@ export async function migrate(db: Db, migrations: Migration[]): Promise<string[]
  * `id_norm` (primary key, the lower-cased ARM id), `id` (as created), `subscription_id`, `resource_group`
  * (lower-cased), `name`, `location`, `tags_json`.
  */
+/** The row fields `trackedResourceColumns` creates, for the table types of the slices. */
+export interface TrackedResourceRow {
+  id_norm: string;
+  id: string;
+  subscription_id: string;
+  resource_group: string;
+  name: string;
+  location: string;
+  tags_json: string;
+}
+
 export function trackedResourceColumns<TB extends string, C extends string>(t: CreateTableBuilder<TB, C>) {
   return t
     .addColumn('id_norm', 'text', (c) => c.primaryKey())
