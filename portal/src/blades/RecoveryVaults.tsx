@@ -3,15 +3,15 @@
  * Backup now and recovery points; Restore; Backup jobs with live progress and details; Backup policies.
  * Wire: /work/shared/design/reference/azure-backup-api.md §2.
  */
-import { useEffect, useRef, useState, type FormEvent, type ReactNode } from 'react';
+import { useEffect, useRef, useState, type ReactNode } from 'react';
 import { API_VERSIONS, ApiError, errorOf, getPage, listAll, parseId, request, send, toApiError, waitForOperation, withVersion } from '../api';
 import { session } from '../session';
 import { Link, navigate, resourcePath } from '../router';
 import type { BackupJob, BackupPolicy, GraphPrincipal, KeyVault, ProtectableItem, ProtectedItem, RecoveryPoint, RecoveryVault, VirtualMachine } from '../wire';
-import { Blade, DataTable, ErrorBox, Field, Notice, Progress, Properties, Spinner, StatusBadge, fmtDuration, fmtTime, useAsync, useInterval, type Column, RegionField, ResourceGroupField, ResourceListBlade } from '../ui';
+import { Blade, DataTable, ErrorBox, Field, Notice, Progress, Properties, Spinner, StatusBadge, fmtDuration, fmtTime, useAsync, useInterval, type Column, ResourceListBlade } from '../ui';
 import { ResourceMenu } from './KeyVaults';
 import { encryptionOf, listVms } from './VirtualMachines';
-import { useLocations, useResourceGroups } from './ResourceGroups';
+import { CreateInGroupBlade } from './ResourceGroups';
 import { DeployTemplate, RestoreKeys, RestoreVm } from './Restore';
 
 const RS = API_VERSIONS.recoveryServices;
@@ -38,53 +38,23 @@ export function RsvList() {
 
 export function CreateRsv() {
   const s = session()!;
-  const groups = useResourceGroups();
-  const locations = useLocations();
-  const [name, setName] = useState('');
-  const [rg, setRg] = useState('');
-  const [loc, setLoc] = useState('');
-  const [busy, setBusy] = useState(false);
-  const [error, setError] = useState<unknown>();
-  const group = rg || groups.data?.[0]?.name || '';
-  const groupLoc = groups.data?.find((g) => g.name === group)?.location;
-  const location = loc || groupLoc || locations.data?.[0]?.name || '';
-  const nameError = name && !/^[a-zA-Z][a-zA-Z0-9-]{1,49}$/.test(name) ? 'The name must be 2–50 characters, start with a letter, and contain only letters, digits and hyphens.' : undefined;
-
-  const submit = async (e: FormEvent) => {
-    e.preventDefault();
-    if (nameError || !group) return;
-    setBusy(true);
-    setError(undefined);
-    try {
-      const id = `/subscriptions/${s.subscriptionId}/resourceGroups/${encodeURIComponent(group)}/providers/Microsoft.RecoveryServices/vaults/${encodeURIComponent(name)}`;
-      const r = await send<RecoveryVault>('PUT', withVersion(id, RS), { location, sku: { name: 'Standard' }, properties: {} });
-      if (r.status >= 400) throw toApiError(r.status, r.body);
-      await waitForOperation(r);
-      navigate(resourcePath(id));
-    } catch (err) {
-      setError(err);
-    } finally {
-      setBusy(false);
-    }
-  };
-
   return (
-    <Blade title="Create Recovery Services vault" crumbs={[{ label: 'Home', to: '/' }, { label: 'Recovery Services vaults', to: '/browse/recoveryvaults' }]}>
-      <form className="form" onSubmit={(e) => void submit(e)}>
-        <ResourceGroupField groups={groups.data} value={group} onChange={setRg} required offerCreate />
-        <Field label="Vault name" error={nameError}>
-          {(id, d) => <input id={id} aria-describedby={d} aria-invalid={!!nameError} required value={name} onChange={(e) => setName(e.target.value)} />}
-        </Field>
-        <RegionField locations={locations.data} value={location} onChange={setLoc} hint="The vault must be in the same region as the virtual machines it protects." />
-        <div className="actions">
-          <button type="submit" className="primary" disabled={busy || !name || !!nameError || !group}>
-            {busy ? 'Creating…' : 'Create'}
-          </button>
-          {busy && <Progress label="Creating vault" />}
-          <ErrorBox error={error} title="Could not create the vault" />
-        </div>
-      </form>
-    </Blade>
+    <CreateInGroupBlade
+      title="Create Recovery Services vault"
+      crumbs={[{ label: 'Home', to: '/' }, { label: 'Recovery Services vaults', to: '/browse/recoveryvaults' }]}
+      nameLabel="Vault name"
+      nameError={(name) => (name && !/^[a-zA-Z][a-zA-Z0-9-]{1,49}$/.test(name) ? 'The name must be 2–50 characters, start with a letter, and contain only letters, digits and hyphens.' : undefined)}
+      regionHint="The vault must be in the same region as the virtual machines it protects."
+      progressLabel="Creating vault"
+      errorTitle="Could not create the vault"
+      create={async ({ group, name, location }) => {
+        const id = `/subscriptions/${s.subscriptionId}/resourceGroups/${encodeURIComponent(group)}/providers/Microsoft.RecoveryServices/vaults/${encodeURIComponent(name)}`;
+        const r = await send<RecoveryVault>('PUT', withVersion(id, RS), { location, sku: { name: 'Standard' }, properties: {} });
+        if (r.status >= 400) throw toApiError(r.status, r.body);
+        await waitForOperation(r);
+        navigate(resourcePath(id));
+      }}
+    />
   );
 }
 

@@ -4,7 +4,7 @@ import { API_VERSIONS, listAll, parseId, request, send, toApiError, waitForOpera
 import { session } from '../session';
 import { Link, navigate, resourcePath } from '../router';
 import type { ArmResource, ResourceGroup } from '../wire';
-import { Blade, DataTable, ErrorBox, Field, Progress, Properties, Spinner, useAsync, RegionField } from '../ui';
+import { Blade, DataTable, ErrorBox, Field, Progress, Properties, Spinner, useAsync, RegionField, ResourceGroupField } from '../ui';
 import { resourceLink } from './Hub';
 
 export function useLocations() {
@@ -164,6 +164,67 @@ export function ResourceGroupOverview(props: { id: string }) {
           ]}
         />
       )}
+    </Blade>
+  );
+}
+
+/**
+ * The create blade of a resource that lives in a resource group and a region (Recovery Services vault, storage
+ * account): resource group (with "Create new"), name with its rule, region defaulting to the group's, Create with
+ * progress and the API's error. `create` does the PUT (and what follows); it throws to show an error.
+ */
+export function CreateInGroupBlade(props: {
+  title: string;
+  crumbs: Array<{ label: string; to: string }>;
+  nameLabel: string;
+  nameError: (name: string) => string | undefined;
+  regionHint: string;
+  progressLabel: string;
+  errorTitle: string;
+  initialGroup?: string;
+  create: (target: { group: string; name: string; location: string }) => Promise<void>;
+}) {
+  const groups = useResourceGroups();
+  const locations = useLocations();
+  const [name, setName] = useState('');
+  const [rg, setRg] = useState(props.initialGroup ?? '');
+  const [loc, setLoc] = useState('');
+  const [busy, setBusy] = useState(false);
+  const [error, setError] = useState<unknown>();
+  const group = rg || groups.data?.[0]?.name || '';
+  const location = loc || groups.data?.find((g) => g.name === group)?.location || locations.data?.[0]?.name || '';
+  const nameError = props.nameError(name);
+
+  const submit = async (e: FormEvent) => {
+    e.preventDefault();
+    if (nameError || !group) return;
+    setBusy(true);
+    setError(undefined);
+    try {
+      await props.create({ group, name, location });
+    } catch (err) {
+      setError(err);
+    } finally {
+      setBusy(false);
+    }
+  };
+
+  return (
+    <Blade title={props.title} crumbs={props.crumbs}>
+      <form className="form" onSubmit={(e) => void submit(e)}>
+        <ResourceGroupField groups={groups.data} value={group} onChange={setRg} required offerCreate />
+        <Field label={props.nameLabel} error={nameError}>
+          {(id, d) => <input id={id} aria-describedby={d} aria-invalid={!!nameError} required value={name} onChange={(e) => setName(e.target.value)} />}
+        </Field>
+        <RegionField locations={locations.data} value={location} onChange={setLoc} hint={props.regionHint} />
+        <div className="actions">
+          <button type="submit" className="primary" disabled={busy || !name || !!nameError || !group}>
+            {busy ? 'Creating…' : 'Create'}
+          </button>
+          {busy && <Progress label={props.progressLabel} />}
+          <ErrorBox error={error} title={props.errorTitle} />
+        </div>
+      </form>
     </Blade>
   );
 }
