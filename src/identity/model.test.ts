@@ -30,4 +30,9 @@ describe('role matching', () => {
     expect(scopeCovers('/subscriptions/s/resourceGroups/rg1', '/subscriptions/s/resourcegroups/rg10')).toBe(false);
     expect(scopeCovers('/subscriptions/s/resourceGroups/rg1', '/subscriptions/s/resourceGroups/rg1/providers/X/y/z')).toBe(true);
   });
+  it('never resolves dot segments: a scope with . or .. covers nothing and is covered by nothing', () => {
+    expect(scopeCovers('/subscriptions/s/resourceGroups/rg1', '/subscriptions/s/resourceGroups/rg1/../..')).toBe(false);
+    expect(scopeCovers('/subscriptions/s/resourceGroups/rg1', '/subscriptions/s/resourceGroups/rg1/./x')).toBe(false);
+    expect(scopeCovers('/subscriptions/s/resourceGroups/rg1/../..', '/subscriptions/s/resourceGroups/rg1/../../resourceGroups/rg2')).toBe(false);
+  });
 });

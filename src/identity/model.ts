@@ -159,11 +159,19 @@ export function normScope(scope: string): string {
   return ('/' + scope.split('/').filter(Boolean).join('/')).toLowerCase();
 }
 
+/** True when a scope has `.` or `..` segments: such a scope is never resolved, it matches nothing. */
+export function hasDotSegments(scope: string): boolean {
+  return scope.split('/').some((p) => p === '.' || p === '..');
+}
+
 /** True when `assignmentScope` contains `requestScope` (same or ancestor, on path-segment boundaries). */
 export function scopeCovers(assignmentScope: string, requestScope: string): boolean {
+  if (hasDotSegments(assignmentScope) || hasDotSegments(requestScope)) return false;
   const a = normScope(assignmentScope);
   const r = normScope(requestScope);
   return a === '/' || r === a || r.startsWith(a + '/');
 }
+
+export const OWNER_ROLE_ID = '8e3af657-a8ff-443c-a75c-2fe8c4bcb635';
 
 export const isGuid = (s: string): boolean => /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i.test(s);

@@ -295,16 +295,15 @@ export function registerIdentityRoutes(app: FastifyInstance, deps: IdentityRoute
     app.get(`${base}/roleAssignments/:name`, { config: { plane: 'arm', action: 'Microsoft.Authorization/roleAssignments/read', scope: scopeOfUrl } }, async (req) => {
       requireArmApiVersion(req.url);
       const { name } = req.params as { name: string };
-      const list = await identity.listAssignments({});
-      const a = list.find((x) => x.name === name.toLowerCase());
+      const a = await identity.assignmentAt(scopeOfUrl(req), name);
       if (!a) throw new ArmError(404, 'RoleAssignmentNotFound', `The role assignment '${name}' is not found.`);
       return raView(a);
     });
     app.delete(`${base}/roleAssignments/:name`, { config: { plane: 'arm', action: 'Microsoft.Authorization/roleAssignments/delete', scope: scopeOfUrl } }, async (req, reply) => {
       requireArmApiVersion(req.url);
       const { name } = req.params as { name: string };
-      const a = await identity.deleteAssignment(name);
-      if (!a) return reply.code(204).send();
+      const a = await identity.deleteAssignment(scopeOfUrl(req), name);
+      if (!a) return reply.code(204).send(); // none at or below this scope: Azure's answer for an absent assignment
       return raView(a);
     });
     app.get(`${base}/roleAssignments`, { config: { plane: 'arm', action: 'Microsoft.Authorization/roleAssignments/read', scope: scopeOfUrl } }, async (req) => {

@@ -10,7 +10,9 @@ import {
   BACKUP_MANAGEMENT_SERVICE_NAME,
   findRole,
   isGuid,
+  hasDotSegments,
   normScope,
+  OWNER_ROLE_ID,
   roleAllows,
   scopeCovers,
   type Principal,
@@ -33,6 +35,8 @@ export type ClientAuthResult =
 export class IdentityService implements Authorizer {
   private tenant = '';
   private subscription = '';
+  /** Serialises the changes that can remove an Owner, so two of them cannot both pass the last-Owner check. */
+  private ownerChanges: Promise<unknown> = Promise.resolve();
 
   constructor(
     private readonly store: IdentityStore,
@@ -150,8 +154,12 @@ export class IdentityService implements Authorizer {
   listPrincipals(type?: PrincipalType) {
     return this.store.listPrincipals(type);
   }
+  /** Deletes a principal and its role assignments; refused when it holds the subscription's last Owner assignment. */
   async deletePrincipal(objectId: string): Promise<void> {
-    if (!(await this.store.deletePrincipal(objectId))) throw graphNotFound(objectId);
+    await this.serialOwnerChange(async () => {
+      await this.assertNotLastOwner(await this.store.assignmentsOf(objectId));
+      if (!(await this.store.deletePrincipal(objectId))) throw graphNotFound(objectId);
+    });
   }
   subscriptions() {
     return this.store.subscriptions();
@@ -181,6 +189,16 @@ export class IdentityService implements Authorizer {
     }
     this.assertScope(input.scope);
     const scopeNorm = normScope(input.scope);
+    if (input.name) {
+      // Azure: an assignment's principal, role and scope never change; a PUT of an existing name must repeat them.
+      const byName = await this.store.assignmentByName(input.name);
+      if (byName) {
+        if (normScope(byName.scope) === scopeNorm && byName.principalId === principal.objectId && byName.roleDefinitionId === role.id) return byName;
+        throw new ArmError(400, 'RoleAssignmentUpdateNotPermitted', 'Tenant ID, application ID, principal ID, and scope are not allowed to be updated.', {
+          recommendation: 'Create a new role assignment (with a new name) instead, and delete the old one if it is no longer needed.',
+        });
+      }
+    }
     const existing = (await this.store.assignmentsOf(principal.objectId)).find((a) => normScope(a.scope) === scopeNorm && a.roleDefinitionId === role.id);
     if (existing) {
       if (input.name && existing.name !== input.name.toLowerCase()) {
@@ -209,6 +227,7 @@ export class IdentityService implements Authorizer {
     if (parts.length < 2 || parts[0]!.toLowerCase() !== 'subscriptions') {
       throw new ArmError(400, 'InvalidScope', `The scope '${scope}' is not valid: expected /subscriptions/{id}[/resourceGroups/{rg}[/providers/...]].`);
     }
+    if (hasDotSegments(scope)) throw new ArmError(400, 'InvalidScope', `The scope '${scope}' is not valid: '.' and '..' segments are not allowed.`);
     if (parts[1]!.toLowerCase() !== this.subscription.toLowerCase()) throw new ArmError(404, 'SubscriptionNotFound', `The subscription '${parts[1]}' could not be found.`);
   }
 
@@ -223,11 +242,47 @@ export class IdentityService implements Authorizer {
     return all;
   }
 
-  async deleteAssignment(name: string): Promise<RoleAssignment | undefined> {
+  /**
+   * The assignment named `name` when its scope is at or below `urlScope` (the scope of the URL it was asked through);
+   * an assignment elsewhere is not found there, as in Azure (an Owner of one resource group never reaches the
+   * subscription's assignments through the group's URL).
+   */
+  async assignmentAt(urlScope: string, name: string): Promise<RoleAssignment | undefined> {
     const a = await this.store.assignmentByName(name);
-    if (!a) return undefined;
-    await this.store.deleteAssignment(name);
-    return a;
+    return a && scopeCovers(urlScope, a.scope) ? a : undefined;
+  }
+
+  /**
+   * Deletes the assignment named `name` if it is at or below `urlScope` (undefined when there is none there). The last
+   * Owner assignment of the subscription is never removed: 409 LastOwnerCannotBeRemoved.
+   */
+  async deleteAssignment(urlScope: string, name: string): Promise<RoleAssignment | undefined> {
+    return this.serialOwnerChange(async () => {
+      const a = await this.assignmentAt(urlScope, name);
+      if (!a) return undefined;
+      await this.assertNotLastOwner([a]);
+      await this.store.deleteAssignment(a.name);
+      return a;
+    });
+  }
+
+  private serialOwnerChange<T>(fn: () => Promise<T>): Promise<T> {
+    const run = this.ownerChanges.then(fn, fn);
+    this.ownerChanges = run.catch(() => undefined);
+    return run;
+  }
+
+  /** Throws when removing `removing` would leave the subscription without an Owner assignment at its own scope. */
+  private async assertNotLastOwner(removing: RoleAssignment[]): Promise<void> {
+    const subScope = `/subscriptions/${this.subscription}`;
+    const isSubOwner = (a: RoleAssignment) => a.roleDefinitionId === OWNER_ROLE_ID && normScope(a.scope) === normScope(subScope);
+    const gone = removing.filter(isSubOwner);
+    if (!gone.length) return;
+    const left = (await this.store.allAssignments()).filter((a) => isSubOwner(a) && !gone.some((g) => g.name === a.name));
+    if (left.length) return;
+    throw new ArmError(409, 'LastOwnerCannotBeRemoved', `The role assignment '${gone[0]!.name}' is the last Owner assignment of subscription '${this.subscription}': removing it would leave nobody who can assign roles.`, {
+      recommendation: `Assign Owner to another principal first: rsvault role assignment create --assignee <principal> --role Owner --scope ${subScope}`,
+    });
   }
 
   async checkAccess(caller: Caller, scope: string, action: string): Promise<boolean> {

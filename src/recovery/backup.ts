@@ -14,6 +14,8 @@ import {
   type Manifest, type Snapshot,
 } from '../engine/index.js';
 import type { JobContext } from '../platform/jobs/index.js';
+import type { Caller } from '../platform/auth/index.js';
+import { protectNeeds, requireAccess } from './access.js';
 import { KeyVaultError, parseObjectUrl } from '../keyvault/index.js';
 import { ArmError } from '../platform/http/errors.js';
 import { scheduledExpiry, type IaasVmPolicy } from './policy.js';
@@ -109,9 +111,10 @@ export class Protection {
   // ---- configure / change policy / resume / stop -----------------------------------------------------------------
   /**
    * PUT protectedItems: returns at once; the work (a ConfigureBackup job with the preflight) runs in the async
-   * operation, whose status carries the job id.
+   * operation, whose status carries the job id. Enabling, changing or resuming protection needs write and read on the
+   * VM itself (access.ts), not only on the vault; stopping protection needs only the vault's action (as in Azure).
    */
-  async beginConfigure(v: VaultRow, ref: VmRef, b: { sourceResourceId?: string | undefined; policyId?: string | undefined; protectionState?: string | undefined; isRehydrate?: boolean | undefined; diskExclusion?: boolean | undefined; extendedProperties?: unknown }): Promise<string> {
+  async beginConfigure(v: VaultRow, ref: VmRef, b: { sourceResourceId?: string | undefined; policyId?: string | undefined; protectionState?: string | undefined; isRehydrate?: boolean | undefined; diskExclusion?: boolean | undefined; extendedProperties?: unknown }, caller: Caller): Promise<string> {
     const existing = await this.s.getItem(v, ref);
     const stop = b.protectionState !== undefined && b.protectionState.toLowerCase() === 'protectionstopped' && !b.isRehydrate;
     const stopByEmptyPolicy = existing && b.policyId === '' && !b.isRehydrate;
@@ -121,6 +124,7 @@ export class Protection {
     if (!vmRef || vmRef.vmName.toLowerCase() !== ref.vmName.toLowerCase() || vmRef.resourceGroup.toLowerCase() !== ref.resourceGroup.toLowerCase()) {
       throw new ArmError(400, 'BMSUserErrorInvalidInput', `properties.sourceResourceId '${vmId}' does not match the protected item name '${itemName(ref)}'.`, { target: 'properties.sourceResourceId' });
     }
+    if (!(stop || stopByEmptyPolicy)) await requireAccess(this.s.d.identity, caller, protectNeeds(vmId));
     if (stop || stopByEmptyPolicy) {
       if (!existing) throw recoveryErrors.itemNotFound(itemName(ref));
       return this.s.d.ops.start('Microsoft.RecoveryServices/vaults/backupFabrics/protectionContainers/protectedItems/write', this.s.itemId(v, ref), async (opId) => {
@@ -204,8 +208,13 @@ export class Protection {
   }
 
   // ---- backup ---------------------------------------------------------------------------------------------------
-  /** POST …/backup: validates, creates the Backup job, enqueues it; returns the operation id (status carries the job). */
-  async beginBackup(v: VaultRow, item: ItemRow, expiryMs: number | undefined): Promise<string> {
+  /**
+   * POST …/backup: validates, creates the Backup job, enqueues it; returns the operation id (status carries the job).
+   * The caller needs write and read on the VM, as for enabling protection (stricter than Azure's table, which asks
+   * only Backup Operator on the vault: a fresh recovery point of someone else's VM is not the vault's to take).
+   */
+  async beginBackup(v: VaultRow, item: ItemRow, expiryMs: number | undefined, caller: Caller): Promise<string> {
+    await requireAccess(this.s.d.identity, caller, protectNeeds(item.vm_id));
     const ref = refOfItem(item);
     if (item.deferred_delete_at !== null || item.protection_state === 'ProtectionStopped' || !item.policy_name) throw recoveryErrors.notProtected(itemName(ref));
     const now = Date.now();

@@ -20,6 +20,8 @@ import { stripPort, type OsType } from '../compute/index.js';
 import { blobUrlOf, parseAccountId, type StorageAccount } from '../storage/index.js';
 import { BACKUP_MANAGEMENT_SERVICE_APP_ID } from '../identity/index.js';
 import { parseResourceId } from '../resources/index.js';
+import type { Caller } from '../platform/auth/index.js';
+import { DISK_WRITE, GROUP_WRITE, STORAGE_WRITE, VM_READ, VM_WRITE, keyNeeds, protectNeeds, requireAccess, type Need } from './access.js';
 import { RecoveryError, recoveryErrors, restoreErrors } from './errors.js';
 import { itemName } from './model.js';
 import { refOfItem, type ItemRow, type JobRow, type JobTask, type PointRow, type RecoveryService, type VaultRow } from './service.js';
@@ -93,8 +95,13 @@ export class Restore {
   }
 
   // ---- validation -------------------------------------------------------------------------------------------------
-  /** Validates an IaasVMRestoreRequest; every failure is a 400/404 before anything is written. */
-  async plan(v: VaultRow, item: ItemRow, rpId: string, body: unknown, origin: string, caller: KvPrincipal): Promise<{ plan: RestorePlan; rp: PointRow; keys?: RpKeys | undefined }> {
+  /**
+   * Validates an IaasVMRestoreRequest; every failure is a 400/403/404 before anything is written. The caller needs
+   * write and read on the source VM and write on every target (access.ts), checked before the target is looked up.
+   */
+  async plan(v: VaultRow, item: ItemRow, rpId: string, body: unknown, origin: string, caller: Caller): Promise<{ plan: RestorePlan; rp: PointRow; keys?: RpKeys | undefined }> {
+    const need = (needs: Need[]) => requireAccess(this.s.d.identity, caller, needs);
+    await need(protectNeeds(item.vm_id));
     if (!isObj(body) || !isObj(body.properties)) throw armErrors.invalidContent('The request body must be {"properties": {"objectType": "IaasVMRestoreRequest", "recoveryType": "RestoreDisks", "storageAccountId": "...", ...}}.', 'properties');
     const p = body.properties;
     const ot = str(p, 'objectType', 'properties.objectType');
@@ -123,6 +130,7 @@ export class Restore {
       if (!saId) throw armErrors.invalidContent("'properties.storageAccountId' is required: the staging storage account for the VM config, the encryption info and the template (and the disks unless targetResourceGroupId is given).", 'properties.storageAccountId');
       const ref = parseAccountId(saId);
       if (!ref) throw armErrors.invalidContent(`'properties.storageAccountId' '${saId}' is not a storage account id (/subscriptions/{s}/resourceGroups/{rg}/providers/Microsoft.Storage/storageAccounts/{name}).`, 'properties.storageAccountId');
+      await need([{ action: STORAGE_WRITE, scope: saId }]);
       const sa = await this.storage.getAccount(saId);
       if (!sa) throw restoreErrors.storageNotFound(saId);
       plan.storageAccount = sa;
@@ -131,6 +139,7 @@ export class Restore {
     if (trg) {
       const m = rgIdRe.exec(trg);
       if (!m) throw armErrors.invalidContent(`'properties.targetResourceGroupId' '${trg}' is not a resource group id (/subscriptions/{s}/resourceGroups/{rg}).`, 'properties.targetResourceGroupId');
+      await need(targetGroupNeeds(trg, recoveryType));
       const g = await this.s.d.resources.requireGroup(m[1]!, m[2]!);
       plan.targetRg = { sub: m[1]!, name: g.name, id: g.id, location: g.location };
     }
@@ -140,6 +149,7 @@ export class Restore {
       const m = /^\/subscriptions\/([^/]+)\/resourceGroups\/([^/]+)\/providers\/Microsoft\.Compute\/virtualMachines\/([^/]+)$/i.exec(tv);
       if (!m) throw armErrors.invalidContent(`'properties.targetVirtualMachineId' '${tv}' is not a VM id.`, 'properties.targetVirtualMachineId');
       if (!plan.targetRg) {
+        await need(targetGroupNeeds(`/subscriptions/${m[1]}/resourceGroups/${m[2]}`, recoveryType));
         const g = await this.s.d.resources.requireGroup(m[1]!, m[2]!);
         plan.targetRg = { sub: m[1]!, name: g.name, id: g.id, location: g.location };
       } else if (lc(plan.targetRg.name) !== lc(m[2]!)) throw armErrors.invalidContent(`The target VM '${tv}' is not in targetResourceGroupId '${plan.targetRg.id}'.`, 'properties.targetVirtualMachineId');
@@ -150,6 +160,7 @@ export class Restore {
       if (encrypted) throw restoreErrors.originalLocationEncrypted(item.vm_name);
       const vm = await this.s.d.compute.getVm(item.vm_id);
       if (!vm) throw recoveryErrors.vmNotFound(item.vm_id);
+      await need(disks.map((d) => ({ action: DISK_WRITE, scope: d.diskId })));
       const attached = this.s.d.compute.vmDisks(vm).map((d) => lc(d.diskId));
       for (const d of disks) if (!attached.includes(lc(d.diskId))) throw new RecoveryError(400, 'UserErrorOriginalDiskNotAttached', `The disk '${d.name}' of the recovery point is no longer attached to VM '${vm.name}'; the original location cannot be restored.`, { recommendation: "Restore the disks ('RestoreDisks') or to a new VM ('AlternateLocation')." });
     }
@@ -233,7 +244,7 @@ export class Restore {
   }
 
   // ---- the job -------------------------------------------------------------------------------------------------------
-  async beginRestore(v: VaultRow, item: ItemRow, rpId: string, body: unknown, origin: string, caller: KvPrincipal): Promise<string> {
+  async beginRestore(v: VaultRow, item: ItemRow, rpId: string, body: unknown, origin: string, caller: Caller): Promise<string> {
     const { plan, rp, keys } = await this.plan(v, item, rpId, body, origin, caller);
     const ref = refOfItem(item);
     const bag: Record<string, string> = { 'Recovery Point Id': rpId, 'Restore Type': plan.recoveryType, 'Recovery Point Time': new Date(Number(rp.time)).toISOString() };
@@ -434,9 +445,12 @@ export class Restore {
   /**
    * Restores the recovery point's KEK (keys/restore from its backup blob) and then its BEK (set with the wrapped value,
    * content type `Wrapped BEK` and the ADE tags, DiskEncryptionKeyEncryptionKeyURL = the restored key's URL) into
-   * the chosen vault, as the caller. BEK-only: secrets/restore from the secret backup blob.
+   * the chosen vault, as the caller. BEK-only: secrets/restore from the secret backup blob. The caller needs read on
+   * the source VM (the same as for seeing keyAndSecret) and, checked by Key Vault itself, keys restore/get and secrets
+   * set/restore on the target vault.
    */
-  async restoreKeys(v: VaultRow, item: ItemRow, rpId: string, body: unknown, caller: KvPrincipal) {
+  async restoreKeys(v: VaultRow, item: ItemRow, rpId: string, body: unknown, caller: Caller) {
+    await requireAccess(this.s.d.identity, caller, keyNeeds(item.vm_id));
     if (!isObj(body)) throw armErrors.invalidContent('The request body must be {"targetKeyVaultId": "/subscriptions/.../providers/Microsoft.KeyVault/vaults/{name}"} (or "targetKeyVault": "{name}").');
     const target = str(body, 'targetKeyVaultId', 'targetKeyVaultId') ?? str(body, 'targetKeyVault', 'targetKeyVault');
     if (!target) throw armErrors.invalidContent("'targetKeyVaultId' is required: the key vault (of this installation) to restore the key and secret into.", 'targetKeyVaultId');
@@ -521,4 +535,10 @@ async function isLuks(file: string): Promise<boolean> {
 /** The vault's resource group as the user spelled it (the row keeps it lower-cased for lookups). */
 function groupOf(v: VaultRow): string {
   return parseResourceId(v.id)?.resourceGroup ?? v.resource_group;
+}
+
+/** What a restore needs on its target resource group: managed disks (RestoreDisks), or disks and a VM (AlternateLocation). */
+function targetGroupNeeds(groupId: string, recoveryType: RecoveryType): Need[] {
+  const actions = recoveryType === 'AlternateLocation' ? [GROUP_WRITE, VM_WRITE, VM_READ, DISK_WRITE] : [GROUP_WRITE, DISK_WRITE];
+  return actions.map((action) => ({ action, scope: groupId }));
 }

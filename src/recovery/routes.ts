@@ -396,7 +396,7 @@ export function registerRecoveryRoutes(app: FastifyInstance, deps: RecoveryRoute
       isRehydrate: rehydrate as boolean | undefined,
       diskExclusion,
       extendedProperties: ext ?? undefined,
-    });
+    }, req.caller!);
     const base = `${v.id}/backupFabrics/Azure/protectionContainers/${containerName(ref)}/protectedItems/${itemName(ref)}`;
     return accepted(reply, { asyncOperation: link(req, `${base}/operationsStatus/${opId}`, api), location: link(req, `${base}/operationResults/${opId}`, api) }, 1);
   });
@@ -422,7 +422,7 @@ export function registerRecoveryRoutes(app: FastifyInstance, deps: RecoveryRoute
         if (Number.isNaN(expiry)) throw armErrors.invalidContent(`properties.recoveryPointExpiryTimeInUTC '${e}' is not a valid date-time.`, 'properties.recoveryPointExpiryTimeInUTC');
       }
     }
-    const opId = await protection.beginBackup(v, item, expiry);
+    const opId = await protection.beginBackup(v, item, expiry, req.caller!);
     const base = `${v.id}/backupFabrics/Azure/protectionContainers/${containerName(ref)}/protectedItems/${itemName(ref)}`;
     return accepted(reply, { asyncOperation: link(req, `${base}/operationsStatus/${opId}`, api), location: link(req, `${base}/operationResults/${opId}`, api) }, 1);
   });
@@ -452,11 +452,11 @@ export function registerRecoveryRoutes(app: FastifyInstance, deps: RecoveryRoute
     const rp = await svc.getPoint(item.id_norm, id);
     if (!rp) throw recoveryErrors.rpNotFound(id);
     const itemId = `${v.id}/backupFabrics/Azure/protectionContainers/${containerName(ref)}/protectedItems/${itemName(ref)}`;
-    return pointView(itemId, rp, svc.openKeys(rp));
+    return pointView(itemId, rp, await svc.keysFor(req.caller!, item, rp)); // keyAndSecret only for readers of the VM
   });
 
   // ---- restore ---------------------------------------------------------------------------------------------------
-  const callerOf = (req: FastifyRequest) => ({ objectId: req.caller!.objectId, tenantId: req.caller!.tenantId, appId: req.caller!.appId });
+  const callerOf = (req: FastifyRequest) => req.caller!; // restore checks the source VM and targets as this caller
   app.post(`${I}/recoveryPoints/:rp/restore`, { config: { action: `${RS}/backupFabrics/protectionContainers/protectedItems/recoveryPoints/restore/action` } }, async (req, reply) => {
     const api = requireArmApiVersion(req.url);
     const { v, ref, item } = await itemOf(req);

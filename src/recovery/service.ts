@@ -10,6 +10,8 @@ import { ArmError, armErrors, HttpError } from '../platform/http/errors.js';
 import type { AsyncOperations } from '../platform/http/async-ops.js';
 import type { Logger } from '../platform/log.js';
 import type { Sealer } from '../platform/crypto.js';
+import type { Caller } from '../platform/auth/index.js';
+import { keyNeeds, mayAccess } from './access.js';
 import type { Clock, JobQueue, ScheduleSource } from '../platform/jobs/index.js';
 import type { ResourceService } from '../resources/index.js';
 import type { IdentityService } from '../identity/index.js';
@@ -453,6 +455,16 @@ export class RecoveryService {
 
   async getPoint(itemNorm: string, id: string): Promise<PointRow | undefined> {
     return this.db.selectFrom('recovery_points').selectAll().where('item_norm', '=', itemNorm).where('id', '=', id).executeTakeFirst();
+  }
+
+  /**
+   * A recovery point's key and secret backup (keyAndSecret) for `caller`: only when it may read the source VM.
+   * The KEK backup blob restores into any key vault of this installation and unwraps the BEK there, so it goes only
+   * to someone who may already read the VM (access.ts); others see the recovery point without it.
+   */
+  async keysFor(caller: Caller, item: ItemRow, rp: PointRow): Promise<Record<string, unknown> | undefined> {
+    if (!rp.keys_sealed || !(await mayAccess(this.d.identity, caller, keyNeeds(item.vm_id)))) return undefined;
+    return this.openKeys(rp);
   }
 
   openKeys(rp: PointRow): Record<string, unknown> | undefined {
