@@ -221,7 +221,7 @@ export function registerBackupCommands(program: Command, h: CliHelpers): void {
     const e = jobError(job);
     if (e) throw e;
   };
-  pv(protection.command('enable-for-vm').description('Enable backup of a VM with a policy (preflight: agent, encryption, Key Vault permissions).'))
+  pv(protection.command('enable-for-vm').description('Enable backup of a VM with a policy (preflight: agent, encryption, Key Vault permissions). Needs a backup role on the vault and write + read on the VM (Virtual Machine Contributor).'))
     .requiredOption('--vm <vm>', 'VM name (in the vault resource group) or id')
     .requiredOption('-p, --policy-name <policy>', 'policy name')
     .option('--no-wait', 'do not wait for the ConfigureBackup job')
@@ -239,7 +239,7 @@ export function registerBackupCommands(program: Command, h: CliHelpers): void {
         }),
       ),
     );
-  pv(protection.command('backup-now').description('Back up an item now (first full, then incremental).'))
+  pv(protection.command('backup-now').description('Back up an item now (first full, then incremental). Needs a backup role on the vault and write + read on the VM.'))
     .requiredOption('-c, --container-name <container>', 'container name (or the VM name)')
     .requiredOption('-i, --item-name <item>', 'item name (or the VM name)')
     .option('--retain-until <date>', 'keep the recovery point until dd-mm-yyyy (default: 30 days)')
@@ -372,7 +372,7 @@ export function registerBackupCommands(program: Command, h: CliHelpers): void {
         }),
       ),
     );
-  pv(rp.command('show').requiredOption('-c, --container-name <container>', 'container name (or the VM name)').requiredOption('-i, --item-name <item>', 'item name (or the VM name)').requiredOption('-n, --name <id>', 'recovery point id'))
+  pv(rp.command('show').description('Show a recovery point; keyAndSecret (KEK and wrapped BEK backup) only when you may read the source VM.').requiredOption('-c, --container-name <container>', 'container name (or the VM name)').requiredOption('-i, --item-name <item>', 'item name (or the VM name)').requiredOption('-n, --name <id>', 'recovery point id'))
     .option('--backup-management-type <type>', 'AzureIaasVM')
     .action(
       action(async (o: V & { containerName: string; itemName: string; name: string }, cmd: Command) =>

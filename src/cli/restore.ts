@@ -285,7 +285,7 @@ export function registerRestoreCommands(program: Command, h: CliHelpers): void {
     const id = await vaultId(c, s, o.keyVaultId);
     return { encryptionDetails: { encryptionEnabled: true, ...(o.kekUrl ? { kekUrl: o.kekUrl, ...(id ? { kekVaultId: id } : {}) } : {}), ...(o.secretUrl ? { secretKeyUrl: o.secretUrl, ...(id ? { secretKeyVaultId: id } : {}) } : {}) } };
   };
-  encOpts(base(restore.command('restore-disks').description('Restore the disks (blobs in --storage-account, or managed disks in --target-resource-group) with the VM config, encryption info and an ARM template.')))
+  encOpts(base(restore.command('restore-disks').description('Restore the disks (blobs in --storage-account, or managed disks in --target-resource-group) with the VM config, encryption info and an ARM template. Needs write + read on the source VM, write on the storage account (and the target group).')))
     .requiredOption('--storage-account <account>', 'staging storage account (name or id)')
     .option('-t, --target-resource-group <rg>', 'restore as managed disks in this resource group')
     .option('--restore-only-osdisk', 'restore the OS disk only')
@@ -303,7 +303,7 @@ export function registerRestoreCommands(program: Command, h: CliHelpers): void {
         }),
       ),
     );
-  encOpts(base(restore.command('restore-vm').description('Restore to a new VM (AlternateLocation), also for encrypted VMs.')))
+  encOpts(base(restore.command('restore-vm').description('Restore to a new VM (AlternateLocation), also for encrypted VMs. Needs write + read on the source VM, write on the storage account and on the target group (Contributor).')))
     .requiredOption('--storage-account <account>', 'staging storage account (name or id)')
     .requiredOption('--target-resource-group <rg>', 'resource group of the new VM')
     .requiredOption('--target-vm-name <name>', 'name of the new VM')
@@ -320,7 +320,7 @@ export function registerRestoreCommands(program: Command, h: CliHelpers): void {
         }),
       ),
     );
-  base(restore.command('restore-keys').description('Restore the key (KEK) and secret (BEK) of an encrypted VM from a recovery point into a key vault; prints the new URLs.'))
+  base(restore.command('restore-keys').description('Restore the key (KEK) and secret (BEK) of an encrypted VM from a recovery point into a key vault; prints the new URLs. Needs read on the source VM and keys restore/get, secrets set/restore on the target vault.'))
     .requiredOption('--target-key-vault <vault>', 'key vault name or id (of this installation)')
     .action(
       action(async (o: R & { targetKeyVault: string }, cmd: Command) =>
