@@ -11,12 +11,12 @@
  */
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import { randomBytes, randomUUID } from 'node:crypto';
-import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { startTestServer, type TestServer } from './helpers/server.js';
 import { Fixture, BK_API, KV_API, RS_API, MiB, env, type Job, type OpStatus, type RecoveryPoint } from './recovery-fixture.js';
-import { cli } from './restore-helpers.js';
+import { cli, get, qemuDecrypt } from './restore-helpers.js';
 import type { ApiResponse, RsvaultClient } from '../src/client/index.js';
 
 let s: TestServer;
@@ -29,12 +29,14 @@ const sfx = randomBytes(3).toString('hex');
 const KV_VICTIM = `kvvic-${sfx}`;
 const VM_A = 'vm-a'; // not protected by anyone: the attack chain's target
 const VM_B = 'vm-b'; // protected and backed up by the admin in RSV_ADMIN (rg1)
+const VM_C = 'vm-c'; // not encrypted, protected and backed up by the admin in RSV_ADMIN (original-location restores)
 const RSV_ADMIN = 'rsv-admin';
 const RSV_OPEN = 'rsv-open'; // an empty vault in rg1 the admin created (Backup Contributor cannot create vaults)
 const bk = { 'api-version': BK_API };
 const RA_API = { 'api-version': '2022-04-01' };
 const ST = { 'api-version': '2023-01-01' };
 let rpB: string; // the admin's recovery point of VM_B
+let rpC: string; // the admin's recovery point of VM_C
 
 const VM_WRITE = 'Microsoft.Compute/virtualMachines/write';
 const VM_READ = 'Microsoft.Compute/virtualMachines/read';
@@ -127,7 +129,7 @@ beforeAll(async () => {
   await f2.group();
   // rg2: an encrypted VM the admin protects (B) and one nobody protects (A); the key vault grants the Backup
   // Management Service the "Azure Backup" template, as the README's flow does.
-  await Promise.all([f2.keyVault(KV_VICTIM), f2.vm(VM_A, 4 * MiB), f2.vm(VM_B, 4 * MiB)]);
+  await Promise.all([f2.keyVault(KV_VICTIM), f2.vm(VM_A, 4 * MiB), f2.vm(VM_B, 4 * MiB), f2.vm(VM_C, 4 * MiB)]);
   await f2.encrypt(VM_A, KV_VICTIM);
   await f2.encrypt(VM_B, KV_VICTIM);
   await f2.grantBackup(KV_VICTIM);
@@ -140,6 +142,10 @@ beforeAll(async () => {
   const job = await backupJob(s.client, RSV_ADMIN, VM_B);
   expect(job.properties.status).toBe('Completed');
   rpB = job.properties.extendedInfo.propertyBag['Recovery Point Id']!;
+  expect((await opStatus(s.client, await enable(s.client, RSV_ADMIN, VM_C))).status).toBe('Succeeded');
+  const jc = await backupJob(s.client, RSV_ADMIN, VM_C);
+  expect(jc.properties.status).toBe('Completed');
+  rpC = jc.properties.extendedInfo.propertyBag['Recovery Point Id']!;
 }, 180_000);
 
 afterAll(async () => {
@@ -209,7 +215,7 @@ describe('item 1: backup cannot reach a VM of another resource group', () => {
     expect(readdirSync(path.join(s.dataDir, 'storage', sa)).filter((x) => x !== '.staging')).toEqual([]);
     const jobs = await s.client.list<Job>(`${vaultPath(RSV_ADMIN)}/backupJobs`, { query: bk });
     expect(jobs.filter((j) => j.properties.operation === 'Restore')).toEqual([]);
-    expect(jobs.filter((j) => j.properties.operation === 'Backup')).toHaveLength(1);
+    expect(jobs.filter((j) => j.properties.operation === 'Backup' && j.properties.entityFriendlyName === VM_B)).toHaveLength(1);
   }, 60_000);
 
   it('restore checks the targets too: write on the VM alone does not let a restore write into a storage account or group it cannot write', async () => {
@@ -222,6 +228,12 @@ describe('item 1: backup cannot reach a VM of another resource group', () => {
     await assign(vmc.id, 'Contributor', saId(otherSa));
     expectDenied(await restore(vmc.c, RSV_ADMIN, VM_B, rpB, { recoveryType: 'RestoreDisks', storageAccountId: saId(otherSa), targetResourceGroupId: rgPath(RG1) }), vmc, 'Microsoft.Resources/subscriptions/resourceGroups/write', rgPath(RG1));
     expectDenied(await restore(vmc.c, RSV_ADMIN, VM_B, rpB, { recoveryType: 'AlternateLocation', storageAccountId: saId(otherSa), targetVirtualMachineId: vmId('vm-x', RG1) }), vmc, 'Microsoft.Resources/subscriptions/resourceGroups/write', rgPath(RG1));
+    // Original location replaces the VM's disks: write on the VM is not write on its disks (separate resources).
+    await assign(vmc.id, 'Virtual Machine Contributor', vmId(VM_C));
+    const diskC = `${rgPath(RG2)}/providers/Microsoft.Compute/disks/${VM_C}-os`;
+    expectDenied(await restore(vmc.c, RSV_ADMIN, VM_C, rpC, { recoveryType: 'OriginalLocation' }), vmc, 'Microsoft.Compute/disks/write', diskC);
+    const jobs = await s.client.list<Job>(`${vaultPath(RSV_ADMIN)}/backupJobs`, { query: bk });
+    expect(jobs.filter((j) => j.properties.operation === 'Restore')).toEqual([]);
   });
 
   it('with Virtual Machine Contributor on the VM (+ Contributor on rg1) the whole flow works: protect, back up, keyAndSecret, restore keys, restore disks', async () => {
@@ -247,7 +259,20 @@ describe('item 1: backup cannot reach a VM of another resource group', () => {
     expect(r.status, JSON.stringify(r.body)).toBe(202);
     const rj = await waitJob(ok.c, 'rsv-ok', (await opStatus(ok.c, r)).properties!.jobId);
     expect(rj.properties.status, JSON.stringify(rj.properties.errorDetails)).toBe('Completed');
-    expect(rj.properties.extendedInfo.propertyBag['OS Disk Blob Uri']).toMatch(new RegExp(`/blob/${sa}/`));
+    const blobUri = rj.properties.extendedInfo.propertyBag['OS Disk Blob Uri']!;
+    expect(blobUri).toMatch(new RegExp(`/blob/${sa}/`));
+    // …and it ends where the attack chain would have: the restored disk decrypts to the guest's plaintext with the
+    // BEK it unwraps in its own key vault. That is what the VM rights above are the price of.
+    const { keyUrl, secretUrl } = keys.body as { keyUrl: string; secretUrl: string };
+    const vaultOf = { baseUrl: `https://${kv}.vault.localhost:${s.port}`, resource: 'https://vault.localhost', query: { 'api-version': '7.4' } };
+    const secret = await ok.c.request<{ value: string }>('GET', new URL(secretUrl).pathname, vaultOf);
+    const unwrapped = await ok.c.request<{ value: string }>('POST', `${new URL(keyUrl).pathname}/unwrapkey`, { ...vaultOf, body: { alg: 'RSA-OAEP', value: secret.value } });
+    const disk = await get(s, blobUri, await ok.c.token());
+    expect(disk.status).toBe(200);
+    const img = path.join(tmp, 'ok-os.img');
+    writeFileSync(img, disk.body);
+    const plain = qemuDecrypt(img, Buffer.from(unwrapped.value, 'base64url'), tmp);
+    expect(plain.includes(Buffer.from('SECRET-OF-RG2-VM-A'))).toBe(true);
   }, 120_000);
 
   it('with Contributor on rg2 + Backup Contributor on rg1: protect into the vault it manages and back up now', async () => {
