@@ -215,3 +215,23 @@ describe('verify, quarantine and repair (6); recatalog (5c)', () => {
     expect(r2.status).toBe(400);
   });
 });
+
+describe('scheduled verify (6)', () => {
+  it('with --verify-schedule every vault gets a Verify job that is not user-triggered; a bad schedule stops start-up', async () => {
+    await s.stop();
+    s = await startTestServer({ dataDir, env: { ...env, RSVAULT_SCHEDULER_TICK_MS: '500' }, args: ['--verify-schedule', '*/2 * * * * *'] });
+    f = new Fixture(s, RG);
+    type J = { name: string; properties: { operation: string; status: string; isUserTriggered: boolean; entityFriendlyName: string } };
+    let scheduled: J | undefined;
+    for (let i = 0; i < 100 && !scheduled; i++) {
+      const jobs = await s.client.list<J>(`${f.vaultPath('rsvverify')}/backupJobs`, { query: bk });
+      scheduled = jobs.find((j) => j.properties.operation === 'Verify' && !j.properties.isUserTriggered && j.properties.status !== 'InProgress');
+      if (!scheduled) await new Promise((r) => setTimeout(r, 200));
+    }
+    expect(scheduled, 'a scheduled Verify job').toBeDefined();
+    expect(scheduled!.properties).toMatchObject({ status: 'Completed', entityFriendlyName: 'rsvverify' });
+    const bad = await cli(cliEnv, 'serve', '--data-dir', path.join(f.tmp, 'never'), '--verify-schedule', 'every tuesday');
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toMatch(/invalid verify schedule/);
+  }, 60_000);
+});
