@@ -16,7 +16,7 @@ import Database from 'better-sqlite3';
 import { startTestServer, type TestServer } from './helpers/server.js';
 import { Fixture, BK_API, MiB, env, type RecoveryPoint } from './recovery-fixture.js';
 import { cli, post } from './restore-helpers.js';
-import { decodeManifest } from '../src/engine/index.js';
+import { decodeManifest, encodeManifest } from '../src/engine/index.js';
 
 let s: TestServer;
 let f: Fixture;
@@ -214,6 +214,67 @@ describe('verify, quarantine and repair (6); recatalog (5c)', () => {
     const r2 = await s.client.send('POST', `${f.vaultPath(RSV)}/recatalog`, {});
     expect(r2.status).toBe(400);
   });
+});
+
+describe('recovery points from before authentication (version-1 manifests)', () => {
+  const RSV = 'rsvold';
+  const VM = 'vmold';
+  it('stay restorable; verify completes with warnings naming them as unauthenticated', async () => {
+    await f.createVault(RSV);
+    await f.vm(VM, 2 * MiB);
+    await f.opStatus(await f.enable(RSV, VM));
+    const { rpId } = await backupNow(RSV, VM);
+    const atBackup = await guestDisk(VM);
+    // Turn it into what an older rsvault wrote: a version-1 manifest and a row without the manifest MAC.
+    const file = path.join(vaultDirOf(rpId), 'manifests', rpId, 'os.manifest');
+    writeFileSync(file, encodeManifest(decodeManifest(readFileSync(file), undefined, { unauthenticated: true })));
+    const db = new Database(path.join(dataDir, 'rsvault.db'));
+    try {
+      db.pragma('busy_timeout = 5000');
+      const row = db.prepare('SELECT disks_json FROM recovery_points WHERE id = ?').get(rpId) as { disks_json: string };
+      const disks = (JSON.parse(row.disks_json) as { mac?: string }[]).map(({ mac: _mac, ...d }) => d);
+      db.prepare('UPDATE recovery_points SET disks_json = ? WHERE id = ?').run(JSON.stringify(disks), rpId);
+    } finally {
+      db.close();
+    }
+    const r = await cli(cliEnv, 'backup', 'vault', 'verify', '-g', RG, '-n', RSV);
+    expect(r.code, r.stderr).toBe(0);
+    const job = r.json as { properties: { status: string; errorDetails: { errorTitle: string; errorString: string }[] } };
+    expect(job.properties.status).toBe('CompletedWithWarnings');
+    expect(job.properties.errorDetails[0]!.errorTitle).toBe('UserErrorVerifyFoundUnauthenticatedManifests');
+    expect(job.properties.errorDetails[0]!.errorString).toContain(rpId);
+    await f.guestWrite(VM, 0, Buffer.from('changed'));
+    const rest = await restoreOriginal(RSV, VM, rpId);
+    expect(rest.properties.status, JSON.stringify(rest.properties.errorDetails)).toBe('Completed');
+    expect((await guestDisk(VM)).equals(atBackup)).toBe(true);
+  }, 60_000);
+});
+
+describe('authorization of verify and recatalog', () => {
+  async function principalWith(role: string) {
+    const sp = await s.client.request<{ id: string; appId: string; passwordCredentials: { secretText: string }[] }>('POST', '/v1.0/servicePrincipals', { body: { displayName: `integ-${role.replace(/ /g, '-').toLowerCase()}` } });
+    const roles = await s.client.request<{ value: { id: string }[] }>('GET', `/subscriptions/${f.sub}/providers/Microsoft.Authorization/roleDefinitions`, { query: { 'api-version': '2022-04-01', $filter: `roleName eq '${role}'` } });
+    await s.client.request('PUT', `${f.rgPath()}/providers/Microsoft.Authorization/roleAssignments/${crypto.randomUUID()}`, { query: { 'api-version': '2022-04-01' }, body: { properties: { roleDefinitionId: roles.value[0]!.id, principalId: sp.id } } });
+    return s.clientFor(sp.appId, sp.passwordCredentials[0]!.secretText);
+  }
+  it('Backup Reader: 403 on both; Backup Operator: may verify (202), not recatalog (403)', async () => {
+    const reader = await principalWith('Backup Reader');
+    const operator = await principalWith('Backup Operator');
+    try {
+      for (const action of ['verify', 'recatalog']) {
+        const r = await reader.send('POST', `${f.vaultPath('rsvverify')}/${action}`, { query: bk });
+        expect(r.status, action).toBe(403);
+        expect((r.body as { error: { code: string } }).error.code).toBe('AuthorizationFailed');
+      }
+      const v = await operator.send('POST', `${f.vaultPath('rsvverify')}/verify`, { query: bk });
+      expect(v.status).toBe(202);
+      await f.waitJob('rsvverify', (await f.opStatus(v)).properties!.jobId);
+      expect((await operator.send('POST', `${f.vaultPath('rsvverify')}/recatalog`, { query: bk })).status).toBe(403);
+    } finally {
+      reader.close();
+      operator.close();
+    }
+  }, 60_000);
 });
 
 describe('scheduled verify (6)', () => {

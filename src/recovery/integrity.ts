@@ -10,6 +10,9 @@
  *   The row also records each manifest's MAC (`DiskRecord.mac`), pinning the exact file.
  * - Each recovery point directory holds an `index` file (engine index file, same key, bound to the id): id, item,
  *   VM config, disks → manifest names and MACs, time, expiry, sealed keys. `recatalog` rebuilds rows from them.
+ *   Written after the manifests and before the row: a directory with an index is a complete recovery point (GC keeps
+ *   its chunks live even without a row). A backup killed between its index and its row leaves such a point behind
+ *   (its retried job makes another one); recatalog adds it.
  *
  * Layout: `{data-dir}/vaults/{uid}/manifests/{rpId}/{os|lunN}.manifest` + `index`.
  */
