@@ -16,6 +16,9 @@ describe('loadConfig', () => {
     expect(d.scheduleCatchUpHours).toBe(168);
     expect(loadConfig({ scheduleCatchUpHours: '0' }, { RSVAULT_SCHEDULE_CATCHUP_HOURS: '24' }).scheduleCatchUpHours).toBe(0);
     expect(loadConfig({}, { RSVAULT_SCHEDULE_CATCHUP_HOURS: '24' }).scheduleCatchUpHours).toBe(24);
+    expect(d.verifySchedule).toBe('0 0 3 * * 0');
+    expect(loadConfig({ verifySchedule: 'off' }, {}).verifySchedule).toBeUndefined();
+    expect(loadConfig({}, { RSVAULT_VERIFY_SCHEDULE: '0 30 2 * * *' }).verifySchedule).toBe('0 30 2 * * *');
   });
   it('rejects bad values with one clear message', () => {
     expect(() => loadConfig({ port: '70000' }, {})).toThrow(ConfigError);
@@ -26,5 +29,6 @@ describe('loadConfig', () => {
     expect(() => loadConfig({ vaultHostSuffix: 'bad suffix' }, {})).toThrow(/host suffix/);
     expect(() => loadConfig({ role: 'boss' }, {})).toThrow(/invalid role/);
     expect(() => loadConfig({ importDirs: 'relative/dir' }, {})).toThrow(/invalid import directory/);
+    expect(() => loadConfig({ verifySchedule: 'every tuesday' }, {})).toThrow(/invalid verify schedule/);
   });
 });

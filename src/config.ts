@@ -4,6 +4,7 @@
  * which the CLI prints as one line and exits with code 2.
  */
 import path from 'node:path';
+import { Cron } from 'croner';
 
 export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
 export type Role = 'all' | 'api' | 'worker' | 'scheduler';
@@ -33,7 +34,12 @@ export interface Config {
    * unless the item was protected or backed up after that slot. 0 = never.
    */
   scheduleCatchUpHours: number;
+  /** Croner pattern (UTC, with seconds) of every vault's scheduled verify job; undefined = no scheduled verify. */
+  verifySchedule: string | undefined;
 }
+
+/** Sundays 03:00 UTC. */
+export const DEFAULT_VERIFY_SCHEDULE = '0 0 3 * * 0';
 
 export class ConfigError extends Error {
   override name = 'ConfigError';
@@ -49,6 +55,7 @@ export interface ConfigFlags {
   role?: string | undefined;
   importDirs?: string | undefined;
   scheduleCatchUpHours?: string | number | undefined;
+  verifySchedule?: string | undefined;
 }
 
 const LOG_LEVELS: readonly LogLevel[] = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
@@ -111,5 +118,16 @@ export function loadConfig(flags: ConfigFlags = {}, env: NodeJS.ProcessEnv = pro
     throw new ConfigError(`invalid schedule catch-up '${catchUpText}': whole hours, 0-8784 (--schedule-catch-up-hours or RSVAULT_SCHEDULE_CATCHUP_HOURS)`);
   }
 
-  return { dataDir, port, listen, dbUrl, vaultHostSuffix, logLevel, role, tokenLifetimeSec: Number(lifetimeText), importDirs, scheduleCatchUpHours: Number(catchUpText) };
+  const verifyText = pick(flags.verifySchedule, env.RSVAULT_VERIFY_SCHEDULE) ?? DEFAULT_VERIFY_SCHEDULE;
+  let verifySchedule: string | undefined = verifyText;
+  if (verifyText.toLowerCase() === 'off') verifySchedule = undefined;
+  else {
+    try {
+      new Cron(verifyText, { timezone: 'UTC', paused: true }).stop();
+    } catch (e) {
+      throw new ConfigError(`invalid verify schedule '${verifyText}': a cron pattern (UTC, optional seconds field) or 'off' (--verify-schedule or RSVAULT_VERIFY_SCHEDULE): ${(e as Error).message}`);
+    }
+  }
+
+  return { dataDir, port, listen, dbUrl, vaultHostSuffix, logLevel, role, tokenLifetimeSec: Number(lifetimeText), importDirs, scheduleCatchUpHours: Number(catchUpText), verifySchedule };
 }

@@ -112,7 +112,7 @@ export async function startServer(config: Config, log: Logger = createLogger(con
     queue.start();
   }
   if (config.role === 'all' || config.role === 'scheduler') {
-    recovery.addSchedules(scheduler, process.env.RSVAULT_RETENTION_CRON || undefined, config.scheduleCatchUpHours * 3_600_000);
+    recovery.addSchedules(scheduler, process.env.RSVAULT_RETENTION_CRON || undefined, config.scheduleCatchUpHours * 3_600_000, config.verifySchedule);
     scheduler.start();
   }
   await registerPortal(app, { config: () => ({ tenantId: identity.tenantId }) });

@@ -221,6 +221,28 @@ export function registerBackupCommands(program: Command, h: CliHelpers): void {
     const e = jobError(job);
     if (e) throw e;
   };
+  // vault verify / recatalog (rsvault extensions): data integrity of a vault's recovery points.
+  vault
+    .command('verify')
+    .description("Verify every recovery point of the vault: manifests authenticate, every chunk opens and hashes to its id. Damaged chunks are quarantined (the next backup stores them again); the Verify job fails naming the recovery points, disks and byte ranges lost. Also runs on the server's --verify-schedule (weekly by default).")
+    .requiredOption('-n, --name <name>', 'vault name')
+    .requiredOption('-g, --resource-group <rg>', 'resource group')
+    .option('--no-wait', 'return as soon as the Verify job is created')
+    .action(
+      action(async (o: { name: string; resourceGroup: string; wait: boolean }, cmd: Command) =>
+        withClient(async (c, p) => {
+          const vp = vaultPath(sub(p, cmd), o.resourceGroup, o.name);
+          const res = await c.send('POST', `${vp}/verify`, { query: q });
+          await finishOp(c, vp, res, o.wait, cmd, true);
+        }),
+      ),
+    );
+  vault
+    .command('recatalog')
+    .description("Rebuild the vault's recovery points from the authenticated index files in its directory (after the database lost them); points whose index or manifests do not authenticate are skipped and listed.")
+    .requiredOption('-n, --name <name>', 'vault name')
+    .requiredOption('-g, --resource-group <rg>', 'resource group')
+    .action(action(async (o: { name: string; resourceGroup: string }, cmd: Command) => withClient(async (c, p) => out(await c.request('POST', `${vaultPath(sub(p, cmd), o.resourceGroup, o.name)}/recatalog`, { query: q }), cmd))));
   pv(protection.command('enable-for-vm').description('Enable backup of a VM with a policy (preflight: agent, encryption, Key Vault permissions). Needs a backup role on the vault and write + read on the VM (Virtual Machine Contributor).'))
     .requiredOption('--vm <vm>', 'VM name (in the vault resource group) or id')
     .requiredOption('-p, --policy-name <policy>', 'policy name')

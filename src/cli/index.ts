@@ -24,6 +24,7 @@ export interface ServeFlags {
   role?: string;
   importDirs?: string;
   scheduleCatchUpHours?: string;
+  verifySchedule?: string;
 }
 
 export interface CliDeps {
@@ -114,6 +115,7 @@ export function buildProgram(deps: CliDeps): Command {
     .option('--role <role>', 'all|api|worker|scheduler (env RSVAULT_ROLE; default all)')
     .option('--import-dirs <dirs>', 'comma-separated server directories whose image files may be imported as disks by path (env RSVAULT_IMPORT_DIRS; default <data-dir>/import)')
     .option('--schedule-catch-up-hours <h>', 'at start, run the latest scheduled backup missed in the last <h> hours while the server was down (env RSVAULT_SCHEDULE_CATCHUP_HOURS; default 168; 0 = never)')
+    .option('--verify-schedule <cron>', "when every vault's Verify job runs: a cron pattern in UTC with seconds, or 'off' (env RSVAULT_VERIFY_SCHEDULE; default '0 0 3 * * 0', Sundays 03:00)")
     .action(async (flags: ServeFlags) => deps.serve(flags));
 
   // ---- login / account -----------------------------------------------------------------------------------------

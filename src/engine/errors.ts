@@ -34,6 +34,10 @@ export type EngineErrorCode =
   | 'UserErrorChunkMissing'
   /** A manifest file is truncated, has a bad checksum or an unknown version. */
   | 'ManifestCorrupted'
+  /** An authenticated (version 2) manifest or index file failed its MAC: changed, swapped or moved to another place, or the key was not given. */
+  | 'ManifestAuthenticationFailed'
+  /** An exclusive create found the name taken (a recovery point id or manifest collision): nothing was overwritten. */
+  | 'AlreadyExists'
   /** Wrapped keys could not be unwrapped (wrong master key or damaged blob). */
   | 'KeyUnwrapFailed'
   /** A snapshot could not be taken (e.g. reflink forced where unsupported). */

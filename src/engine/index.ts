@@ -34,7 +34,13 @@ export {
 } from './seal.js';
 export type { ChunkHash, StoreKeys } from './seal.js';
 export { ChangedBlockBitmap, BITMAP_BLOCK_SIZE } from './bitmap.js';
-export { Manifest, encodeManifest, decodeManifest, writeManifestFile, readManifestFile, MIN_CHUNK_SIZE, MAX_CHUNK_SIZE } from './manifest.js';
+export { Manifest, encodeManifest, decodeManifest, writeManifestFile, readManifestFile, MIN_CHUNK_SIZE, MAX_CHUNK_SIZE, MANIFEST_VERSION, MANIFEST_VERSION_AUTH } from './manifest.js';
+export type { WriteManifestOptions } from './manifest.js';
+export { manifestKeyOf, bindingOf, writeFileExclusive } from './manifest-auth.js';
+export type { MacContext } from './manifest-auth.js';
+export { encodeIndexFile, decodeIndexFile, writeIndexFile, readIndexFile } from './index-file.js';
+export { quarantineChunk, listQuarantine, QUARANTINE_DIR } from './quarantine.js';
+export type { QuarantineResult } from './quarantine.js';
 export { openFileSource, createSnapshot } from './snapshot.js';
 export type { ImageSource, Snapshot, SnapshotMode, SnapshotOptions } from './snapshot.js';
 export { backupImage, DEFAULT_CHUNK_SIZE } from './backup.js';

@@ -6,13 +6,13 @@
  * over (chunks already stored are reused). Commit order: chunks durable (engine) → manifests durable → the recovery
  * point row in one transaction with the item and job updates. A recovery point exists iff its row exists.
  */
-import { rm, mkdir, readdir, stat } from 'node:fs/promises';
+import { rm, readdir, stat } from 'node:fs/promises';
 import path from 'node:path';
-import { randomInt } from 'node:crypto';
 import {
-  backupImage, collectGarbage, createSnapshot, ChangedBlockBitmap, readManifestFile, writeManifestFile, MIN_CHUNK_SIZE, DEFAULT_CHUNK_SIZE,
+  backupImage, collectGarbage, createSnapshot, ChangedBlockBitmap, writeManifestFile, MIN_CHUNK_SIZE, DEFAULT_CHUNK_SIZE,
   type Manifest, type Snapshot,
 } from '../engine/index.js';
+import { allocatePointId, diskSlot, manifestMac, readPointIndex, readPointManifest, writePointIndex } from './integrity.js';
 import type { JobContext } from '../platform/jobs/index.js';
 import type { Caller } from '../platform/auth/index.js';
 import { protectNeeds, requireAccess } from './access.js';
@@ -22,7 +22,7 @@ import { scheduledExpiry, type IaasVmPolicy } from './policy.js';
 import { RecoveryError, recoveryErrors } from './errors.js';
 import { itemName } from './model.js';
 import {
-  QUEUE_BACKUP, refOfItem, softDeleteMs, itemKey, jobErrorOf,
+  QUEUE_BACKUP, QUEUE_VERIFY, refOfItem, softDeleteMs, itemKey, jobErrorOf,
   type ItemRow, type JobRow, type JobTask, type PointRow, type RecoveryService, type VaultRow, type VmPlan,
 } from './service.js';
 import type { VmRef } from './model.js';
@@ -38,6 +38,8 @@ export interface DiskRecord {
   sizeBytes: number;
   manifest: string;
   chunkSize: number;
+  /** The manifest's MAC (hex; manifest format version 2): pins the exact file. Absent for older recovery points. */
+  mac?: string | undefined;
 }
 
 /** Chunk size for a disk: ~1/1024 of it, a power of two between 64 KiB and 4 MiB (stays fixed per disk). */
@@ -339,9 +341,8 @@ export class Protection {
       const { store, keys, dir } = await s.vaultStore(v);
       const prevRp = item.last_rp_id ? await s.getPoint(item.id_norm, item.last_rp_id) : undefined;
       const prevDisks = prevRp ? (JSON.parse(prevRp.disks_json) as DiskRecord[]) : [];
-      const rpId = `${Date.now()}${String(randomInt(0, 100)).padStart(2, '0')}`;
-      const rpDir = path.join(dir, 'manifests', rpId);
-      await mkdir(rpDir, { recursive: true, mode: 0o700 });
+      // The id is reserved by creating its directory exclusively: a concurrent backup can never share it.
+      const { id: rpId, dir: rpDir } = await allocatePointId(path.join(dir, 'manifests'));
       const total = snaps.reduce((a, x) => a + x.snap.size, 0);
       let doneBefore = 0;
       let stored = 0;
@@ -352,7 +353,8 @@ export class Protection {
         const disk = await compute.requireDisk(x.diskId);
         const prevRec = prevDisks.find((p) => p.diskId.toLowerCase() === x.diskId.toLowerCase());
         let previous: Manifest | undefined;
-        if (prevRec) previous = await readManifestFile(path.join(dir, 'manifests', prevRp!.id, prevRec.manifest)).catch(() => undefined);
+        // A previous manifest that does not authenticate is not trusted as a base: this backup reads everything.
+        if (prevRec) previous = await readPointManifest(dir, keys, prevRp!, prevRec).catch(() => undefined);
         const chunkSize = previous && previous.diskSize === x.snap.size ? previous.chunkSize : chunkSizeFor(x.snap.size);
         if (previous && (previous.diskSize !== x.snap.size || previous.chunkSize !== chunkSize)) previous = undefined;
         let bitmap: ChangedBlockBitmap | undefined;
@@ -377,9 +379,9 @@ export class Protection {
         doneBefore += x.snap.size;
         stored += res.stats.bytesStored;
         read += res.stats.bytesRead;
-        const file = `${x.os ? 'os' : `lun${x.lun}`}.manifest`;
-        await writeManifestFile(path.join(rpDir, file), res.manifest);
-        records.push({ diskId: disk.id, name: disk.name, lun: x.lun, os: x.os, sizeBytes: x.snap.size, manifest: file, chunkSize });
+        const file = `${diskSlot(x)}.manifest`;
+        const mac = await writeManifestFile(path.join(rpDir, file), res.manifest, { mac: manifestMac(keys, rpId, item.id_norm, { os: x.os, lun: x.lun, diskId: disk.id }), exclusive: true });
+        records.push({ diskId: disk.id, name: disk.name, lun: x.lun, os: x.os, sizeBytes: x.snap.size, manifest: file, chunkSize, mac: mac.toString('hex') });
       }
       signal.throwIfAborted();
 
@@ -388,6 +390,12 @@ export class Protection {
       const t = Date.now();
       const sealed = keyAndSecret ? s.d.sealer.sealText(JSON.stringify(keyAndSecret), `recovery-rp-keys:${rpId}`) : null;
       const bag = { 'VM Name': vm.name, 'Backup Size': mb(total), 'Data Transferred (in MB)': String(Math.round(stored / (1024 * 1024))), 'Bytes Transferred': String(stored), 'Bytes Read': String(read), 'Recovery Point Id': rpId, 'Backup Type': prevRp && previous_ok(records, prevDisks) ? 'Incremental' : 'Full' };
+      // The index file makes the directory self-describing (recatalog); written before the row, exclusively.
+      await writePointIndex(rpDir, keys, {
+        format: 1, recoveryPointId: rpId, vault: v.id_norm, item: { idNorm: item.id_norm, vmId: item.vm_id, vmRg: item.vm_rg, vmName: item.vm_name, classic: item.classic },
+        jobId: job.id, time: t, expiry: params.expiry, rule: params.rule, rpType: 'CrashConsistent', encrypted: plan.encrypted ? 1 : 0,
+        encryptionMechanism: plan.encrypted ? 'SinglePass' : 'None', keysSealed: sealed, sizeBytes: stored, vm: vmConfig, disks: records,
+      });
       const j0 = (await s.getJob(job.id))!;
       const tasks = (JSON.parse(j0.tasks_json) as JobTask[]).map((x) => (x.taskId === TASK_TRANSFER ? { ...x, status: 'Completed' as const, endTime: t, progressPercentage: 100 } : x));
       await s.db.transaction().execute(async (tx) => {
@@ -514,19 +522,29 @@ export class Protection {
   async gc(v: VaultRow): Promise<void> {
     const prev = this.gcRunning.get(v.id_norm) ?? Promise.resolve();
     const next = prev.then(async () => {
-      const { store, dir } = await this.s.vaultStore(v);
+      const { store, keys, dir } = await this.s.vaultStore(v);
       const running = await this.s.db.selectFrom('recovery_jobs').select('start_time').where('vault_norm', '=', v.id_norm).where('status', 'in', ['InProgress', 'Cancelling']).orderBy('start_time').executeTakeFirst();
       const cutoff = new Date(Math.min(Date.now(), running ? Number(running.start_time) : Date.now()));
-      const points = await this.s.db.selectFrom('recovery_points').select(['id', 'disks_json']).where('vault_norm', '=', v.id_norm).execute();
-      async function* live(): AsyncIterable<Manifest> {
-        for (const p of points) for (const d of JSON.parse(p.disks_json) as DiskRecord[]) yield await readManifestFile(path.join(dir, 'manifests', p.id, d.manifest));
-      }
-      // Manifests of a backup that crashed before its row was committed: not a recovery point, remove (after an hour).
+      const points: { id: string; item_norm: string; disks_json: string }[] = await this.s.db.selectFrom('recovery_points').select(['id', 'item_norm', 'disks_json']).where('vault_norm', '=', v.id_norm).execute();
+      // Manifests of a backup that crashed before its index was written: not a recovery point, remove (after an
+      // hour). A directory with a valid index but no row is a recovery point the database lost (recatalog brings it
+      // back): its chunks stay live.
       const ids = new Set(points.map((p) => p.id));
+      let uncatalogued = 0;
       for (const e of await readdir(path.join(dir, 'manifests'), { withFileTypes: true }).catch(() => [])) {
         if (!e.isDirectory() || ids.has(e.name)) continue;
+        const idx = await readPointIndex(path.join(dir, 'manifests'), keys, e.name).catch(() => undefined);
+        if (idx) {
+          points.push({ id: idx.recoveryPointId, item_norm: idx.item.idNorm, disks_json: JSON.stringify(idx.disks) });
+          uncatalogued++;
+          continue;
+        }
         const st = await stat(path.join(dir, 'manifests', e.name)).catch(() => undefined);
         if (st && st.mtimeMs < Date.now() - 3600_000) await rm(path.join(dir, 'manifests', e.name), { recursive: true, force: true });
+      }
+      if (uncatalogued) this.s.d.log.warn({ vault: v.name, uncatalogued }, 'recovery points on disk have no database row: run rsvault backup vault recatalog');
+      async function* live(): AsyncIterable<Manifest> {
+        for (const p of points) for (const d of JSON.parse(p.disks_json) as DiskRecord[]) yield await readPointManifest(dir, keys, p, d);
       }
       const stats = await collectGarbage({ store, liveManifests: live(), cutoff, safetyMarginMs: 0 });
       this.s.d.log.info({ vault: v.name, swept: stats.swept, bytes: stats.bytesSwept }, 'vault garbage collected');
@@ -549,6 +567,9 @@ export class Protection {
     for (const j of rows) {
       if (j.operation === 'Backup') {
         await s.d.queue.send(QUEUE_BACKUP, { jobId: j.id }, { uniqueKey: `backup:${j.id}`, retryLimit: 2 });
+        resumed++;
+      } else if (j.operation === 'Verify') {
+        await s.d.queue.send(QUEUE_VERIFY, { jobId: j.id }, { uniqueKey: `verify:${j.id}`, retryLimit: 1 }); // read-only: runs again
         resumed++;
       } else if (j.operation === 'Restore') {
         await s.finishJob(j.id, 'Failed', { errorCode: 400323, errorString: 'The server stopped while this Restore job was running; nothing it wrote was kept (no restored disk, blob or VM is presented), and its partial files were removed.', errorTitle: 'UserErrorRestoreInterrupted', recommendations: ['Retry the restore.'] });

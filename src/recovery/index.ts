@@ -9,23 +9,30 @@ import { Protection } from './backup.js';
 import { Restore } from './restore.js';
 import { RecoveryStore } from './store.js';
 import { registerRecoveryRoutes } from './routes.js';
+import { registerIntegrityRoutes } from './integrity-routes.js';
+import { VaultIntegrity, QUEUE_VERIFY, QUEUE_VERIFY_SCHEDULED } from './verify-job.js';
 import { VAULT_TYPE } from './model.js';
 
 export { recoveryMigrations, RecoveryStore } from './store.js';
 export { RecoveryService, type RecoveryDeps } from './service.js';
 export { Protection } from './backup.js';
 export { Restore } from './restore.js';
+export { VaultIntegrity, DEFAULT_VERIFY_CRON } from './verify-job.js';
 export { validatePolicy, scheduleCron, scheduledExpiry, nextScheduledRun } from './policy.js';
 
 export interface RecoveryModule {
   service: RecoveryService;
   protection: Protection;
   restore: Restore;
+  integrity: VaultIntegrity;
   registerRoutes(app: FastifyInstance): void;
   /** Queue workers (role worker) and schedule sources (role scheduler). */
   startWorkers(queue: JobQueue): void;
-  /** `catchUpMs`: how far back a policy's latest missed slot still runs when the scheduler starts (0 = never). */
-  addSchedules(scheduler: Scheduler, retentionCron?: string, catchUpMs?: number): void;
+  /**
+   * `catchUpMs`: how far back a policy's latest missed slot still runs when the scheduler starts (0 = never).
+   * `verifyCron`: when every vault's Verify job runs (undefined = never).
+   */
+  addSchedules(scheduler: Scheduler, retentionCron?: string, catchUpMs?: number, verifyCron?: string): void;
 }
 
 export function createRecovery(deps: Omit<RecoveryDeps, 'store'> & { store?: RecoveryStore; db?: ConstructorParameters<typeof RecoveryStore>[0] }): RecoveryModule {
@@ -33,6 +40,7 @@ export function createRecovery(deps: Omit<RecoveryDeps, 'store'> & { store?: Rec
   const service = new RecoveryService({ ...deps, store });
   const protection = new Protection(service);
   const restore = new Restore(service);
+  const integrity = new VaultIntegrity(service);
   deps.resources.registerDeleter(VAULT_TYPE, async (id) => {
     const v = await service.db.selectFrom('recovery_vaults').selectAll().where('id_norm', '=', id.toLowerCase()).executeTakeFirst();
     if (v) await service.deleteVault(v, true);
@@ -41,8 +49,10 @@ export function createRecovery(deps: Omit<RecoveryDeps, 'store'> & { store?: Rec
     service,
     protection,
     restore,
+    integrity,
     registerRoutes(app) {
       registerRecoveryRoutes(app, { recovery: service, protection, restore, ops: deps.ops });
+      registerIntegrityRoutes(app, { recovery: service, integrity });
     },
     startWorkers(queue) {
       void protection.cleanStaleSnapshots().then(
@@ -57,12 +67,16 @@ export function createRecovery(deps: Omit<RecoveryDeps, 'store'> & { store?: Rec
       queue.work<{ jobId: string }>(QUEUE_BACKUP, (ctx) => protection.runBackup(ctx), { concurrency: 2 });
       queue.work<{ key: string; slot: string }>(QUEUE_SCHEDULED, (ctx) => protection.scheduled(ctx.payload), { concurrency: 2 });
       queue.work(QUEUE_RETENTION, async () => void (await protection.retention()), { concurrency: 1 });
+      queue.work<{ jobId: string }>(QUEUE_VERIFY, (ctx) => integrity.runVerify(ctx), { concurrency: 1 });
+      queue.work<{ key: string; slot: string }>(QUEUE_VERIFY_SCHEDULED, (ctx) => integrity.scheduled(ctx.payload), { concurrency: 1 });
       queue.onDead(async (j) => {
         if (j.name === QUEUE_BACKUP) await protection.deadBackup((j.payload as { jobId: string }).jobId, j.error);
+        if (j.name === QUEUE_VERIFY) await integrity.deadVerify((j.payload as { jobId: string }).jobId, j.error);
       });
     },
-    addSchedules(scheduler, retentionCron = '0 */15 * * * *', catchUpMs = 0) {
+    addSchedules(scheduler, retentionCron = '0 */15 * * * *', catchUpMs = 0, verifyCron) {
       scheduler.add(service.policySource(catchUpMs));
+      if (verifyCron) scheduler.add(integrity.scheduleSource(verifyCron));
       scheduler.add({ name: 'recovery-retention', queue: QUEUE_RETENTION, entries: async () => [{ key: 'all', cron: retentionCron }] });
     },
   };

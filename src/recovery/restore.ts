@@ -13,7 +13,8 @@
  */
 import { mkdir, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { EngineError, readManifestFile, restoreImage } from '../engine/index.js';
+import { EngineError, restoreImage } from '../engine/index.js';
+import { readPointManifest } from './integrity.js';
 import { ArmError, armErrors } from '../platform/http/errors.js';
 import { KeyVaultError, parseObjectUrl, type KvPrincipal } from '../keyvault/index.js';
 import { stripPort, type OsType } from '../compute/index.js';
@@ -314,7 +315,7 @@ export class Restore {
       let last = 0;
       const images: { d: DiskRecord; file: string; format: 'raw' | 'luks1'; blob?: string }[] = [];
       for (const d of disks) {
-        const manifest = await readManifestFile(path.join(dir, 'manifests', rp.id, d.manifest));
+        const manifest = await readPointManifest(dir, storeKeys, rp, d); // authenticated: a swapped or rolled-back manifest fails here
         const blob = toBlobs ? `${d.name}.img` : undefined;
         const file = blob ? path.join(staging!, blob) : path.join(tmp, `${d.os ? 'os' : `lun${d.lun}`}.img`);
         const ac = new AbortController();

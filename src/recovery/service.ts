@@ -72,6 +72,9 @@ export interface VmPlan {
 export const QUEUE_BACKUP = 'recovery.backup';
 export const QUEUE_SCHEDULED = 'recovery.scheduled-backup';
 export const QUEUE_RETENTION = 'recovery.retention';
+/** A vault's Verify job (verify-job.ts), and its scheduler slots. */
+export const QUEUE_VERIFY = 'recovery.verify';
+export const QUEUE_VERIFY_SCHEDULED = 'recovery.scheduled-verify';
 
 const lc = (s: string) => s.toLowerCase();
 export const vaultIdOf = (sub: string, rg: string, name: string) => `/subscriptions/${sub}/resourceGroups/${rg}/providers/Microsoft.RecoveryServices/vaults/${name}`;

@@ -40,3 +40,16 @@ export const GOLDEN: Array<[string, () => Manifest]> = [
   ['manifest-v1-nodigest.bin', goldenV1NoDigest],
   ['manifest-v1-empty.bin', goldenV1Empty],
 ];
+
+/** The key and binding of the version-2 (authenticated) goldens: fixed so the bytes are pinned. */
+export const GOLDEN_MAC = {
+  key: createHash('sha256').update('golden manifest key').digest(),
+  binding: 'rp=1234567890123\nitem=vault|vm;iaasvmcontainerv2;rg;vm1\ndisk=os',
+};
+
+/** Version 2: the same manifests with an HMAC trailer bound to GOLDEN_MAC.binding. */
+export const GOLDEN_V2: Array<[string, () => Manifest]> = [
+  ['manifest-v2-digest.bin', goldenV1Digest],
+  ['manifest-v2-blake3.bin', goldenV1Blake3],
+  ['manifest-v2-empty.bin', goldenV1Empty],
+];
