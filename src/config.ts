@@ -20,6 +20,8 @@ export interface Config {
   dbUrl: string;
   /** Key Vault data-plane host suffix: vaults live at https://{name}.{suffix}:{port}. */
   vaultHostSuffix: string;
+  /** Blob data-plane host suffix: storage accounts serve blobs at https://{account}.{suffix}:{port}. */
+  blobHostSuffix: string;
   logLevel: LogLevel;
   role: Role;
   /** Access-token lifetime in seconds. */
@@ -51,6 +53,7 @@ export interface ConfigFlags {
   listen?: string | undefined;
   dbUrl?: string | undefined;
   vaultHostSuffix?: string | undefined;
+  blobHostSuffix?: string | undefined;
   logLevel?: string | undefined;
   role?: string | undefined;
   importDirs?: string | undefined;
@@ -95,6 +98,11 @@ export function loadConfig(flags: ConfigFlags = {}, env: NodeJS.ProcessEnv = pro
     throw new ConfigError(`invalid Key Vault host suffix '${vaultHostSuffix}' (--vault-host-suffix or RSVAULT_VAULT_HOST_SUFFIX)`);
   }
 
+  const blobHostSuffix = (pick(flags.blobHostSuffix, env.RSVAULT_BLOB_HOST_SUFFIX) ?? 'blob.localhost').replace(/^\./, '');
+  if (!/^[a-z0-9-]+(\.[a-z0-9-]+)*$/i.test(blobHostSuffix) || blobHostSuffix.toLowerCase() === vaultHostSuffix.toLowerCase()) {
+    throw new ConfigError(`invalid blob host suffix '${blobHostSuffix}' (--blob-host-suffix or RSVAULT_BLOB_HOST_SUFFIX; not the Key Vault suffix)`);
+  }
+
   const logLevel = (pick(flags.logLevel, env.RSVAULT_LOG_LEVEL) ?? 'info') as LogLevel;
   if (!LOG_LEVELS.includes(logLevel)) {
     throw new ConfigError(`invalid log level '${logLevel}': one of ${LOG_LEVELS.join(', ')}`);
@@ -129,5 +137,5 @@ export function loadConfig(flags: ConfigFlags = {}, env: NodeJS.ProcessEnv = pro
     }
   }
 
-  return { dataDir, port, listen, dbUrl, vaultHostSuffix, logLevel, role, tokenLifetimeSec: Number(lifetimeText), importDirs, scheduleCatchUpHours: Number(catchUpText), verifySchedule };
+  return { dataDir, port, listen, dbUrl, vaultHostSuffix, blobHostSuffix, logLevel, role, tokenLifetimeSec: Number(lifetimeText), importDirs, scheduleCatchUpHours: Number(catchUpText), verifySchedule };
 }

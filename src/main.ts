@@ -17,7 +17,7 @@ import { registerAuth, TokenKeys, TokenService, armUnauthorized } from './platfo
 import { initInstallation, writeFileAtomic } from './platform/install.js';
 import { IdentityService, IdentityStore, identityMigrations, registerIdentityRoutes } from './identity/index.js';
 import { ResourceService, ResourceStore, resourceMigrations, registerResourceRoutes, registerDeploymentRoutes, deploymentMigrations, failInterruptedDeployments } from './resources/index.js';
-import { StorageService, StorageStore, storageMigrations, registerStorageRoutes, STORAGE_TYPE } from './storage/index.js';
+import { StorageService, StorageStore, storageMigrations, registerStorageRoutes, registerBlobPlane, parseBlobUrl, STORAGE_TYPE } from './storage/index.js';
 import { KeyVaultServiceImpl, KeyVaultStore, keyvaultMigrations, registerKeyVaultRoutes, registerKeyVaultDataRoutes, keyVaultChallenge } from './keyvault/index.js';
 import { ComputeService, ComputeStore, computeMigrations, registerComputeRoutes, DISK_TYPE, VM_TYPE, CLASSIC_VM_TYPE } from './compute/index.js';
 import { EmbeddedQueue, Scheduler, jobsMigrations, offsetClock } from './platform/jobs/index.js';
@@ -33,7 +33,7 @@ export interface RunningServer {
 const MIGRATIONS: Migration[] = [...platformMigrations, ...identityMigrations, ...resourceMigrations, ...keyvaultMigrations, ...computeMigrations, ...jobsMigrations, ...recoveryMigrations, ...deploymentMigrations, ...storageMigrations];
 
 export async function startServer(config: Config, log: Logger = createLogger(config.logLevel)): Promise<RunningServer> {
-  const install = await initInstallation(config.dataDir, config.vaultHostSuffix);
+  const install = await initInstallation(config.dataDir, config.vaultHostSuffix, config.blobHostSuffix);
   const database = openDatabase(config.dbUrl);
   const applied = await migrate(database.db, MIGRATIONS);
   if (applied.length) log.info({ migrations: applied }, 'database migrated');
@@ -49,6 +49,7 @@ export async function startServer(config: Config, log: Logger = createLogger(con
     arm: () => ['https://management.azure.com/', 'https://management.core.windows.net/', ...origins().map((o) => o + '/')],
     graph: () => ['https://graph.microsoft.com/', ...origins().map((o) => o + '/')],
     vault: () => [`https://${config.vaultHostSuffix}:${port}`, `https://${config.vaultHostSuffix}`],
+    storage: () => ['https://storage.azure.com/'],
   }, config.tokenLifetimeSec);
 
   const ops = new AsyncOperations(database.db, log);
@@ -56,7 +57,7 @@ export async function startServer(config: Config, log: Logger = createLogger(con
   if (interrupted) log.warn({ interrupted }, 'operations interrupted by the previous shutdown were marked Failed');
   const resources = new ResourceService(new ResourceStore(database.db), () => identity.subscriptionId, ops);
 
-  const app = createHttpApp({ tls: install.tls, logger: log, metrics, vaultHostSuffix: config.vaultHostSuffix });
+  const app = createHttpApp({ tls: install.tls, logger: log, metrics, vaultHostSuffix: config.vaultHostSuffix, blobHostSuffix: config.blobHostSuffix });
   const keyvault = new KeyVaultServiceImpl({
     store: new KeyVaultStore(database.db),
     sealer: install.sealer,
@@ -77,11 +78,19 @@ export async function startServer(config: Config, log: Logger = createLogger(con
   // Compute: disks as image files under {dataDir}/disks; RSVAULT_LUKS_ITERATIONS forces low PBKDF2 counts (tests only).
   const luksIter = Number(process.env.RSVAULT_LUKS_ITERATIONS ?? '') || undefined;
   // Storage accounts (restore targets) under {dataDir}/storage; template deployments create resources through the ARM routes.
-  const storage = new StorageService(new StorageStore(database.db), resources, { dataDir: config.dataDir, sealer: install.sealer });
+  const storage = new StorageService(new StorageStore(database.db), resources, { dataDir: config.dataDir, sealer: install.sealer, blobHostSuffix: config.blobHostSuffix });
   resources.registerDeleter(STORAGE_TYPE, async (id) => void (await storage.deleteAccountById(id)));
   registerStorageRoutes(app, { storage, verifyBearer: (t) => tokens.verify(t, 'arm').catch(() => Promise.reject(armUnauthorized('The access token is invalid, expired, or not for the management plane.'))), checkAccess: (c, scope, action) => identity.checkAccess(c, scope, action) });
+  // The blob data plane at https://{account}.{blob suffix}:{port} (Azure's addressing, for the Storage SDKs).
+  registerBlobPlane(app, {
+    storage,
+    verifyStorageToken: (t) => tokens.verify(t, 'storage'),
+    checkAccess: (c, scope, action) => identity.checkAccess(c, scope, action),
+    authorizationUri: () => `https://localhost:${port}/${identity.tenantId}/oauth2/authorize`,
+  });
   await failInterruptedDeployments(database.db);
-  registerDeploymentRoutes(app, { db: database.db, resources, ops });
+  // Linked templates: only blobs this installation serves, read in-process (never an outbound request).
+  registerDeploymentRoutes(app, { db: database.db, resources, ops, parseOwnBlobUrl: (u) => parseBlobUrl(u, config.blobHostSuffix) });
   // Disk imports from a blob URL are authorized for the requesting principal (RBAC read on the account, or a SAS).
   const compute = new ComputeService(new ComputeStore(database.db), resources, {
     dataDir: config.dataDir, sealer: install.sealer, luksIterations: luksIter, importDirs: config.importDirs,

@@ -190,7 +190,7 @@ describe('restore of an encrypted VM: the documented story', () => {
     const osUri = config['properties.storageProfile']!.osDisk!.vhd.uri;
     expect(osUri).toBe(bag['OS Disk Blob Uri']);
     expect((await get(s, bag['Template Blob Uri']!)).status).toBe(401);
-    const sas = await s.client.request<{ serviceSasToken: string }>('POST', `${saId()}/listServiceSas`, { query: ST, body: { canonicalizedResource: new URL(osUri).pathname, signedResource: 'b', signedPermission: 'r', signedExpiry: new Date(Date.now() + 600_000).toISOString() } });
+    const sas = await s.client.request<{ serviceSasToken: string }>('POST', `${saId()}/listServiceSas`, { query: ST, body: { canonicalizedResource: `/blob/${SA}${new URL(osUri).pathname}`, signedResource: 'b', signedPermission: 'r', signedExpiry: new Date(Date.now() + 600_000).toISOString() } });
     const disk = await get(s, `${osUri}?${sas.serviceSasToken}`);
     expect(disk.status).toBe(200);
     expect((await get(s, `${osUri}?${sas.serviceSasToken.replace(/sig=[^&]+/, 'sig=AAAA')}`)).status).toBe(403);
@@ -210,7 +210,7 @@ describe('restore of an encrypted VM: the documented story', () => {
     expect((dep.json as { properties: { provisioningState: string; outputResources: { id: string }[] } }).properties).toMatchObject({ provisioningState: 'Succeeded' });
     const vm = await s.client.request<{ properties: { storageProfile: { osDisk: { managedDisk: { id: string }; encryptionSettings: { diskEncryptionKey: { secretUrl: string } } } } } }>('GET', f.vmId('vmtpl'), { query: { 'api-version': '2022-08-01' } });
     expect(vm.properties.storageProfile.osDisk.encryptionSettings.diskEncryptionKey.secretUrl).toBe(secretUrl);
-    const tsas = await s.client.request<{ serviceSasToken: string }>('POST', `${saId()}/listServiceSas`, { query: ST, body: { canonicalizedResource: new URL(bag['Template Blob Uri']!).pathname, signedPermission: 'r', signedExpiry: new Date(Date.now() + 600_000).toISOString() } });
+    const tsas = await s.client.request<{ serviceSasToken: string }>('POST', `${saId()}/listServiceSas`, { query: ST, body: { canonicalizedResource: `/blob/${SA}${new URL(bag['Template Blob Uri']!).pathname}`, signedPermission: 'r', signedExpiry: new Date(Date.now() + 600_000).toISOString() } });
     const put = await s.client.send('PUT', `${f.rgPath()}/providers/Microsoft.Resources/deployments/fromlink`, { query: { 'api-version': '2021-04-01' }, body: { properties: { mode: 'Incremental', templateLink: { uri: `${bag['Template Blob Uri']}?${tsas.serviceSasToken}` }, parameters: { VirtualMachineName: { value: 'vmlink' } } } } });
     expect(put.status, JSON.stringify(put.body)).toBe(201);
     await s.client.waitForOperation(put, { intervalMs: 100, timeoutMs: 30_000 });

@@ -20,6 +20,7 @@ export interface ServeFlags {
   listen?: string;
   dbUrl?: string;
   vaultHostSuffix?: string;
+  blobHostSuffix?: string;
   logLevel?: string;
   role?: string;
   importDirs?: string;
@@ -111,6 +112,7 @@ export function buildProgram(deps: CliDeps): Command {
     .option('--listen <addrs>', 'comma-separated listen addresses (env RSVAULT_LISTEN; default 127.0.0.1,::1)')
     .option('--db-url <url>', 'metadata database: SQLite path (default <data-dir>/rsvault.db) (env RSVAULT_DB_URL)')
     .option('--vault-host-suffix <suffix>', 'Key Vault host suffix (env RSVAULT_VAULT_HOST_SUFFIX; default vault.localhost)')
+    .option('--blob-host-suffix <suffix>', 'blob host suffix: storage accounts serve blobs at https://{account}.{suffix}:{port} (env RSVAULT_BLOB_HOST_SUFFIX; default blob.localhost)')
     .option('--log-level <level>', 'fatal|error|warn|info|debug|trace|silent (env RSVAULT_LOG_LEVEL; default info)')
     .option('--role <role>', 'all|api|worker|scheduler (env RSVAULT_ROLE; default all)')
     .option('--import-dirs <dirs>', 'comma-separated server directories whose image files may be imported as disks by path (env RSVAULT_IMPORT_DIRS; default <data-dir>/import)')

@@ -27,6 +27,16 @@ interface Item {
 }
 
 const enc = encodeURIComponent;
+/**
+ * A blob URL as the server's path-based form (`/blob/{account}/{container}/{blob}`, which the CLI reaches with its own
+ * token): Azure-shaped `https://{account}.blob.{suffix}[:port]/{container}/{blob}` URLs are rewritten; others kept.
+ */
+function blobPathUrl(url: string): URL {
+  const u = new URL(url);
+  const m = /^([a-z0-9]{3,24})\.blob\./i.exec(u.hostname);
+  if (m && !u.pathname.startsWith('/blob/')) u.pathname = `/blob/${m[1]!.toLowerCase()}${u.pathname}`;
+  return u;
+}
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const vaultPath = (sub: string, rg: string, v: string) => `/subscriptions/${sub}/resourceGroups/${rg}/providers/Microsoft.RecoveryServices/vaults/${enc(v)}`;
 const itemPathOf = (i: Item) => i.id.split('/').map((seg) => (seg.includes(';') ? enc(seg) : seg)).join('/');
@@ -108,12 +118,12 @@ export function registerRestoreCommands(program: Command, h: CliHelpers): void {
   blob
     .command('download')
     .description('Download a blob (a restore output) with your credentials, or with the SAS in --url.')
-    .requiredOption('--url <uri>', 'blob URI (https://<server>/blob/{account}/{container}/{blob}[?SAS])')
+    .requiredOption('--url <uri>', 'blob URI (https://{account}.blob.localhost:{port}/{container}/{blob}[?SAS], or https://<server>/blob/{account}/{container}/{blob}[?SAS])')
     .requiredOption('-f, --file <path>', 'file to write')
     .action(
       action(async (o: { url: string; file: string }) =>
         withClient(async (c) => {
-          const u = new URL(o.url);
+          const u = blobPathUrl(o.url);
           const res = await c.send<unknown>('GET', u.pathname + u.search, { anonymous: !!u.searchParams.get('sig') });
           if (res.status >= 400) throw toApiError(res.status, res.body);
           writeFileSync(o.file, typeof res.body === 'string' ? res.body : Buffer.isBuffer(res.body) ? res.body : JSON.stringify(res.body, null, 2));
@@ -129,11 +139,12 @@ export function registerRestoreCommands(program: Command, h: CliHelpers): void {
     .action(
       action(async (o: { url: string; resourceGroup: string; expirySeconds: string }, cmd: Command) =>
         withClient(async (c, p) => {
-          const u = new URL(o.url);
+          const given = new URL(o.url);
+          const u = blobPathUrl(o.url);
           const m = /^\/blob\/([^/]+)\/([^/]+)\/([^/]+)$/.exec(u.pathname);
           if (!m) throw usageError(`--url '${o.url}' is not a blob URI`);
           const r = await c.request<{ serviceSasToken: string }>('POST', `${acctUrl(sub(p, cmd), o.resourceGroup, m[1]!)}/listServiceSas`, { query: { 'api-version': ST_API }, body: { canonicalizedResource: u.pathname, signedResource: 'b', signedPermission: 'r', signedExpiry: new Date(Date.now() + Number(o.expirySeconds) * 1000).toISOString() } });
-          out({ url: `${u.origin}${u.pathname}?${r.serviceSasToken}` }, cmd);
+          out({ url: `${given.origin}${given.pathname}?${r.serviceSasToken}` }, cmd);
         }),
       ),
     );

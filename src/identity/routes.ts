@@ -439,7 +439,7 @@ async function jwksOf(tokens: TokenService) {
 /** Which plane a requested resource belongs to, if any. */
 export function planeOf(tokens: TokenService, resource: string): Plane | undefined {
   const r = normAud(resource);
-  for (const plane of ['arm', 'vault', 'graph'] as const) {
+  for (const plane of ['arm', 'vault', 'graph', 'storage'] as const) {
     if (tokens.audiencesOf(plane).map(normAud).includes(r)) return plane;
   }
   return undefined;

@@ -1,7 +1,7 @@
 /**
  * First-start initialisation of the data directory, and its reuse on later starts:
  *   D/tls/ca.pem, ca.key (0600)             installation CA
- *   D/tls/server.pem, server.key (0600)     server certificate: localhost, 127.0.0.1, ::1, *.{vault suffix}
+ *   D/tls/server.pem, server.key (0600)     server certificate: localhost, 127.0.0.1, ::1, *.{vault suffix}, *.{blob suffix}
  *   D/master.key (0600)                     32-byte master key (seals key material at rest)
  *   D/token-signing.sealed (0600)           RS256 signing key for access tokens, sealed with the master key
  * Files are written temp + fsync + rename so a crash never leaves half a key.
@@ -39,8 +39,8 @@ export interface Installation {
   tokenSigningKeyPem: string;
 }
 
-function sansFor(vaultSuffix: string): string[] {
-  return ['DNS:localhost', 'IP:127.0.0.1', 'IP:::1', `DNS:*.${vaultSuffix}`, `DNS:${vaultSuffix}`];
+function sansFor(vaultSuffix: string, blobSuffix?: string): string[] {
+  return ['DNS:localhost', 'IP:127.0.0.1', 'IP:::1', `DNS:*.${vaultSuffix}`, `DNS:${vaultSuffix}`, ...(blobSuffix ? [`DNS:*.${blobSuffix}`] : [])];
 }
 
 function certHasSans(certPem: string, wanted: string[]): boolean {
@@ -51,7 +51,7 @@ function certHasSans(certPem: string, wanted: string[]): boolean {
   return wanted.every((w) => set.has(norm(w))) && new Date(cert.validTo).getTime() > Date.now() + 7 * 86400_000;
 }
 
-export async function initInstallation(dataDir: string, vaultSuffix: string): Promise<Installation> {
+export async function initInstallation(dataDir: string, vaultSuffix: string, blobSuffix?: string): Promise<Installation> {
   mkdirSync(dataDir, { recursive: true, mode: 0o700 });
   const tlsDir = path.join(dataDir, 'tls');
   mkdirSync(tlsDir, { recursive: true, mode: 0o700 });
@@ -88,7 +88,7 @@ export async function initInstallation(dataDir: string, vaultSuffix: string): Pr
   // Server certificate (reissued when the wanted names change or it nears expiry).
   const certPath = path.join(tlsDir, 'server.pem');
   const keyPath = path.join(tlsDir, 'server.key');
-  const sans = sansFor(vaultSuffix);
+  const sans = sansFor(vaultSuffix, blobSuffix);
   if (!existsSync(certPath) || !existsSync(keyPath) || !certHasSans(readFileSync(certPath, 'utf8'), sans)) {
     const now = new Date();
     const server = await generate([{ name: 'commonName', value: 'localhost' }], {

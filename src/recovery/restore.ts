@@ -18,7 +18,7 @@ import { readPointManifest } from './integrity.js';
 import { ArmError, armErrors } from '../platform/http/errors.js';
 import { KeyVaultError, parseObjectUrl, type KvPrincipal } from '../keyvault/index.js';
 import { stripPort, type OsType } from '../compute/index.js';
-import { blobUrlOf, parseAccountId, type StorageAccount } from '../storage/index.js';
+import { parseAccountId, type StorageAccount } from '../storage/index.js';
 import { BACKUP_MANAGEMENT_SERVICE_APP_ID } from '../identity/index.js';
 import { parseResourceId } from '../resources/index.js';
 import type { Caller } from '../platform/auth/index.js';
@@ -356,7 +356,7 @@ export class Restore {
       } else {
         for (const im of images) {
           if (im.blob) {
-            restored.push({ name: im.d.name, os: im.d.os, lun: im.d.lun, sizeBytes: im.d.sizeBytes, format: im.format, blobUri: blobUrlOf(plan.origin, plan.storageAccount!.name, container, im.blob) });
+            restored.push({ name: im.d.name, os: im.d.os, lun: im.d.lun, sizeBytes: im.d.sizeBytes, format: im.format, blobUri: storage!.blobUrl(plan.origin, plan.storageAccount!.name, container, im.blob) });
             continue;
           }
           const rg = plan.targetRg!;
@@ -393,7 +393,7 @@ export class Restore {
         }
         await storage.publishContainer(plan.storageAccount!.name, container);
         published = true;
-        const url = (b: string) => blobUrlOf(plan.origin, plan.storageAccount!.name, container, b);
+        const url = (b: string) => storage.blobUrl(plan.origin, plan.storageAccount!.name, container, b);
         Object.assign(outBag, {
           'Target Storage Account Name': plan.storageAccount!.name,
           'Config Blob Container Name': container,

@@ -7,13 +7,14 @@
  */
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import type { Kysely } from 'kysely';
-import { randomUUID } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
 import type { Db, Migration } from '../platform/db/index.js';
 import { ArmError, armErrors, type ArmErrorBody } from '../platform/http/errors.js';
 import { requireArmApiVersion } from '../platform/http/api-version.js';
 import { originOf } from '../platform/http/app.js';
 import { paginate } from '../platform/http/paging.js';
 import type { AsyncOperations } from '../platform/http/async-ops.js';
+import { parseJsonLenient } from '../platform/http/jsonc.js';
 import type { ResourceService } from './service.js';
 import { evaluate, resourceIdOf, templateError, type EvalContext } from './template.js';
 
@@ -107,6 +108,12 @@ export interface DeploymentRouteDeps {
   db: Db;
   resources: ResourceService;
   ops: AsyncOperations;
+  /**
+   * A blob URL of this installation (`https://{account}.{blob suffix}:{port}/{c}/{b}` or `…/blob/{account}/{c}/{b}`,
+   * with or without a SAS) → its parts; undefined for any other URL. Linked templates are read only through it,
+   * in-process: the server never fetches a template from the network (no SSRF).
+   */
+  parseOwnBlobUrl?: ((uri: string) => { account: string; container: string; blob: string; query: URLSearchParams } | undefined) | undefined;
 }
 
 export function registerDeploymentRoutes(app: FastifyInstance, deps: DeploymentRouteDeps): void {
@@ -121,24 +128,34 @@ export function registerDeploymentRoutes(app: FastifyInstance, deps: DeploymentR
 
   /** Fetches a linked template from a blob this server serves, with the caller's token (or the URI's SAS). */
   async function fetchLinked(req: FastifyRequest, uri: string): Promise<Obj> {
-    let u: URL;
+    const target = 'properties.templateLink.uri';
+    const shown = uri.replace(/([?&])sig=[^&]*/, '$1sig=REDACTED');
     try {
-      u = new URL(uri);
+      new URL(uri);
     } catch {
-      throw armErrors.invalidContent(`'properties.templateLink.uri' '${uri}' is not a URL.`, 'properties.templateLink.uri');
+      throw armErrors.invalidContent(`'properties.templateLink.uri' '${shown}' is not a URL.`, target);
     }
-    if (!u.pathname.startsWith('/blob/')) throw new ArmError(400, 'InvalidTemplateLink', `The template link '${uri}' is not a blob served by this rsvault ('https://<server>/blob/{account}/{container}/{blob}'); download it and deploy with --template-file.`, { target: 'properties.templateLink.uri' });
-    const res = await app.inject({ method: 'GET', url: u.pathname + u.search, headers: { host: String(req.headers.host ?? 'localhost'), ...(u.searchParams.get('sig') ? {} : { authorization: String(req.headers.authorization ?? '') }) } });
+    const b = deps.parseOwnBlobUrl?.(uri);
+    if (!b) {
+      throw new ArmError(400, 'InvalidTemplateLink', `The template link '${shown}' is not a blob served by this rsvault ('https://{account}.{blob host suffix}:{port}/{container}/{blob}[?SAS]'); rsvault reads linked templates only from its own storage accounts. Download it and deploy with --template-file.`, { target });
+    }
+    const sas = b.query.get('sig') ? `?${b.query.toString()}` : '';
+    const res = await app.inject({ method: 'GET', url: `/blob/${b.account}/${b.container}/${encodeURIComponent(b.blob)}${sas}`, headers: { host: String(req.headers.host ?? 'localhost'), ...(sas ? {} : { authorization: String(req.headers.authorization ?? '') }) } });
     if (res.statusCode !== 200) {
-      const e = (res.json() as { error?: ArmErrorBody }).error;
-      throw new ArmError(400, 'InvalidTemplateLink', `The template link '${uri}' could not be read: ${e?.code ?? res.statusCode} ${e?.message ?? ''}`.trim(), { target: 'properties.templateLink.uri' });
+      let e: ArmErrorBody | undefined;
+      try {
+        e = (res.json() as { error?: ArmErrorBody }).error;
+      } catch {
+        e = undefined;
+      }
+      throw new ArmError(400, 'InvalidTemplateLink', `The template link '${shown}' could not be read: ${e?.code ?? res.statusCode} ${e?.message ?? ''}`.trim(), { target });
     }
     try {
-      const t = JSON.parse(res.body) as unknown;
+      const t = parseJsonLenient(res.body);
       if (!isObj(t)) throw new Error('not an object');
       return t;
     } catch (e) {
-      throw templateError(`the linked template is not a JSON object (${(e as Error).message}).`, 'properties.templateLink.uri');
+      throw templateError(`the linked template is not a JSON object (${(e as Error).message}).`, target);
     }
   }
 
@@ -255,8 +272,8 @@ export function registerDeploymentRoutes(app: FastifyInstance, deps: DeploymentR
     return { ok, errors };
   }
 
-  app.put(D, { config: { action: `${A}/write` } }, async (req, reply) => {
-    const api = requireArmApiVersion(req.url);
+  /** Checks the request and the template and plans the resources: every error is a 400 before anything is created. */
+  async function prepare(req: FastifyRequest) {
     const p = req.params as P;
     const g = await resources.requireGroup(p.sub, p.rg);
     if (!/^[-\w._()]{1,64}$/.test(p.name)) throw armErrors.invalidName('deployment', p.name, 'it must be 1-64 characters: letters, digits, and - _ . ( ).');
@@ -280,9 +297,15 @@ export function registerDeploymentRoutes(app: FastifyInstance, deps: DeploymentR
       template = await fetchLinked(req, tl.uri);
     }
     const id = idOf(p.sub, g.name, p.name);
+    const { parameters, planned } = plan(p.sub, { id: g.id, name: g.name, location: g.location }, p.name, template, (props.parameters as Obj | undefined) ?? {});
+    return { p, g, id, template, templateLink, parameters, planned };
+  }
+
+  app.put(D, { config: { action: `${A}/write` } }, async (req, reply) => {
+    const api = requireArmApiVersion(req.url);
+    const { p, g, id, templateLink, parameters, planned } = await prepare(req);
     const existing = await get(id);
     if (existing && ['Accepted', 'Running'].includes(existing.state)) throw new ArmError(409, 'DeploymentActive', `The deployment '${p.name}' is still ${existing.state}; wait for it to finish.`);
-    const { parameters, planned } = plan(p.sub, { id: g.id, name: g.name, location: g.location }, p.name, template, (props.parameters as Obj | undefined) ?? {});
     const pr: Props = { mode: 'Incremental', parameters, templateLink, outputResources: [], outputs: {}, correlationId: randomUUID(), planned };
     const now = Date.now();
     const row: Row = { id_norm: lc(id), id, subscription_id: p.sub, resource_group: lc(g.name), name: p.name, state: 'Accepted', props_json: JSON.stringify(pr), error_json: null, op_id: null, started_at: now, ended_at: null };
@@ -303,6 +326,40 @@ export function registerDeploymentRoutes(app: FastifyInstance, deps: DeploymentR
     void reply.header('azure-asyncoperation', `${originOf(req)}${id}/operationStatuses/${opId}?api-version=${encodeURIComponent(api)}`);
     return reply.code(existing ? 200 : 201).send(view((await get(id))!));
   });
+  // Validate (az deployment group validate; az deployment group create validates first): the same checks and plan as
+  // the PUT, nothing created or recorded. 200 + DeploymentValidateResult, or 400 + {error} (InvalidTemplate, ...).
+  app.post(`${D}/validate`, { config: { action: `${A}/validate/action` } }, async (req) => {
+    requireArmApiVersion(req.url);
+    const { p, id, template, templateLink, parameters, planned } = await prepare(req);
+    const now = new Date().toISOString();
+    const typeOf = (x: unknown) => (typeof x === 'number' ? 'Int' : typeof x === 'boolean' ? 'Bool' : Array.isArray(x) ? 'Array' : typeof x === 'object' ? 'Object' : 'String');
+    return {
+      id,
+      name: p.name,
+      type: 'Microsoft.Resources/deployments',
+      properties: {
+        templateHash: BigInt('0x' + createHash('sha256').update(JSON.stringify(template)).digest('hex').slice(0, 15)).toString(),
+        parameters: Object.fromEntries(Object.entries(parameters).map(([k, v]) => [k, { type: typeOf(v.value), value: v.value }])),
+        mode: 'Incremental',
+        provisioningState: 'Succeeded',
+        timestamp: now,
+        duration: 'PT0S',
+        correlationId: randomUUID(),
+        ...(templateLink ? { templateLink } : {}),
+        providers: [...new Set(planned.map((r) => r.type.split('/')[0]!))].map((ns) => ({ namespace: ns, resourceTypes: [...new Set(planned.filter((r) => r.type.startsWith(ns + '/')).map((r) => r.type.slice(ns.length + 1)))].map((resourceType) => ({ resourceType, locations: [] })) })),
+        dependencies: planned.filter((x) => x.dependsOn.length).map((x) => ({ id: x.id, resourceType: x.type, resourceName: x.id.split('/').pop(), dependsOn: x.dependsOn.map((d) => ({ id: d, resourceType: planned.find((r) => r.id === d)?.type, resourceName: d.split('/').pop() })) })),
+        validatedResources: planned.map((r) => ({ id: r.id })),
+      },
+    };
+  });
+  // Deployments at other scopes (tenant, management group, subscription): a clear refusal instead of a 404.
+  for (const scope of ['/providers/Microsoft.Resources/deployments/:name', '/subscriptions/:sub/providers/Microsoft.Resources/deployments/:name', '/providers/Microsoft.Management/managementGroups/:mg/providers/Microsoft.Resources/deployments/:name']) {
+    for (const suffix of ['', '/validate']) {
+      app.route({ method: suffix ? 'POST' : 'PUT', url: scope + suffix, handler: async () => {
+        throw new ArmError(400, 'UnsupportedDeploymentScope', 'rsvault deploys templates at resource-group scope only.', { recommendation: 'Deploy into a resource group: az deployment group create|validate -g <group> --template-file <file> (PUT/POST /subscriptions/{sub}/resourcegroups/{rg}/providers/Microsoft.Resources/deployments/{name}[/validate]).' });
+      } });
+    }
+  }
   app.get(`${D}/operationStatuses/:op`, { config: { action: `${A}/read` } }, async (req) => {
     requireArmApiVersion(req.url);
     const p = req.params as P & { op: string };

@@ -27,15 +27,41 @@ export function parseAccountId(id: string): { subscriptionId: string; resourceGr
   return m ? { subscriptionId: m[1]!, resourceGroup: m[2]!, name: m[3]!.toLowerCase() } : undefined;
 }
 
-/** `{origin}/blob/{account}/{container}/{blob}`: rsvault's blob endpoint (the TLS certificate covers localhost only). */
-export const blobUrlOf = (origin: string, account: string, container: string, blob: string) => `${origin}/blob/${account}/${container}/${encodeURIComponent(blob)}`;
+/** `{origin}/blob/{account}/{container}/{blob}`: rsvault's path-based blob URL (kept for older clients). */
+export const blobPathUrlOf = (origin: string, account: string, container: string, blob: string) => `${origin}/blob/${account}/${container}/${encodeURIComponent(blob)}`;
 
-export function parseBlobUrl(url: string): { account: string; container: string; blob: string; query: URLSearchParams } | undefined {
+/** The port part (`:8443`, or '' for 443) of an origin such as `https://localhost:8443`. */
+const portOf = (origin: string) => {
+  const m = /:(\d+)$/.exec(origin.replace(/\/+$/, ''));
+  return m && m[1] !== '443' ? `:${m[1]}` : '';
+};
+
+/** The account's blob endpoint as Azure shapes it: `https://{account}.{suffix}:{port}/` (the port of `origin`). */
+export const blobEndpointOf = (origin: string, account: string, blobHostSuffix: string) => `https://${account}.${blobHostSuffix}${portOf(origin)}/`;
+
+/** `https://{account}.{suffix}:{port}/{container}/{blob}`: the blob URL Azure clients and SDKs expect. */
+export const blobUrlOf = (origin: string, account: string, container: string, blob: string, blobHostSuffix: string) =>
+  `${blobEndpointOf(origin, account, blobHostSuffix)}${container}/${encodeURIComponent(blob)}`;
+
+/**
+ * A blob URL of this installation in either form: `https://{account}.{suffix}[:port]/{container}/{blob}` (when
+ * `blobHostSuffix` is given) or the path-based `https://{server}/blob/{account}/{container}/{blob}`.
+ */
+export function parseBlobUrl(url: string, blobHostSuffix?: string): { account: string; container: string; blob: string; query: URLSearchParams } | undefined {
   let u: URL;
   try {
     u = new URL(url);
   } catch {
     return undefined;
+  }
+  if (u.protocol !== 'https:') return undefined;
+  const host = u.hostname.toLowerCase();
+  const sfx = blobHostSuffix ? '.' + blobHostSuffix.toLowerCase() : undefined;
+  if (sfx && host.endsWith(sfx)) {
+    const account = host.slice(0, -sfx.length);
+    const m = /^\/([^/]+)\/([^/]+)$/.exec(u.pathname);
+    if (!/^[a-z0-9]{3,24}$/.test(account) || !m) return undefined;
+    return { account, container: m[1]!, blob: decodeURIComponent(m[2]!), query: u.searchParams };
   }
   const m = /^\/blob\/([^/]+)\/([^/]+)\/([^/]+)$/.exec(u.pathname);
   if (!m) return undefined;

@@ -24,7 +24,7 @@ export interface StorageRouteDeps {
 type Obj = Record<string, unknown>;
 const isObj = (v: unknown): v is Obj => typeof v === 'object' && v !== null && !Array.isArray(v);
 
-export function accountView(a: StorageAccount, origin: string) {
+export function accountView(a: StorageAccount, origin: string, blobEndpoint = `${origin}/blob/${a.name}/`) {
   return {
     id: a.id,
     name: a.name,
@@ -38,7 +38,7 @@ export function accountView(a: StorageAccount, origin: string) {
       creationTime: new Date(a.createdAt).toISOString(),
       primaryLocation: a.location,
       statusOfPrimary: 'available',
-      primaryEndpoints: { blob: `${origin}/blob/${a.name}/` },
+      primaryEndpoints: { blob: blobEndpoint },
       allowSharedKeyAccess: true,
       /** rsvault: the account holds at most this many bytes (simulates a full target); absent = unlimited. */
       ...(a.quotaBytes !== undefined ? { quotaBytes: a.quotaBytes } : {}),
@@ -53,6 +53,7 @@ export function registerStorageRoutes(app: FastifyInstance, deps: StorageRouteDe
   const S = 'Microsoft.Storage/storageAccounts';
   type P = { sub: string; rg: string; name: string };
   const urlOf = (req: FastifyRequest) => new URL(req.url, originOf(req));
+  const view = (a: StorageAccount, req: FastifyRequest) => accountView(a, originOf(req), storage.blobEndpoint(originOf(req), a.name));
 
   app.put(A, { config: { action: `${S}/write` } }, async (req, reply) => {
     requireArmApiVersion(req.url);
@@ -71,12 +72,12 @@ export function registerStorageRoutes(app: FastifyInstance, deps: StorageRouteDe
       location: b.location, tags: b.tags as Record<string, string> | undefined, sku: b.sku as { name?: string } | undefined, kind: b.kind as string | undefined,
       quotaBytes: quota as number | null | undefined,
     });
-    return reply.code(created ? 201 : 200).send(accountView(account, originOf(req)));
+    return reply.code(created ? 201 : 200).send(view(account, req));
   });
   app.get(A, { config: { action: `${S}/read` } }, async (req) => {
     requireArmApiVersion(req.url);
     const p = req.params as P;
-    return accountView(await storage.requireAccount(p.sub, p.rg, p.name), originOf(req));
+    return view(await storage.requireAccount(p.sub, p.rg, p.name), req);
   });
   app.delete(A, { config: { action: `${S}/delete` } }, async (req, reply) => {
     requireArmApiVersion(req.url);
@@ -91,12 +92,20 @@ export function registerStorageRoutes(app: FastifyInstance, deps: StorageRouteDe
   app.get(RG, { config: { action: `${S}/read` } }, async (req) => {
     requireArmApiVersion(req.url);
     const p = req.params as P;
-    return paginate((await storage.listAccounts(p.sub, p.rg)).map((a) => accountView(a, originOf(req))), urlOf(req));
+    return paginate((await storage.listAccounts(p.sub, p.rg)).map((a) => view(a, req)), urlOf(req));
   });
   app.get('/subscriptions/:sub/providers/Microsoft.Storage/storageAccounts', { config: { action: `${S}/read` } }, async (req) => {
     requireArmApiVersion(req.url);
     const p = req.params as P;
-    return paginate((await storage.listAccounts(p.sub)).map((a) => accountView(a, originOf(req))), urlOf(req));
+    return paginate((await storage.listAccounts(p.sub)).map((a) => view(a, req)), urlOf(req));
+  });
+  // The account keys (Shared Key auth and SAS signing on the blob plane), as Azure lists them.
+  app.post(`${A}/listKeys`, { config: { action: `${S}/listkeys/action` } }, async (req) => {
+    requireArmApiVersion(req.url);
+    const p = req.params as P;
+    const a = await storage.requireAccount(p.sub, p.rg, p.name);
+    const created = new Date(a.createdAt).toISOString();
+    return { keys: (await storage.accountKeys(a.name)).map((k, i) => ({ creationTime: created, keyName: `key${i + 1}`, value: k.toString('base64'), permissions: 'FULL' })) };
   });
   // Azure's service SAS: {canonicalizedResource: "/blob/{account}/{container}/{blob}", signedPermission: "r", signedExpiry}.
   app.post(`${A}/listServiceSas`, { config: { action: `${S}/listServiceSas/action` } }, async (req) => {

@@ -4,7 +4,8 @@
  * so a reader never sees a half-written container; `cleanLeftovers()` removes staging left by a crash.
  * Blobs are read with a bearer token (RBAC on the account) or a service SAS signed with the account key.
  */
-import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
+import { createHmac, randomBytes } from 'node:crypto';
+import type { Stats } from 'node:fs';
 import { mkdirSync } from 'node:fs';
 import { mkdir, readdir, rename, rm, stat } from 'node:fs/promises';
 import path from 'node:path';
@@ -12,13 +13,22 @@ import { ArmError, armErrors } from '../platform/http/errors.js';
 import type { Sealer } from '../platform/crypto.js';
 import type { ResourceService } from '../resources/index.js';
 import type { Caller } from '../platform/auth/index.js';
-import { accountIdOf, blobNameError, containerNameError, parseAccountId, parseBlobUrl, requireAccountName, STORAGE_TYPE, storageErrors } from './model.js';
+import { accountIdOf, blobEndpointOf, blobNameError, blobUrlOf, containerNameError, parseAccountId, parseBlobUrl, requireAccountName, STORAGE_TYPE, storageErrors } from './model.js';
+import { hmac, sameSig, serviceSasStringToSign, STORAGE_SERVICE_VERSION } from './azure-auth.js';
 import type { StorageStore, StorageTables } from './store.js';
 
 export type AccountRow = StorageTables['storage_accounts'];
 
 /** The RBAC action that lets a principal read blobs of an account (GET /blob/..., imports from a blob URL). */
 export const BLOB_READ_ACTION = 'Microsoft.Storage/storageAccounts/blobServices/containers/blobs/read';
+/** The RBAC action that lets a principal list the containers of an account (blob plane `GET /?comp=list`). */
+export const CONTAINER_READ_ACTION = 'Microsoft.Storage/storageAccounts/blobServices/containers/read';
+
+/** One entry of a container or blob listing. */
+export interface BlobEntry {
+  name: string;
+  stat: Stats;
+}
 
 /** Who wants to read a blob, and how to check their RBAC access (identity's checkAccess). */
 export interface BlobReadAccess {
@@ -66,7 +76,7 @@ export class StorageService {
   constructor(
     private readonly store: StorageStore,
     private readonly resources: ResourceService,
-    private readonly opts: { dataDir: string; sealer: Sealer },
+    private readonly opts: { dataDir: string; sealer: Sealer; /** `{account}.{suffix}` hosts serve the blob plane (default blob.localhost). */ blobHostSuffix?: string | undefined },
   ) {
     this.root = path.join(opts.dataDir, 'storage');
     mkdirSync(this.root, { recursive: true, mode: 0o700 });
@@ -227,43 +237,130 @@ export class StorageService {
     return this.store.db.selectFrom('storage_accounts').selectAll().where('name', '=', name.toLowerCase()).executeTakeFirst();
   }
 
-  /** A read SAS query string (`sv&sr&sp&se&sig`) for one blob, valid for `seconds`. */
-  async blobSas(account: string, container: string, blob: string, seconds: number, permissions = 'r'): Promise<string> {
-    const r = await this.row(account);
-    if (!r) throw storageErrors.notFound(account);
-    const se = new Date(Date.now() + seconds * 1000).toISOString().replace(/\.\d{3}Z$/, 'Z');
-    const sig = this.sign(r, container, blob, se, permissions);
-    return new URLSearchParams({ sv: '2021-08-06', sr: 'b', sp: permissions, se, sig }).toString();
+  get blobHostSuffix(): string {
+    return this.opts.blobHostSuffix ?? 'blob.localhost';
   }
 
-  private sign(r: AccountRow, container: string, blob: string, se: string, sp: string): string {
-    return createHmac('sha256', this.accountKey(r)).update(`${r.name}\n${container}\n${blob}\n${se}\n${sp}`).digest('base64');
+  /** `https://{account}.{suffix}:{port}/` for a request that came to `origin`. */
+  blobEndpoint(origin: string, account: string): string {
+    return blobEndpointOf(origin, account, this.blobHostSuffix);
   }
 
-  /** Checks a SAS for reading the blob; throws AuthenticationFailed. */
-  async checkSas(account: string, container: string, blob: string, q: URLSearchParams): Promise<void> {
-    const r = await this.row(account);
-    if (!r) throw storageErrors.notFound(account);
-    const se = q.get('se');
-    const sp = q.get('sp') ?? '';
-    const sig = q.get('sig') ?? '';
-    if (!se || Number.isNaN(Date.parse(se))) throw storageErrors.sasInvalid("missing its expiry ('se')");
-    if (Date.parse(se) < Date.now()) throw storageErrors.sasInvalid(`expired (se=${se})`);
-    if (!sp.includes('r')) throw storageErrors.sasInvalid("not valid for reading (sp has no 'r')");
-    const want = Buffer.from(this.sign(r, container, blob, se, sp));
-    const got = Buffer.from(sig);
-    if (want.length !== got.length || !timingSafeEqual(want, got)) throw storageErrors.sasInvalid('not signed by this account (signature mismatch)');
+  /** `https://{account}.{suffix}:{port}/{container}/{blob}`: the URL Azure clients expect (restore outputs). */
+  blobUrl(origin: string, account: string, container: string, blob: string): string {
+    return blobUrlOf(origin, account, container, blob, this.blobHostSuffix);
   }
 
   /**
-   * Server-side path of a blob URL served by this installation (`…/blob/{account}/{container}/{blob}`), if it exists,
+   * The account keys (`listKeys`): key1 is the account's own 32-byte secret, key2 is derived from it; both sign
+   * Shared Key requests and SAS tokens. Base64, as Azure hands them out.
+   */
+  async accountKeys(account: string): Promise<Buffer[]> {
+    const r = await this.row(account);
+    if (!r) throw storageErrors.notFound(account);
+    const k1 = this.accountKey(r);
+    return [k1, createHmac('sha256', k1).update('rsvault storage account key2').digest()];
+  }
+
+  /**
+   * A read SAS query string in Azure's service-SAS format (`sv&sr&sp&se&spr&sig`, HMAC-SHA256 of Azure's
+   * string-to-sign under key1) for one blob, valid for `seconds`.
+   */
+  async blobSas(account: string, container: string, blob: string, seconds: number, permissions = 'r'): Promise<string> {
+    const [key] = await this.accountKeys(account);
+    const se = new Date(Date.now() + seconds * 1000).toISOString().replace(/\.\d{3}Z$/, 'Z');
+    const q = new URLSearchParams({ sv: STORAGE_SERVICE_VERSION, spr: 'https', se, sr: 'b', sp: permissions });
+    q.set('sig', hmac(key!, serviceSasStringToSign(q, `/blob/${account.toLowerCase()}/${container}/${blob}`)!));
+    return q.toString();
+  }
+
+  /** rsvault's first SAS format (before Azure's): still accepted until such tokens expire (at most 7 days). */
+  private legacySig(key: Buffer, account: string, container: string, blob: string, se: string, sp: string): string {
+    return createHmac('sha256', key).update(`${account}\n${container}\n${blob}\n${se}\n${sp}`).digest('base64');
+  }
+
+  /**
+   * Checks a service SAS (Azure's format, signed with key1 or key2; or rsvault's legacy format) for reading the blob
+   * (`blob` given, `sp` must hold `r`) or listing the container (`blob` undefined: a container SAS, `sr=c`, with `l`).
+   * Throws AuthenticationFailed (403) naming what is wrong.
+   */
+  async checkSas(account: string, container: string, blob: string | undefined, q: URLSearchParams): Promise<void> {
+    const keys = await this.accountKeys(account);
+    const name = account.toLowerCase();
+    const se = q.get('se');
+    const sp = q.get('sp') ?? '';
+    const sig = q.get('sig') ?? '';
+    const sr = q.get('sr') ?? '';
+    const st = q.get('st');
+    if (!se || Number.isNaN(Date.parse(se))) throw storageErrors.sasInvalid("missing its expiry ('se')");
+    if (Date.parse(se) < Date.now()) throw storageErrors.sasInvalid(`expired (se=${se})`);
+    if (st && (Number.isNaN(Date.parse(st)) || Date.parse(st) > Date.now() + 15 * 60_000)) throw storageErrors.sasInvalid(`not valid yet (st=${st})`);
+    const need = blob === undefined ? 'l' : 'r';
+    if (!sp.includes(need)) throw storageErrors.sasInvalid(`not valid for ${need === 'r' ? 'reading' : 'listing'} (sp has no '${need}')`);
+    if (q.get('si')) throw storageErrors.sasInvalid(`bound to a stored access policy ('si'), which this account does not have`);
+    if (q.get('sip')) throw storageErrors.sasInvalid("restricted to an IP range ('sip'), which rsvault does not support: ask for one without");
+    const spr = q.get('spr');
+    if (spr && !spr.split(',').includes('https')) throw storageErrors.sasInvalid(`not valid over HTTPS (spr=${spr})`);
+    // A blob SAS (sr=b) reads its blob; a container SAS (sr=c) reads and lists the container.
+    const resource = sr === 'c' ? `/blob/${name}/${container}` : sr === 'b' && blob !== undefined ? `/blob/${name}/${container}/${blob}` : undefined;
+    const toSign = resource ? serviceSasStringToSign(q, resource) : undefined;
+    if (toSign && keys.some((k) => sameSig(hmac(k, toSign), sig))) return;
+    if (blob !== undefined && sameSig(this.legacySig(keys[0]!, name, container, blob, se, sp), sig)) return;
+    if (!resource) throw storageErrors.sasInvalid(`not for this resource (sr=${sr || 'missing'}; a blob needs sr=b or sr=c, a listing sr=c)`);
+    if (!toSign) throw storageErrors.sasInvalid(`of an unsupported signed version (sv=${q.get('sv') ?? 'missing'}; 2015-04-05 or later)`);
+    throw storageErrors.sasInvalid('not signed by this account (signature mismatch)');
+  }
+
+  /** Published containers of an account (no staging), by name. */
+  async listContainers(account: string): Promise<BlobEntry[]> {
+    const dir = this.accountDir(account);
+    const out: BlobEntry[] = [];
+    for (const e of await readdir(dir, { withFileTypes: true }).catch(() => [])) {
+      if (!e.isDirectory() || e.name.startsWith('.') || containerNameError(e.name)) continue;
+      const st = await stat(path.join(dir, e.name)).catch(() => undefined);
+      if (st) out.push({ name: e.name, stat: st });
+    }
+    return out.sort((x, y) => (x.name < y.name ? -1 : x.name > y.name ? 1 : 0));
+  }
+
+  /** The container's stat, or undefined when it does not exist (or the name is invalid). */
+  async containerStat(account: string, container: string): Promise<Stats | undefined> {
+    if (containerNameError(container)) return undefined;
+    const st = await stat(this.containerDir(account, container)).catch(() => undefined);
+    return st?.isDirectory() ? st : undefined;
+  }
+
+  /** Blobs of a container, by name; undefined when the container does not exist. */
+  async listBlobs(account: string, container: string): Promise<BlobEntry[] | undefined> {
+    if (!(await this.containerStat(account, container))) return undefined;
+    const dir = this.containerDir(account, container);
+    const out: BlobEntry[] = [];
+    for (const e of await readdir(dir, { withFileTypes: true }).catch(() => [])) {
+      if (!e.isFile() || blobNameError(e.name)) continue;
+      const st = await stat(path.join(dir, e.name)).catch(() => undefined);
+      if (st) out.push({ name: e.name, stat: st });
+    }
+    return out.sort((x, y) => (x.name < y.name ? -1 : x.name > y.name ? 1 : 0));
+  }
+
+  /** A blob's file and stat, or undefined when it does not exist (or a name is invalid). */
+  async blobFile(account: string, container: string, blob: string): Promise<{ file: string; stat: Stats } | undefined> {
+    if (containerNameError(container) || blobNameError(blob)) return undefined;
+    const file = this.blobPath(account, container, blob);
+    const st = await stat(file).catch(() => undefined);
+    return st?.isFile() ? { file, stat: st } : undefined;
+  }
+
+  /**
+   * Server-side path of a blob URL served by this installation (`https://{account}.{blob suffix}/{container}/{blob}` or
+   * `…/blob/{account}/{container}/{blob}`), if it exists,
    * for a caller that may read it: a valid read SAS in the URL, or RBAC read on the storage account (the same rule
    * as `GET /blob/...`). Throws 403 (AuthorizationFailed / AuthenticationFailed) when the account exists but the caller
    * may not read it, so a principal cannot copy a blob it could not download (e.g. by importing it as a disk).
    * `caller: undefined` means no principal (always refused unless the URL carries a SAS).
    */
   async resolveBlobUrl(url: string, access: BlobReadAccess): Promise<string | undefined> {
-    const b = parseBlobUrl(url);
+    const b = parseBlobUrl(url, this.blobHostSuffix);
     if (!b) return undefined;
     const account = await this.getAccountByName(b.account);
     if (!account) return undefined;

@@ -28,7 +28,8 @@ declare module 'fastify' {
   }
 }
 
-export type Plane = 'arm' | 'graph' | 'vault';
+/** Token audiences per plane: ARM, Graph, Key Vault data plane, Storage (blob) data plane (`https://storage.azure.com`). */
+export type Plane = 'arm' | 'graph' | 'vault' | 'storage';
 
 export interface Authorizer {
   /** May `caller` perform `action` (e.g. Microsoft.Resources/subscriptions/resourceGroups/write) at `scope`? */

@@ -9,6 +9,7 @@ import { randomUUID } from 'node:crypto';
 import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
 import { ArmError, HttpError } from './errors.js';
+import { parseJsonLenient } from './jsonc.js';
 
 export interface HttpOptions {
   tls: { key: string; cert: string };
@@ -16,11 +17,15 @@ export interface HttpOptions {
   metrics: Metrics;
   /** Key Vault data-plane host suffix (`vault.localhost`): `{name}.{suffix}` hosts route to `/__vault/{name}/…`. */
   vaultHostSuffix: string;
+  /** Blob data-plane host suffix (`blob.localhost`): `{account}.{suffix}` hosts route to `/__blob/{account}/…`. */
+  blobHostSuffix?: string | undefined;
   bodyLimit?: number;
 }
 
 /** Prefix the data-plane routes are registered under after the Host-based rewrite. */
 export const VAULT_ROUTE_PREFIX = '/__vault';
+/** Prefix the blob data-plane routes are registered under after the Host-based rewrite. */
+export const BLOB_ROUTE_PREFIX = '/__blob';
 
 /** Where a route lives and what it needs: which plane's token and which RBAC action. */
 export interface RouteConfig {
@@ -46,18 +51,30 @@ export function vaultNameFromHost(host: string | undefined, suffix: string): str
   return /^[a-z0-9-]{1,127}$/.test(name) ? name : undefined;
 }
 
+/** `{account}.{suffix}` → the storage account name (Azure: 3-24 lower-case letters and digits), else undefined. */
+export function blobAccountFromHost(host: string | undefined, suffix: string | undefined): string | undefined {
+  if (!host || !suffix) return undefined;
+  const h = host.toLowerCase().replace(/:\d+$/, '');
+  const s = '.' + suffix.toLowerCase();
+  if (!h.endsWith(s)) return undefined;
+  const name = h.slice(0, -s.length);
+  return /^[a-z0-9]{3,24}$/.test(name) ? name : undefined;
+}
+
 /** The scheme://host:port the client used (ids echo it). */
 export function originOf(req: FastifyRequest): string {
   return `https://${req.headers.host ?? 'localhost'}`;
 }
 
-function rewriteUrl(this: unknown, req: IncomingMessage & { url?: string; headers: Record<string, string | string[] | undefined> }, suffix: string): string {
+function rewriteUrl(this: unknown, req: IncomingMessage & { url?: string; headers: Record<string, string | string[] | undefined> }, suffix: string, blobSuffix?: string): string {
   let url = req.url ?? '/';
   // az with a trailing-slash endpoint requests `//metadata/endpoints`: collapse leading slashes.
   url = url.replace(/^\/{2,}/, '/');
   const host = req.headers.host;
   const vault = vaultNameFromHost(typeof host === 'string' ? host : undefined, suffix);
   if (vault) return `${VAULT_ROUTE_PREFIX}/${vault}${url}`;
+  const account = blobAccountFromHost(typeof host === 'string' ? host : undefined, blobSuffix);
+  if (account) return `${BLOB_ROUTE_PREFIX}/${account}${url.startsWith('/') ? url : `/${url}`}`;
   return url;
 }
 
@@ -89,19 +106,19 @@ export function createHttpApp(opts: HttpOptions): FastifyInstance {
     },
     requestIdHeader: false,
     rewriteUrl(req) {
-      return rewriteUrl.call(this, req as never, opts.vaultHostSuffix);
+      return rewriteUrl.call(this, req as never, opts.vaultHostSuffix, opts.blobHostSuffix);
     },
     serverFactory: (handler) => tuneServer(https.createServer({ key: opts.tls.key, cert: opts.tls.cert }, handler)),
     ajv: { customOptions: { coerceTypes: false, allErrors: false, removeAdditional: false, useDefaults: true } },
   }) as unknown as FastifyInstance;
 
-  // Bodies: JSON with positioned parse errors; empty JSON bodies are undefined (the SDKs' first request has none).
+  // Bodies: JSON (with the comments, trailing commas and unquoted keys ARM's deserializer accepts) with positioned parse errors; empty JSON bodies are undefined (the SDKs' first request has none).
   app.removeAllContentTypeParsers();
   app.addContentTypeParser(/^application\/(.+\+)?json/, { parseAs: 'string' }, (_req, body, done) => {
     const text = typeof body === 'string' ? body : body.toString('utf8');
     if (text.trim() === '') return done(null, undefined);
     try {
-      done(null, JSON.parse(text));
+      done(null, parseJsonLenient(text));
     } catch (e) {
       done(
         new ArmError(400, 'InvalidRequestContent', `The request content was invalid and could not be deserialized: '${(e as Error).message}'.`, {
@@ -120,7 +137,7 @@ export function createHttpApp(opts: HttpOptions): FastifyInstance {
     const text = typeof body === 'string' ? body : body.toString('utf8');
     if (text.trim() === '') return done(null, undefined);
     try {
-      done(null, JSON.parse(text));
+      done(null, parseJsonLenient(text));
     } catch {
       done(new ArmError(415, 'UnsupportedMediaType', 'The content media type is not supported; use application/json.'), undefined);
     }
