@@ -90,7 +90,14 @@ export async function startServer(config: Config, log: Logger = createLogger(con
   });
   await failInterruptedDeployments(database.db);
   // Linked templates: only blobs this installation serves, read in-process (never an outbound request).
-  registerDeploymentRoutes(app, { db: database.db, resources, ops, parseOwnBlobUrl: (u) => parseBlobUrl(u, config.blobHostSuffix) });
+  const ownBlobUrl = (u: string) => {
+    const b = parseBlobUrl(u, config.blobHostSuffix);
+    const url = b ? new URL(u) : undefined;
+    const host = url?.hostname.toLowerCase() ?? '';
+    const ours = ['localhost', '127.0.0.1', '[::1]'].includes(host) || host.endsWith(`.${config.blobHostSuffix.toLowerCase()}`);
+    return b && ours && Number(url!.port || 443) === port ? b : undefined;
+  };
+  registerDeploymentRoutes(app, { db: database.db, resources, ops, parseOwnBlobUrl: ownBlobUrl });
   // Disk imports from a blob URL are authorized for the requesting principal (RBAC read on the account, or a SAS).
   const compute = new ComputeService(new ComputeStore(database.db), resources, {
     dataDir: config.dataDir, sealer: install.sealer, luksIterations: luksIter, importDirs: config.importDirs,

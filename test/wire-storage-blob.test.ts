@@ -13,8 +13,8 @@ import { readFileSync, rmSync } from 'node:fs';
 import https from 'node:https';
 import path from 'node:path';
 import { startTestServer, ROOT, type TestServer } from './helpers/server.js';
-import { Fixture, BK_API, MiB, env, type Job } from './recovery-fixture.js';
-import { get } from './restore-helpers.js';
+import { Fixture, MiB, env } from './recovery-fixture.js';
+import { backupAndRestoreToStorage, get } from './restore-helpers.js';
 
 let s: TestServer;
 let f: Fixture;
@@ -69,23 +69,7 @@ async function sasUrl(blob: string): Promise<string> {
 beforeAll(async () => {
   s = await startTestServer({ env });
   f = new Fixture(s, RG);
-  await f.group();
-  await Promise.all([f.keyVault(KV), f.vm(VM, 8 * MiB)]);
-  await f.encrypt(VM, KV);
-  await f.grantBackup(KV);
-  await f.createVault(RSV);
-  await f.opStatus(await f.enable(RSV, VM));
-  await f.guestWrite(VM, 4096, Buffer.from('MARKER-FOR-THE-BLOB-SDKS'));
-  const st = await f.opStatus(await f.backup(RSV, VM));
-  const job = await f.waitJob(RSV, st.properties!.jobId);
-  expect(job.properties.status).toBe('Completed');
-  const rpId = job.properties.extendedInfo.propertyBag['Recovery Point Id']!;
-  await s.client.request('PUT', saId(), { query: ST, body: { location: 'local', sku: { name: 'Standard_LRS' }, kind: 'StorageV2' } });
-  const res = await s.client.send('POST', `${f.itemPath(RSV, VM)}/recoveryPoints/${rpId}/restore`, { query: { 'api-version': BK_API }, body: { properties: { objectType: 'IaasVMRestoreRequest', recoveryPointId: rpId, sourceResourceId: f.vmId(VM), recoveryType: 'RestoreDisks', storageAccountId: saId(), region: 'local' } } });
-  expect(res.status, JSON.stringify(res.body)).toBe(202);
-  const rst: Job = await f.waitJob(RSV, (await f.opStatus(res)).properties!.jobId);
-  expect(rst.properties.status, JSON.stringify(rst.properties.errorDetails)).toBe('Completed');
-  bag = rst.properties.extendedInfo.propertyBag;
+  bag = await backupAndRestoreToStorage(f, { kv: KV, vm: VM, rsv: RSV, sa: SA });
   container = bag['Config Blob Container Name']!;
   osBlob = decodeURIComponent(bag['OS Disk Blob Uri']!.split('/').pop()!);
   templateBlob = decodeURIComponent(bag['Template Blob Uri']!.split('/').pop()!);

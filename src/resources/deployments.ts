@@ -324,6 +324,7 @@ export function registerDeploymentRoutes(app: FastifyInstance, deps: DeploymentR
     });
     await db.updateTable('resource_deployments').set({ op_id: opId }).where('id_norm', '=', lc(id)).execute();
     void reply.header('azure-asyncoperation', `${originOf(req)}${id}/operationStatuses/${opId}?api-version=${encodeURIComponent(api)}`);
+    void reply.header('retry-after', '1'); // pollers (az's: 30 s) otherwise wait their default between polls
     return reply.code(existing ? 200 : 201).send(view((await get(id))!));
   });
   // Validate (az deployment group validate; az deployment group create validates first): the same checks and plan as
@@ -360,11 +361,12 @@ export function registerDeploymentRoutes(app: FastifyInstance, deps: DeploymentR
       } });
     }
   }
-  app.get(`${D}/operationStatuses/:op`, { config: { action: `${A}/read` } }, async (req) => {
+  app.get(`${D}/operationStatuses/:op`, { config: { action: `${A}/read` } }, async (req, reply) => {
     requireArmApiVersion(req.url);
     const p = req.params as P & { op: string };
     const op = await ops.require(p.op);
     const status = op.status === 'InProgress' ? 'Running' : op.status;
+    if (status === 'Running') void reply.header('retry-after', '1');
     return { status, ...(op.error ? { error: op.error } : {}) };
   });
   app.get(D, { config: { action: `${A}/read` } }, async (req) => {
