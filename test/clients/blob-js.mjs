@@ -1,6 +1,9 @@
 // The official JavaScript Storage SDK (@azure/storage-blob) against rsvault's blob plane, as a user runs it:
 // `NODE_EXTRA_CA_CERTS=<data dir>/tls/ca.pem node blob-js.mjs '<json>'`. Prints one JSON object of what it saw.
+/* global console */
+import { Buffer } from 'node:buffer';
 import { createHash } from 'node:crypto';
+import process from 'node:process';
 import { BlobServiceClient, BlobClient, StorageSharedKeyCredential, generateBlobSASQueryParameters, BlobSASPermissions } from '@azure/storage-blob';
 import { ClientSecretCredential } from '@azure/identity';
 
