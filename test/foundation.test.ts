@@ -139,9 +139,12 @@ describe('tokens', () => {
     const r = await req('GET', `${s.origin}/subscriptions?api-version=2022-12-01`, { token: vaultToken.token });
     expect(r.status).toBe(401);
     expect(errCode(r)).toBe('InvalidAuthenticationToken');
+    // a storage token (blob plane) is not an ARM token either
+    const storageToken = await cred(s.creds.clientSecret).getToken('https://storage.azure.com/.default');
+    expect((await req('GET', `${s.origin}/subscriptions?api-version=2022-12-01`, { token: storageToken.token })).status).toBe(401);
     const unknown = await req('POST', `${s.origin}/${s.creds.tenantId}/oauth2/v2.0/token`, {
       contentType: 'application/x-www-form-urlencoded',
-      body: new URLSearchParams({ grant_type: 'client_credentials', client_id: s.creds.clientId, client_secret: s.creds.clientSecret, scope: 'https://storage.azure.com/.default' }).toString(),
+      body: new URLSearchParams({ grant_type: 'client_credentials', client_id: s.creds.clientId, client_secret: s.creds.clientSecret, scope: 'https://database.windows.net/.default' }).toString(),
     });
     expect(unknown.status).toBe(400);
     expect(unknown.json).toMatchObject({ error: 'invalid_resource' });
