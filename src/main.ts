@@ -226,6 +226,7 @@ async function serve(flags: ConfigFlags): Promise<void> {
   out.write(`  ARM endpoint:       https://localhost:${server.port}/\n`);
   out.write(`  token authority:    https://localhost:${server.port}  (ADFS style: https://localhost:${server.port}/adfs)\n`);
   out.write(`  Key Vault hosts:    https://{name}.${config.vaultHostSuffix}:${server.port}/\n`);
+  out.write(`  Storage blob hosts: https://{account}.${config.blobHostSuffix}:${server.port}/\n`);
   out.write(`  CA certificate:     ${path.join(config.dataDir, 'tls', 'ca.pem')}\n`);
   out.write(`  credentials:        ${path.join(config.dataDir, 'credentials.json')}\n`);
   out.write(`  data directory:     ${config.dataDir}\n`);
