@@ -154,8 +154,8 @@ describe('az 2.45: deployment group validate / create of the restore template', 
 describe('the ARM wire: JSONC bodies, the Python SDK (azure.mgmt.resource) with a templateLink, SSRF', () => {
   it('a deployment body with comments and trailing commas (as ARM accepts) validates; a broken one is InvalidRequestContent', async () => {
     const token = await s.client.token();
-    const send = (body: string) => new Promise<{ status: number; body: string }>((resolve, reject) => {
-      const r = https.request(`${s.origin}${f.rgPath()}/providers/Microsoft.Resources/deployments/dep-jsonc/validate?api-version=2021-04-01`, { method: 'POST', ca: s.ca, headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' } }, (res) => {
+    const send = (body: string, at = f.rgPath()) => new Promise<{ status: number; body: string }>((resolve, reject) => {
+      const r = https.request(`${s.origin}${at}/providers/Microsoft.Resources/deployments/dep-jsonc/validate?api-version=2021-04-01`, { method: 'POST', ca: s.ca, headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' } }, (res) => {
         let b = '';
         res.on('data', (d: Buffer) => (b += d.toString()));
         res.on('end', () => resolve({ status: res.statusCode ?? 0, body: b }));
@@ -171,6 +171,11 @@ describe('the ARM wire: JSONC bodies, the Python SDK (azure.mgmt.resource) with 
     expect((JSON.parse(ok.body) as { properties: { validatedResources: { id: string }[] } }).properties.validatedResources.map((r) => r.id.split('/').pop())).toEqual(['vmjsonc-osdisk', 'vmjsonc']);
     const broken = await send('{ "properties": { "mode": "Incremental", /* unterminated ');
     expect([broken.status, (JSON.parse(broken.body) as { error: { code: string } }).error.code]).toEqual([400, 'InvalidRequestContent']);
+    // subscription and tenant scope: a clear refusal, not a 404
+    for (const at of [`/subscriptions/${f.sub}`, '']) {
+      const r = await send(jsonc, at);
+      expect([r.status, (JSON.parse(r.body) as { error: { code: string } }).error.code], at || 'tenant').toEqual([400, 'UnsupportedDeploymentScope']);
+    }
   }, 60_000);
 
   it('begin_validate / begin_create_or_update with templateLink = the SAS URL deploy the VM; other hosts and non-blob URLs are refused', async () => {
