@@ -151,6 +151,8 @@ describe('the blob plane at https://{account}.blob.localhost:{port}', () => {
       expect((m.pages as string[][]).length, mode).toBe((m.blobs as unknown[]).length);
       expect((m.pages as string[][]).flat(), mode).toEqual((m.blobs as { name: string }[]).map((b) => b.name));
       expect(m.prefixed, mode).toEqual([templateBlob]);
+      expect(m.tree, mode).toEqual([{ kind: 'prefix', name: 'azuredeploy-' }]);
+      expect(m.skuName, mode).toBe('Standard_LRS');
       expect(m.props, mode).toMatchObject({ contentLength: diskBytes.length, blobType: 'BlockBlob' });
       expect(m.diskSha, mode).toBe(sha(diskBytes));
       expect(m.range, mode).toEqual({ contentRange: `bytes ${offset}-${offset + count - 1}/${diskBytes.length}`, contentLength: count, hex: want });

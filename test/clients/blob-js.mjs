@@ -29,6 +29,10 @@ async function exercise(label, service, container) {
   const prefixed = [];
   for await (const b of cc.listBlobsFlat({ prefix: 'azuredeploy-' })) prefixed.push(b.name);
   r.prefixed = prefixed;
+  const tree = [];
+  for await (const x of cc.listBlobsByHierarchy('-', { prefix: 'azuredeploy' })) tree.push({ kind: x.kind, name: x.name });
+  r.tree = tree;
+  r.skuName = (await service.getAccountInfo()).skuName;
   const disk = cc.getBlobClient(a.osBlob);
   const props = await disk.getProperties();
   r.props = { contentLength: props.contentLength, etag: props.etag, blobType: props.blobType, lastModified: props.lastModified?.toISOString(), version: props.version };
