@@ -86,7 +86,7 @@ export function registerBlobPlane(app: FastifyInstance, deps: BlobPlaneDeps): vo
       const toSign = sharedKeyStringToSign(account.name, { method: req.method, rawUrl: req.originalUrl.replace(/^\/{2,}/, '/'), headers: req.headers });
       const keys = await storage.accountKeys(account.name);
       if (!keys.some((k) => sameSig(hmac(k, toSign), sk[2]!))) {
-        throw new StorageXmlError(403, 'AuthenticationFailed', `Server failed to authenticate the request. Make sure the value of Authorization header is formed correctly including the signature. The MAC signature found in the HTTP request '${sk[2]}' is not the same as any computed signature. Server used following string to sign: '${toSign.replace(/\n/g, '\\n')}'.`);
+        throw new StorageXmlError(403, 'AuthenticationFailed', `Server failed to authenticate the request. Make sure the value of Authorization header is formed correctly including the signature. The MAC signature found in the HTTP request is not the same as any computed signature. Server used following string to sign: '${toSign.replace(/\n/g, '\\n')}'.`);
       }
       return;
     }
