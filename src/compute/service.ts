@@ -10,6 +10,7 @@ import { ArmError, armErrors } from '../platform/http/errors.js';
 import type { Sealer } from '../platform/crypto.js';
 import type { Caller } from '../platform/auth/index.js';
 import type { ResourceService } from '../resources/index.js';
+import type { VaultUrls } from '../keyvault/index.js';
 import { isLuksHeader, LuksError } from '../engine/index.js';
 import {
   bitmapBytesFor, CONVERT_LEFTOVER, dirtyBlocks, fitBits, luksPayloadOffset, markBits, OpenDisk, recoverConversion, sameStamp, sparseCopy, stampOf, swapImage, unlockImage,
@@ -36,6 +37,8 @@ export interface ComputeOptions {
   resolveSourceUri?: ((uri: string, caller: Caller | undefined) => Promise<string | undefined>) | undefined;
   /** Directories whose files may be imported by path (config `importDirs`); other server paths are refused. */
   importDirs?: string[] | undefined;
+  /** Builds/normalizes Key Vault URLs (encryption settings are read in their reachable form). */
+  vaultUrls?: VaultUrls | undefined;
 }
 
 export interface DiskInput {
@@ -145,6 +148,26 @@ export class ComputeService {
     mkdirSync(this.disksDir, { recursive: true, mode: 0o700 });
   }
 
+  /**
+   * Key Vault URLs as clients can reach them (keyvault urls.ts): encryption settings stored before without the port
+   * (or on another vault host suffix) are read as the same vault + object on the current host and port.
+   */
+  canonicalVaultUrl(url: string): string {
+    return this.opts.vaultUrls ? this.opts.vaultUrls.canonical(url) : url;
+  }
+
+  private canonDisk(d: Disk): Disk {
+    if (!d.encryptionSettingsCollection || !this.opts.vaultUrls) return d;
+    return { ...d, encryptionSettingsCollection: this.opts.vaultUrls.canonicalDeep(d.encryptionSettingsCollection) };
+  }
+
+  private canonVm(vm: Vm): Vm {
+    const es = vm.props.storageProfile.osDisk.encryptionSettings;
+    if (!es || !this.opts.vaultUrls) return vm;
+    const osDisk = { ...vm.props.storageProfile.osDisk, encryptionSettings: this.opts.vaultUrls.canonicalDeep(es) };
+    return { ...vm, props: { ...vm.props, storageProfile: { ...vm.props.storageProfile, osDisk } } };
+  }
+
   get luksIterations(): number | undefined {
     return this.opts.luksIterations;
   }
@@ -166,7 +189,7 @@ export class ComputeService {
   // ---- disks ------------------------------------------------------------------------------------------------------
   async getDisk(id: string): Promise<Disk | undefined> {
     const r = await this.store.db.selectFrom('compute_disks').selectAll().where('id_norm', '=', norm(id)).executeTakeFirst();
-    return r ? toDisk(r) : undefined;
+    return r ? this.canonDisk(toDisk(r)) : undefined;
   }
 
   async requireDisk(id: string): Promise<Disk> {
@@ -178,7 +201,7 @@ export class ComputeService {
   async listDisks(sub: string, rg?: string): Promise<Disk[]> {
     let q = this.store.db.selectFrom('compute_disks').selectAll().where('subscription_id', '=', sub);
     if (rg) q = q.where('resource_group', '=', rg.toLowerCase());
-    return (await q.orderBy('id_norm').execute()).map(toDisk);
+    return (await q.orderBy('id_norm').execute()).map((r) => this.canonDisk(toDisk(r)));
   }
 
   /** Path of the disk's image file (raw, or a LUKS1 volume with the header at the start). */
@@ -322,7 +345,7 @@ export class ComputeService {
 
   /** Every disk of the installation (all subscriptions). */
   async allDisks(): Promise<Disk[]> {
-    return (await this.store.db.selectFrom('compute_disks').selectAll().orderBy('id_norm').execute()).map(toDisk);
+    return (await this.store.db.selectFrom('compute_disks').selectAll().orderBy('id_norm').execute()).map((r) => this.canonDisk(toDisk(r)));
   }
 
   /**
@@ -539,7 +562,7 @@ export class ComputeService {
   // ---- VMs ----------------------------------------------------------------------------------------------------
   async getVm(id: string): Promise<Vm | undefined> {
     const r = await this.store.db.selectFrom('compute_vms').selectAll().where('id_norm', '=', norm(id)).executeTakeFirst();
-    return r ? toVm(r) : undefined;
+    return r ? this.canonVm(toVm(r)) : undefined;
   }
 
   async requireVm(id: string): Promise<Vm> {
@@ -551,7 +574,7 @@ export class ComputeService {
   async listVms(sub: string, rg?: string): Promise<Vm[]> {
     let q = this.store.db.selectFrom('compute_vms').selectAll().where('subscription_id', '=', sub);
     if (rg) q = q.where('resource_group', '=', rg.toLowerCase());
-    return (await q.orderBy('id_norm').execute()).map(toVm);
+    return (await q.orderBy('id_norm').execute()).map((r) => this.canonVm(toVm(r)));
   }
 
   private async attachable(diskIdIn: string, vmId: string, target: string): Promise<Disk> {
