@@ -11,7 +11,7 @@ import type { Sealer } from '../platform/crypto.js';
 import type { Caller } from '../platform/auth/index.js';
 import type { ResourceService } from '../resources/index.js';
 import type { KeyVaultService, VaultUrls } from '../keyvault/index.js';
-import { adeRefsOf, platformVolumeKey } from './ade.js';
+import { adeRefsOf, platformVolumeKey } from './platform-keys.js';
 import { isLuksHeader, LuksError } from '../engine/index.js';
 import {
   bitmapBytesFor, CONVERT_LEFTOVER, dirtyBlocks, fitBits, luksPayloadOffset, markBits, OpenDisk, recoverConversion, sameStamp, sparseCopy, stampOf, swapImage, unlockImage,
