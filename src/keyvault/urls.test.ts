@@ -20,9 +20,10 @@ describe('VaultUrls: the one builder of Key Vault URLs', () => {
     expect(moved.canonical('https://kv1.vault.localhost:8443/secrets/s/v')).toBe('https://kv1.vault.example.com/secrets/s/v');
     expect(u.canonicalDeep({ a: ['https://kv1.vault.localhost/secrets/s/v', 3], b: { c: 'x' } })).toEqual({ a: ['https://kv1.vault.localhost:8443/secrets/s/v', 3], b: { c: 'x' } });
   });
-  it('the same vault name + object path is the same object whatever the port', () => {
-    expect(u.sameObject('https://KV1.vault.localhost/secrets/s/v', 'https://kv1.vault.localhost:8443/Secrets/s/v')).toBe(true);
-    expect(u.sameObject('https://kv1.vault.localhost/secrets/s/v', 'https://kv2.vault.localhost/secrets/s/v')).toBe(false);
+  it('parses vault name and object path whatever the port; only {name}.{suffix} hosts are vault hosts', () => {
+    expect(u.parse('https://KV1.vault.localhost/secrets/s/v')).toEqual(u.parse('https://kv1.vault.localhost:8443/Secrets/s/v'));
+    expect(u.parse('https://kv1.vault.localhost:8443/keys/k')).toEqual({ vaultName: 'kv1', collection: 'keys', name: 'k', version: undefined });
     expect(u.isVaultHost('a.b.vault.localhost')).toBe(false);
+    expect(u.isVaultHost('kv1.vault.localhost')).toBe(true);
   });
 });

@@ -98,15 +98,6 @@ export class VaultUrls {
     return `${this.vaultUri(name)}${p}${u.search}`;
   }
 
-  /** Same vault name + object path (case-insensitive vault and collection; port and suffix ignored). */
-  sameObject(a: string | undefined, b: string | undefined): boolean {
-    if (!a || !b) return false;
-    const x = this.parse(a);
-    const y = this.parse(b);
-    if (!x || !y) return a === b;
-    return x.vaultName === y.vaultName && x.collection === y.collection && x.name.toLowerCase() === y.name.toLowerCase() && (x.version ?? '') === (y.version ?? '');
-  }
-
   /** Deep copy of a JSON value with every string that is a vault URL of this installation made canonical. */
   canonicalDeep<T>(v: T): T {
     if (typeof v === 'string') return this.canonical(v) as T;
