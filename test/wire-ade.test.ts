@@ -22,7 +22,8 @@ import { Fixture, BK_API, COMPUTE_API, KV_API, MiB, env, type Job } from './reco
 import { cli, post } from './restore-helpers.js';
 
 const HERE = path.dirname(new URL(import.meta.url).pathname);
-const SHIM = [path.resolve(HERE, '..', '..', 'shared', 'tools', 'az-compute-shim'), path.resolve(HERE, '..', '..', '..', 'shared', 'tools', 'az-compute-shim')].find((p) => existsSync(p))!;
+// ../shared/tools beside the checkout (a worktree under /work/wt has it one level further up), or $RSVAULT_AZ_SHIM.
+const SHIM = [process.env.RSVAULT_AZ_SHIM ?? '', path.resolve(HERE, '..', '..', 'shared', 'tools', 'az-compute-shim'), path.resolve(HERE, '..', '..', '..', 'shared', 'tools', 'az-compute-shim')].find((p) => p && existsSync(p));
 let s: TestServer;
 let f: Fixture;
 let tmp: string;
@@ -124,6 +125,7 @@ async function restoredDiskIds(): Promise<{ os: string; data: string }> {
 }
 
 beforeAll(async () => {
+  if (!SHIM) throw new Error('the az compute shim (../shared/tools/az-compute-shim) was not found: set RSVAULT_AZ_SHIM');
   s = await startTestServer({ env });
   f = new Fixture(s, RG);
   tmp = mkdtempSync(path.join(os.tmpdir(), 'rsv-ade-'));

@@ -25,8 +25,9 @@ import { runCli, startTestServer, type TestServer } from './helpers/server.js';
 import { Fixture, BK_API, COMPUTE_API, KV_API, MiB, env, type Job, type RecoveryPoint } from './recovery-fixture.js';
 import { get } from './restore-helpers.js';
 
-// ../shared/tools beside the checkout (a worktree under /work/wt has it two levels further up).
-const SHIM = [path.resolve(path.dirname(new URL(import.meta.url).pathname), '..', '..', 'shared', 'tools', 'az-compute-shim'), path.resolve(path.dirname(new URL(import.meta.url).pathname), '..', '..', '..', 'shared', 'tools', 'az-compute-shim')].find((p) => existsSync(p))!;
+// ../shared/tools beside the checkout (a worktree under /work/wt has it one level further up), or $RSVAULT_AZ_SHIM.
+const HERE = path.dirname(new URL(import.meta.url).pathname);
+const SHIM = [process.env.RSVAULT_AZ_SHIM ?? '', path.resolve(HERE, '..', '..', 'shared', 'tools', 'az-compute-shim'), path.resolve(HERE, '..', '..', '..', 'shared', 'tools', 'az-compute-shim')].find((p) => p && existsSync(p));
 let s: TestServer;
 let f: Fixture;
 let cfg: string;
@@ -90,6 +91,7 @@ function az(args: string[], o: { shim?: boolean } = {}): Promise<{ code: number 
 }
 
 beforeAll(async () => {
+  if (!SHIM) throw new Error('the az compute shim (../shared/tools/az-compute-shim) was not found: set RSVAULT_AZ_SHIM');
   s = await startTestServer({ env });
   f = new Fixture(s, RG);
   await f.group();
