@@ -254,7 +254,7 @@ describe('item 1: backup cannot reach a VM of another resource group', () => {
     expect(point.properties.keyAndSecret!.kekDetails!.keyBackupData.length).toBeGreaterThan(100);
     const keys = await restoreKeys(ok.c, 'rsv-ok', VM_A, rp, kvId(kv));
     expect(keys.status, JSON.stringify(keys.body)).toBe(200);
-    expect((keys.body as { secretUrl: string }).secretUrl).toMatch(new RegExp(`^https://${kv}\\.vault\\.localhost/secrets/`));
+    expect((keys.body as { secretUrl: string }).secretUrl).toMatch(new RegExp(`^https://${kv}\\.vault\\.localhost:${s.port}/secrets/`));
     const r = await restore(ok.c, 'rsv-ok', VM_A, rp, { recoveryType: 'RestoreDisks', storageAccountId: saId(sa) });
     expect(r.status, JSON.stringify(r.body)).toBe(202);
     const rj = await waitJob(ok.c, 'rsv-ok', (await opStatus(ok.c, r)).properties!.jobId);
