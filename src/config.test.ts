@@ -20,6 +20,14 @@ describe('loadConfig', () => {
     expect(loadConfig({ verifySchedule: 'off' }, {}).verifySchedule).toBeUndefined();
     expect(loadConfig({}, { RSVAULT_VERIFY_SCHEDULE: '0 30 2 * * *' }).verifySchedule).toBe('0 30 2 * * *');
   });
+  it('Key Vault hosts: --keyvault-host-suffix (alias --vault-host-suffix) and --keyvault-public-port', () => {
+    expect(loadConfig({}, {}).keyvaultPublicPort).toBeUndefined();
+    expect(loadConfig({}, { RSVAULT_KEYVAULT_HOST_SUFFIX: 'vault.example.com', RSVAULT_KEYVAULT_PUBLIC_PORT: '443' })).toMatchObject({ vaultHostSuffix: 'vault.example.com', keyvaultPublicPort: 443 });
+    expect(loadConfig({ keyvaultHostSuffix: 'kv.test', keyvaultPublicPort: '9443' }, { RSVAULT_VAULT_HOST_SUFFIX: 'other.test' })).toMatchObject({ vaultHostSuffix: 'kv.test', keyvaultPublicPort: 9443 });
+    expect(loadConfig({ vaultHostSuffix: 'old.test' }, {}).vaultHostSuffix).toBe('old.test');
+    expect(() => loadConfig({ keyvaultPublicPort: '0' }, {})).toThrow(/invalid Key Vault public port '0'/);
+    expect(() => loadConfig({}, { RSVAULT_KEYVAULT_PUBLIC_PORT: 'x' })).toThrow(ConfigError);
+  });
   it('rejects bad values with one clear message', () => {
     expect(() => loadConfig({ port: '70000' }, {})).toThrow(ConfigError);
     expect(() => loadConfig({ scheduleCatchUpHours: '-1' }, {})).toThrow(/schedule catch-up/);

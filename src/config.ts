@@ -38,6 +38,13 @@ export interface Config {
   scheduleCatchUpHours: number;
   /** Croner pattern (UTC, with seconds) of every vault's scheduled verify job; undefined = no scheduled verify. */
   verifySchedule: string | undefined;
+
+  // ---- Key Vault URLs (issue #13 item 4) ----
+  /**
+   * The port clients reach the vault hosts on, put into every Key Vault URL rsvault hands out (vaultUri, kid, ADE
+   * settings, recovery points, restore outputs); 443 = no port in the URLs. Undefined = the port the server listens on.
+   */
+  keyvaultPublicPort?: number | undefined;
 }
 
 /** Sundays 03:00 UTC. */
@@ -59,6 +66,8 @@ export interface ConfigFlags {
   importDirs?: string | undefined;
   scheduleCatchUpHours?: string | number | undefined;
   verifySchedule?: string | undefined;
+  keyvaultHostSuffix?: string | undefined;
+  keyvaultPublicPort?: string | number | undefined;
 }
 
 const LOG_LEVELS: readonly LogLevel[] = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
@@ -93,10 +102,16 @@ export function loadConfig(flags: ConfigFlags = {}, env: NodeJS.ProcessEnv = pro
     throw new ConfigError(`invalid database URL scheme in '${dbUrl.replace(/\/\/[^@/]*@/, '//***@')}': use a SQLite file path or postgres://`);
   }
 
-  const vaultHostSuffix = (pick(flags.vaultHostSuffix, env.RSVAULT_VAULT_HOST_SUFFIX) ?? 'vault.localhost').replace(/^\./, '');
+  // Key Vault hosts: --keyvault-host-suffix (alias --vault-host-suffix) and the public port put into vault URLs.
+  const vaultHostSuffix = (pick(flags.keyvaultHostSuffix ?? flags.vaultHostSuffix, env.RSVAULT_KEYVAULT_HOST_SUFFIX ?? env.RSVAULT_VAULT_HOST_SUFFIX) ?? 'vault.localhost').replace(/^\./, '');
   if (!/^[a-z0-9-]+(\.[a-z0-9-]+)*$/i.test(vaultHostSuffix)) {
-    throw new ConfigError(`invalid Key Vault host suffix '${vaultHostSuffix}' (--vault-host-suffix or RSVAULT_VAULT_HOST_SUFFIX)`);
+    throw new ConfigError(`invalid Key Vault host suffix '${vaultHostSuffix}' (--keyvault-host-suffix or RSVAULT_KEYVAULT_HOST_SUFFIX)`);
   }
+  const publicPortText = pick(flags.keyvaultPublicPort, env.RSVAULT_KEYVAULT_PUBLIC_PORT);
+  if (publicPortText !== undefined && (!/^\d+$/.test(publicPortText) || Number(publicPortText) < 1 || Number(publicPortText) > 65535)) {
+    throw new ConfigError(`invalid Key Vault public port '${publicPortText}': expected an integer 1-65535 (--keyvault-public-port or RSVAULT_KEYVAULT_PUBLIC_PORT)`);
+  }
+  const keyvaultPublicPort = publicPortText === undefined ? undefined : Number(publicPortText);
 
   const blobHostSuffix = (pick(flags.blobHostSuffix, env.RSVAULT_BLOB_HOST_SUFFIX) ?? 'blob.localhost').replace(/^\./, '');
   if (!/^[a-z0-9-]+(\.[a-z0-9-]+)*$/i.test(blobHostSuffix) || blobHostSuffix.toLowerCase() === vaultHostSuffix.toLowerCase()) {
@@ -137,5 +152,5 @@ export function loadConfig(flags: ConfigFlags = {}, env: NodeJS.ProcessEnv = pro
     }
   }
 
-  return { dataDir, port, listen, dbUrl, vaultHostSuffix, blobHostSuffix, logLevel, role, tokenLifetimeSec: Number(lifetimeText), importDirs, scheduleCatchUpHours: Number(catchUpText), verifySchedule };
+  return { dataDir, port, listen, dbUrl, vaultHostSuffix, blobHostSuffix, logLevel, role, tokenLifetimeSec: Number(lifetimeText), importDirs, scheduleCatchUpHours: Number(catchUpText), verifySchedule, keyvaultPublicPort };
 }

@@ -18,7 +18,7 @@ import { initInstallation, writeFileAtomic } from './platform/install.js';
 import { IdentityService, IdentityStore, identityMigrations, registerIdentityRoutes } from './identity/index.js';
 import { ResourceService, ResourceStore, resourceMigrations, registerResourceRoutes, registerDeploymentRoutes, deploymentMigrations, failInterruptedDeployments } from './resources/index.js';
 import { StorageService, StorageStore, storageMigrations, registerStorageRoutes, registerBlobPlane, parseBlobUrl, STORAGE_TYPE } from './storage/index.js';
-import { KeyVaultServiceImpl, KeyVaultStore, keyvaultMigrations, registerKeyVaultRoutes, registerKeyVaultDataRoutes, keyVaultChallenge } from './keyvault/index.js';
+import { KeyVaultServiceImpl, KeyVaultStore, VaultUrls, keyvaultMigrations, registerKeyVaultRoutes, registerKeyVaultDataRoutes, keyVaultChallenge } from './keyvault/index.js';
 import { ComputeService, ComputeStore, computeMigrations, registerComputeRoutes, DISK_TYPE, VM_TYPE, CLASSIC_VM_TYPE } from './compute/index.js';
 import { EmbeddedQueue, Scheduler, jobsMigrations, offsetClock } from './platform/jobs/index.js';
 import { createRecovery, recoveryMigrations } from './recovery/index.js';
@@ -44,11 +44,13 @@ export async function startServer(config: Config, log: Logger = createLogger(con
   const boot = await identity.bootstrap();
 
   let port = config.port;
+  // Every Key Vault URL handed out (vaultUri, kid/id, ADE settings, recovery points, restore outputs) is built here.
+  const vaultUrls = new VaultUrls({ hostSuffix: config.vaultHostSuffix, publicPort: () => config.keyvaultPublicPort ?? port });
   const origins = () => [`https://localhost:${port}`, `https://127.0.0.1:${port}`, `https://[::1]:${port}`];
   const tokens = new TokenService(TokenKeys.fromPem(install.tokenSigningKeyPem), () => `https://localhost:${port}`, {
     arm: () => ['https://management.azure.com/', 'https://management.core.windows.net/', ...origins().map((o) => o + '/')],
     graph: () => ['https://graph.microsoft.com/', ...origins().map((o) => o + '/')],
-    vault: () => [`https://${config.vaultHostSuffix}:${port}`, `https://${config.vaultHostSuffix}`],
+    vault: () => [...new Set([vaultUrls.resource(), `https://${config.vaultHostSuffix}:${port}`, `https://${config.vaultHostSuffix}`])],
     storage: () => ['https://storage.azure.com/'],
   }, config.tokenLifetimeSec);
 
@@ -63,8 +65,7 @@ export async function startServer(config: Config, log: Logger = createLogger(con
     sealer: install.sealer,
     resources,
     identity,
-    port: () => port,
-    vaultHostSuffix: config.vaultHostSuffix,
+    urls: vaultUrls,
     issuer: (tid) => tokens.issuerFor(tid),
     log,
   });
@@ -100,7 +101,7 @@ export async function startServer(config: Config, log: Logger = createLogger(con
   registerDeploymentRoutes(app, { db: database.db, resources, ops, parseOwnBlobUrl: ownBlobUrl });
   // Disk imports from a blob URL are authorized for the requesting principal (RBAC read on the account, or a SAS).
   const compute = new ComputeService(new ComputeStore(database.db), resources, {
-    dataDir: config.dataDir, sealer: install.sealer, luksIterations: luksIter, importDirs: config.importDirs,
+    dataDir: config.dataDir, sealer: install.sealer, luksIterations: luksIter, importDirs: config.importDirs, vaultUrls, keyvault,
     resolveSourceUri: (u, caller) => storage.resolveBlobUrl(u, { caller, checkAccess: (c, scope, action) => identity.checkAccess(c, scope, action), target: 'properties.creationData.sourceUri' }),
   });
   if (config.role === 'all' || config.role === 'api') {
@@ -159,7 +160,7 @@ export async function startServer(config: Config, log: Logger = createLogger(con
     resourceManager: `https://localhost:${port}/`,
     activeDirectory: `https://localhost:${port}`,
     activeDirectoryAdfs: `https://localhost:${port}/adfs`,
-    keyVaultDnsSuffix: `.${config.vaultHostSuffix}:${port}`,
+    keyVaultDnsSuffix: `.${new URL(vaultUrls.resource()).host}`,
     microsoftGraph: `https://localhost:${port}/`,
     portal: `https://localhost:${port}/`,
   };
@@ -225,7 +226,8 @@ async function serve(flags: ConfigFlags): Promise<void> {
   out.write(`rsvault listening on https://localhost:${server.port}/ (port ${server.port})\n`);
   out.write(`  ARM endpoint:       https://localhost:${server.port}/\n`);
   out.write(`  token authority:    https://localhost:${server.port}  (ADFS style: https://localhost:${server.port}/adfs)\n`);
-  out.write(`  Key Vault hosts:    https://{name}.${config.vaultHostSuffix}:${server.port}/\n`);
+  const kvPort = config.keyvaultPublicPort ?? server.port;
+  out.write(`  Key Vault hosts:    https://{name}.${config.vaultHostSuffix}${kvPort === 443 ? '' : `:${kvPort}`}/\n`);
   out.write(`  Storage blob hosts: https://{account}.${config.blobHostSuffix}:${server.port}/\n`);
   out.write(`  CA certificate:     ${path.join(config.dataDir, 'tls', 'ca.pem')}\n`);
   out.write(`  credentials:        ${path.join(config.dataDir, 'credentials.json')}\n`);

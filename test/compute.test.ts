@@ -272,8 +272,8 @@ describe('Azure Disk Encryption', () => {
     expect(esc.encryptionSettingsVersion).toBe('1.1');
     const secretUrl = esc.encryptionSettings[0]!.diskEncryptionKey.secretUrl;
     const keyUrl = esc.encryptionSettings[0]!.keyEncryptionKey!.keyUrl;
-    expect(secretUrl).toMatch(new RegExp(`^https://${KV}\\.vault\\.localhost/secrets/[0-9a-f-]{36}/[0-9a-f]{32}$`));
-    expect(keyUrl).toMatch(new RegExp(`^https://${KV}\\.vault\\.localhost/keys/kek/[0-9a-f]{32}$`));
+    expect(secretUrl).toMatch(new RegExp(`^https://${KV}\\.vault\\.localhost:${s.port}/secrets/[0-9a-f-]{36}/[0-9a-f]{32}$`));
+    expect(keyUrl).toMatch(new RegExp(`^https://${KV}\\.vault\\.localhost:${s.port}/keys/kek/[0-9a-f]{32}$`));
     expect(esc.encryptionSettings[0]!.diskEncryptionKey.sourceVault.id.toLowerCase()).toBe(vaultPath(KV).toLowerCase());
     const vm = await s.client.request<{ properties: { storageProfile: { osDisk: { encryptionSettings: { enabled: boolean; diskEncryptionKey: { secretUrl: string } } } } } }>('GET', vmPath('vm1'), { query: q });
     expect(vm.properties.storageProfile.osDisk.encryptionSettings).toMatchObject({ enabled: true, diskEncryptionKey: { secretUrl } });

@@ -314,8 +314,8 @@ describe('portal: configure backup of an encrypted VM', () => {
     const restored = page.getByRole('status').filter({ hasText: `Key and secret restored into ${KV_RESTORE}` });
     await restored.waitFor();
     const urls = await restored.getByRole('definition').allTextContents();
-    expect(urls[0]).toMatch(new RegExp(`^https://${KV_RESTORE}\\.vault\\.localhost/keys/kek/\\w+$`));
-    expect(urls[1]).toMatch(new RegExp(`^https://${KV_RESTORE}\\.vault\\.localhost/secrets/[^/]+/\\w+$`));
+    expect(urls[0]).toMatch(new RegExp(`^https://${KV_RESTORE}\\.vault\\.localhost:${s.port}/keys/kek/\\w+$`));
+    expect(urls[1]).toMatch(new RegExp(`^https://${KV_RESTORE}\\.vault\\.localhost:${s.port}/secrets/[^/]+/\\w+$`));
     await shot(page, '41-restore-keys');
 
     // Create virtual machine with the restored key and secret: the Backup Management Service is not authorized yet.

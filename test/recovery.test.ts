@@ -219,7 +219,7 @@ describe('the documented encrypted backup flow', () => {
     const rp = await s.client.request<RecoveryPoint>('GET', `${f.itemPath(RSV, 'vmenc')}/recoveryPoints/${firstRp}`, { query: bk });
     const ks = rp.properties.keyAndSecret!;
     expect(ks.encryptionMechanism).toBe('SinglePass');
-    expect(ks.kekDetails!.keyUrl).toMatch(new RegExp(`^https://${KV}\\.vault\\.localhost/keys/kek/`));
+    expect(ks.kekDetails!.keyUrl).toMatch(new RegExp(`^https://${KV}\\.vault\\.localhost:${s.port}/keys/kek/`));
     expect(ks.kekDetails!.keyVaultId.toLowerCase()).toBe(f.kvId(KV).toLowerCase());
     expect(ks.kekDetails!.keyBackupData.length).toBeGreaterThan(100);
     expect(ks.bekDetails.secretVaultId.toLowerCase()).toBe(f.kvId(KV).toLowerCase());

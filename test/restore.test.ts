@@ -38,7 +38,6 @@ let rp: RecoveryPoint;
 
 const tls = () => ({ tlsOptions: { ca: s.ca } });
 const cred = () => new ClientSecretCredential(s.creds.tenantId, s.creds.clientId, s.creds.clientSecret, { authorityHost: s.origin, disableInstanceDiscovery: true, ...tls() });
-const withPort = (url: string) => url.replace(/(\.vault\.localhost)(?=\/)/, `$1:${s.port}`);
 const saId = () => `${f.rgPath()}/providers/Microsoft.Storage/storageAccounts/${SA}`;
 const rpPath = () => `${f.itemPath(RSV, VM)}/recoveryPoints/${rpId}`;
 
@@ -57,7 +56,7 @@ async function passphraseFrom(secretUrl: string, kekUrl: string): Promise<Buffer
   const m = /^https:\/\/([^.]+)\.vault\.localhost(?::\d+)?\/secrets\/([^/]+)\/([^/]+)$/.exec(secretUrl)!;
   const secret = await new SecretClient(`https://${m[1]}.vault.localhost:${s.port}`, cred(), tls()).getSecret(m[2]!, { version: m[3] });
   expect(secret.properties.contentType).toBe('Wrapped BEK');
-  const r = await new CryptographyClient(withPort(kekUrl), cred(), tls()).unwrapKey('RSA-OAEP', Buffer.from(secret.value!, 'base64url'));
+  const r = await new CryptographyClient(kekUrl, cred(), tls()).unwrapKey('RSA-OAEP', Buffer.from(secret.value!, 'base64url'));
   return Buffer.from(r.result);
 }
 
@@ -156,15 +155,15 @@ describe('restore of an encrypted VM: the documented story', () => {
     const ks = rp.properties.keyAndSecret!;
     const keys = new KeyClient(`https://${KV}.vault.localhost:${s.port}`, cred(), tls());
     const restoredKey = await keys.restoreKeyBackup(Buffer.from(ks.kekDetails!.keyBackupData, 'base64'));
-    const kekUrl = restoredKey.id!.replace(/:\d+\//, '/');
-    expect(kekUrl).toBe(ks.kekDetails!.keyUrl); // same name and version
+    const kekUrl = restoredKey.id!;
+    expect(kekUrl).toBe(ks.kekDetails!.keyUrl); // same name and version, the same reachable URL
     const secretName = ks.bekDetails.secretUrl.split('/')[4]!;
     const secrets = new SecretClient(`https://${KV}.vault.localhost:${s.port}`, cred(), tls());
     const set = await secrets.setSecret(secretName, ks.bekDetails.secretData, {
       contentType: 'Wrapped BEK',
       tags: { DiskEncryptionKeyEncryptionAlgorithm: 'RSA-OAEP', DiskEncryptionKeyFileName: 'LinuxPassPhraseFileName', DiskEncryptionKeyEncryptionKeyURL: restoredKey.id!, MachineName: VM },
     });
-    const secretUrl = set.properties.id!.replace(/:\d+\//, '/');
+    const secretUrl = set.properties.id!;
     // The recorded secret version is gone for good: the default restore still names it.
     const still = await expectErr(s.client.request('POST', `${rpPath()}/restore`, { query: bk, body: { properties: { objectType: 'IaasVMRestoreRequest', recoveryType: 'RestoreDisks', storageAccountId: saId() } } }));
     expect(still.code).toBe('UserErrorKeyAndSecretNotFound');
@@ -223,8 +222,8 @@ describe('restore of an encrypted VM: the documented story', () => {
     const r = await cli(cliEnv, 'backup', 'restore', 'restore-keys', '-v', RSV, '-g', RG, '-c', VM, '-i', VM, '-r', rpId, '--target-key-vault', KV2, '-o', 'json');
     expect(r.code, r.stderr).toBe(0);
     const out = r.json as { keyUrl: string; secretUrl: string; keyVaultId: string };
-    expect(out.keyUrl).toMatch(new RegExp(`^https://${KV2}\\.vault\\.localhost/keys/kek/`));
-    expect(out.secretUrl).toMatch(new RegExp(`^https://${KV2}\\.vault\\.localhost/secrets/`));
+    expect(out.keyUrl).toMatch(new RegExp(`^https://${KV2}\\.vault\\.localhost:${s.port}/keys/kek/`));
+    expect(out.secretUrl).toMatch(new RegExp(`^https://${KV2}\\.vault\\.localhost:${s.port}/secrets/`));
     expect(r.stderr).toMatch(/Next: rsvault backup restore restore-disks/);
     const secret = await new SecretClient(`https://${KV2}.vault.localhost:${s.port}`, cred(), tls()).getSecret(out.secretUrl.split('/')[4]!);
     expect(secret.properties.tags).toMatchObject({ DiskEncryptionKeyEncryptionKeyURL: out.keyUrl, DiskEncryptionKeyEncryptionAlgorithm: 'RSA-OAEP', DiskEncryptionKeyFileName: 'LinuxPassPhraseFileName', MachineName: VM });

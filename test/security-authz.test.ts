@@ -254,13 +254,15 @@ describe('item 1: backup cannot reach a VM of another resource group', () => {
     expect(point.properties.keyAndSecret!.kekDetails!.keyBackupData.length).toBeGreaterThan(100);
     const keys = await restoreKeys(ok.c, 'rsv-ok', VM_A, rp, kvId(kv));
     expect(keys.status, JSON.stringify(keys.body)).toBe(200);
-    expect((keys.body as { secretUrl: string }).secretUrl).toMatch(new RegExp(`^https://${kv}\\.vault\\.localhost/secrets/`));
+    expect((keys.body as { secretUrl: string }).secretUrl).toMatch(new RegExp(`^https://${kv}\\.vault\\.localhost:${s.port}/secrets/`));
     const r = await restore(ok.c, 'rsv-ok', VM_A, rp, { recoveryType: 'RestoreDisks', storageAccountId: saId(sa) });
     expect(r.status, JSON.stringify(r.body)).toBe(202);
     const rj = await waitJob(ok.c, 'rsv-ok', (await opStatus(ok.c, r)).properties!.jobId);
     expect(rj.properties.status, JSON.stringify(rj.properties.errorDetails)).toBe('Completed');
-    const blobUri = rj.properties.extendedInfo.propertyBag['OS Disk Blob Uri']!;
-    expect(blobUri).toMatch(new RegExp(`/blob/${sa}/`));
+    const hostUri = new URL(rj.properties.extendedInfo.propertyBag['OS Disk Blob Uri']!);
+    expect(hostUri.hostname).toBe(`${sa}.blob.localhost`);
+    // The older path form of the same blob takes an ARM token (the host form wants a storage.azure.com one).
+    const blobUri = `${s.origin}/blob/${sa}${hostUri.pathname}`;
     // …and it ends where the attack chain would have: the restored disk decrypts to the guest's plaintext with the
     // BEK it unwraps in its own key vault. That is what the VM rights above are the price of.
     const { keyUrl, secretUrl } = keys.body as { keyUrl: string; secretUrl: string };

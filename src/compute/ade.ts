@@ -2,15 +2,19 @@
  * Azure Disk Encryption: the AzureDiskEncryption(ForLinux) VM extension. Enable generates a BEK (a passphrase: base64
  * of 127 random bytes, as the Linux extension does), stores it in the Key Vault as a secret named by a GUID (wrapped
  * with the KEK when one is given), converts each selected disk in place to LUKS1 with the BEK as passphrase, and
- * stamps versioned, port-less secret/key URLs on the disks (encryptionSettingsCollection "1.1") and the VM's OS
+ * stamps versioned secret/key URLs on the disks (encryptionSettingsCollection "1.1") and the VM's OS
  * disk. Windows VMs get the same flow and metadata (per-volume BEK, VolumeLetter tag); their volumes are LUKS1 too.
+ * The URLs are the reachable ones of keyvault urls.ts (with the port unless 443), not Azure's port-less form: clients
+ * here fetch the BEK by exactly the URL they find on the VM.
  * All Key Vault calls act as the caller, through the vault's normal access checks.
  */
 import { randomBytes, randomUUID } from 'node:crypto';
 import { ArmError } from '../platform/http/errors.js';
 import { KeyVaultError, parseObjectUrl, type KeyVaultService, type KvPrincipal, type EncryptionAlgorithm, formatMissing } from '../keyvault/index.js';
-import { KEY_ENCRYPTION_ALGORITHMS, stripPort, type Disk, type EncryptionSettingsCollection, type Vm } from './model.js';
+import { KEY_ENCRYPTION_ALGORITHMS, type Disk, type EncryptionSettingsCollection, type Vm } from './model.js';
 import type { ComputeService } from './service.js';
+import { kvToArm } from './platform-keys.js';
+
 
 export interface AdeSettings {
   EncryptionOperation: string;
@@ -104,7 +108,7 @@ export async function planAde(compute: ComputeService, kv: KeyVaultService | und
       const key = await kv.getKey(caller, kekVault.id, ref.name, ref.version);
       const kid = key.key.kid ?? '';
       const version = kid.split('/').pop() ?? '';
-      kek = { vaultId: kekVault.id, vaultName: kekVault.name, name: ref.name, version, url: stripPort(kid) };
+      kek = { vaultId: kekVault.id, vaultName: kekVault.name, name: ref.name, version, url: kv.urls.canonical(kid) };
     } catch (e) {
       if (e instanceof KeyVaultError && e.status === 404) {
         throw new ArmError(400, 'KeyEncryptionKeyNotFound', `The key encryption key '${s.KeyEncryptionKeyURL}' was not found in vault '${kekVault.name}'.`, {
@@ -141,13 +145,6 @@ function safeHost(url: string): string | undefined {
   }
 }
 
-export function kvToArm(e: unknown): unknown {
-  if (e instanceof KeyVaultError) {
-    const status = e.status === 403 ? 403 : e.status === 404 ? 404 : 400;
-    return new ArmError(status, e.status === 403 ? 'KeyVaultAccessDenied' : e.code, `Key Vault: ${e.message}`);
-  }
-  return e;
-}
 
 /** Linux ADE passphrase: base64 of 127 random bytes (172 ASCII characters). */
 export function newBek(): string {
@@ -197,7 +194,7 @@ export async function runAde(compute: ComputeService, kv: KeyVaultService | unde
     let secretUrl: string;
     try {
       const sb = await kv.setSecret(caller, plan.vaultId, secretName, { value, contentType, tags });
-      secretUrl = stripPort(sb.id ?? '');
+      secretUrl = kv.urls.canonical(sb.id ?? '');
     } catch (e) {
       throw kvToArm(e);
     }

@@ -10,6 +10,6 @@ export { ComputeService, type BeforeWriteHook, type ComputeOptions, type Classic
 export { ComputeStore, computeMigrations } from './store.js';
 export { registerComputeRoutes } from './routes.js';
 export {
-  CBT_BLOCK_SIZE, DISK_TYPE, VM_TYPE, CLASSIC_VM_TYPE, stripPort,
+  CBT_BLOCK_SIZE, DISK_TYPE, VM_TYPE, CLASSIC_VM_TYPE,
   type AgentStatus, type ChangedBlocks, type Disk, type DiskEncryptionInfo, type EncryptionSettingsCollection, type OsType, type PowerState, type Vm, type VmProps,
 } from './model.js';

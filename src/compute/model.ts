@@ -143,14 +143,3 @@ export interface DiskEncryptionInfo {
 }
 
 export const diskSizeGB = (bytes: number): number => Math.ceil(bytes / GiB);
-
-/** https://kv.vault.localhost:8443/secrets/n/v → https://kv.vault.localhost/secrets/n/v (ADE stores port-less URLs). */
-export function stripPort(url: string): string {
-  try {
-    const u = new URL(url);
-    u.port = '';
-    return u.toString().replace(/\/$/, '');
-  } catch {
-    return url;
-  }
-}

@@ -125,6 +125,7 @@ async function vmView(compute: ComputeService, vm: Vm, withInstanceView: boolean
   const data = await Promise.all(sp.dataDisks.map(async (d) => ({ d, disk: await compute.getDisk(d.diskId) })));
   const osProfile = vm.props.osProfile ? { ...vm.props.osProfile } : undefined;
   if (osProfile) delete osProfile.adminPassword;
+  const exts = await compute.store.db.selectFrom('compute_vm_extensions').selectAll().where('vm_id_norm', '=', vm.id.toLowerCase()).execute();
   return {
     id: vm.id,
     name: vm.name,
@@ -164,6 +165,8 @@ async function vmView(compute: ComputeService, vm: Vm, withInstanceView: boolean
       timeCreated: new Date(vm.createdAt).toISOString(),
       ...(withInstanceView ? { instanceView: await instanceView(compute, vm) } : {}),
     },
+    // The VM's extensions, as Azure's VM GET lists them (az reads them to find Azure Disk Encryption).
+    ...(exts.length ? { resources: exts.map((e) => extView(e)) } : {}),
   };
 }
 
@@ -178,10 +181,12 @@ async function instanceView(compute: ComputeService, vm: Vm): Promise<Obj> {
     const d = await compute.getDisk(x.diskId);
     if (!d) continue;
     const es = d.encryptionSettingsCollection;
+    const vmLevel = x.os ? vm.props.storageProfile.osDisk.encryptionSettings : undefined;
+    const settings = es?.enabled ? es.encryptionSettings.map((s) => ({ ...s, enabled: true })) : vmLevel?.diskEncryptionKey ? [{ ...vmLevel, enabled: vmLevel.enabled ?? true }] : undefined;
     disks.push({
       name: d.name,
-      ...(es?.enabled ? { encryptionSettings: es.encryptionSettings.map((s) => ({ ...s, enabled: true })) } : {}),
-      statuses: [{ code: 'ProvisioningState/succeeded', level: 'Info', displayStatus: 'Provisioning succeeded', time: now }],
+      ...(settings ? { encryptionSettings: settings } : {}),
+      statuses: [{ code: 'ProvisioningState/succeeded', level: 'Info', displayStatus: 'Provisioning succeeded', time: now }, encryptionStatus(d.format === 'luks1')],
     });
   }
   return {
@@ -206,16 +211,7 @@ async function instanceView(compute: ComputeService, vm: Vm): Promise<Obj> {
           },
         }),
     disks,
-    extensions: exts.map((e) => {
-      const p = JSON.parse(e.props_json) as Obj;
-      const st = e.status_json ? (JSON.parse(e.status_json) as { message?: string }) : {};
-      return {
-        name: e.name,
-        type: `${String(p.publisher ?? '')}.${String(p.type ?? '')}`,
-        typeHandlerVersion: String(p.typeHandlerVersion ?? '1.0'),
-        statuses: [{ code: `ProvisioningState/${e.state.toLowerCase()}`, level: e.state === 'Failed' ? 'Error' : 'Info', displayStatus: e.state === 'Succeeded' ? 'Provisioning succeeded' : e.state, message: st.message ?? '' }],
-      };
-    }),
+    extensions: await Promise.all(exts.map((e) => extInstanceView(compute, vm, e))),
     statuses: [
       { code: 'ProvisioningState/succeeded', level: 'Info', displayStatus: 'Provisioning succeeded', time: now },
       { code: `PowerState/${vm.powerState}`, level: 'Info', displayStatus: POWER_DISPLAY[vm.powerState] ?? vm.powerState },
@@ -223,9 +219,43 @@ async function instanceView(compute: ComputeService, vm: Vm): Promise<Obj> {
   };
 }
 
-function extView(r: { id: string; name: string; location: string; props_json: string; state: string }): Obj {
+function extView(r: { id: string; name: string; location: string; props_json: string; state: string }, instance?: Obj): Obj {
   const p = JSON.parse(r.props_json) as Obj;
-  return { id: r.id, name: r.name, type: EXT_TYPE, location: r.location, properties: { ...p, provisioningState: r.state } };
+  return { id: r.id, name: r.name, type: EXT_TYPE, location: r.location, properties: { ...p, provisioningState: r.state, ...(instance ? { instanceView: instance } : {}) } };
+}
+
+/** A disk's `EncryptionState/…` status, as the ADE extension reports it in the VM instanceView (`az vm encryption show`). */
+function encryptionStatus(encrypted: boolean): Obj {
+  return encrypted
+    ? { code: 'EncryptionState/encrypted', level: 'Info', displayStatus: 'Encryption is enabled on disk' }
+    : { code: 'EncryptionState/notEncrypted', level: 'Info', displayStatus: 'Encryption is disabled on disk' };
+}
+
+type ExtRow = { id: string; name: string; location: string; props_json: string; state: string; status_json: string | null };
+
+/**
+ * An extension's instanceView (in the VM instanceView and in `GET …/extensions/{n}?$expand=instanceView`). For Azure
+ * Disk Encryption, as the Linux extension reports it: the substatus message is JSON of the volumes' real state,
+ * `{"os": "Encrypted"|"NotEncrypted", "data": "Encrypted"|"NotEncrypted"|"NotMounted"}`, read from the disks.
+ */
+async function extInstanceView(compute: ComputeService, vm: Vm, e: ExtRow): Promise<Obj> {
+  const p = JSON.parse(e.props_json) as Obj;
+  const st = e.status_json ? (JSON.parse(e.status_json) as { message?: string }) : {};
+  const isAde = String(p.publisher ?? '').toLowerCase() === 'microsoft.azure.security' && ADE_EXTENSION_NAMES.some((n) => n.toLowerCase() === String(p.type ?? '').toLowerCase());
+  const view: Obj = {
+    name: e.name,
+    type: `${String(p.publisher ?? '')}.${String(p.type ?? '')}`,
+    typeHandlerVersion: String(p.typeHandlerVersion ?? '1.0'),
+    statuses: [{ code: `ProvisioningState/${e.state.toLowerCase()}`, level: e.state === 'Failed' ? 'Error' : 'Info', displayStatus: e.state === 'Succeeded' ? 'Provisioning succeeded' : e.state, message: st.message ?? '' }],
+  };
+  if (isAde && e.state === 'Succeeded') {
+    const formats = await Promise.all(compute.vmDisks(vm).map(async (x) => ({ os: x.os, enc: (await compute.getDisk(x.diskId))?.format === 'luks1' })));
+    const os = formats.find((f) => f.os)?.enc ? 'Encrypted' : 'NotEncrypted';
+    const data = formats.filter((f) => !f.os);
+    const dataState = data.length === 0 ? 'NotMounted' : data.every((f) => f.enc) ? 'Encrypted' : 'NotEncrypted';
+    view.substatuses = [{ code: 'ComponentStatus/EncryptionSummary/succeeded', level: 'Info', displayStatus: 'Provisioning succeeded', message: JSON.stringify({ os, data: dataState }) }];
+  }
+  return view;
 }
 
 function classicView(v: ClassicVm): Obj {
@@ -577,13 +607,14 @@ export function registerComputeRoutes(app: FastifyInstance, deps: ComputeRouteDe
     const p = req.params as EP;
     const r = await compute.store.db.selectFrom('compute_vm_extensions').selectAll().where('id_norm', '=', extId(p).toLowerCase()).executeTakeFirst();
     if (!r) throw armErrors.notFound(EXT_TYPE, `${p.name}/${p.ext}`, p.rg);
-    return extView(r);
+    if (!/instanceView/i.test(queryOf(req).get('$expand') ?? '')) return extView(r);
+    return extView(r, await extInstanceView(compute, await compute.requireVm(vId(p)), r));
   });
   app.get(`${VM}/extensions`, { config: { action: `${V}/extensions/read` } }, async (req) => {
     requireArmApiVersion(req.url);
     const vm = await compute.requireVm(vId(req.params as P));
     const rows = await compute.store.db.selectFrom('compute_vm_extensions').selectAll().where('vm_id_norm', '=', vm.id.toLowerCase()).execute();
-    return { value: rows.map(extView) };
+    return { value: rows.map((r) => extView(r)) };
   });
   app.delete(EXT, { config: { action: `${V}/extensions/delete` } }, async (req, reply) => {
     requireArmApiVersion(req.url);

@@ -10,6 +10,8 @@ import { ArmError, armErrors } from '../platform/http/errors.js';
 import type { Sealer } from '../platform/crypto.js';
 import type { Caller } from '../platform/auth/index.js';
 import type { ResourceService } from '../resources/index.js';
+import type { KeyVaultService, VaultUrls } from '../keyvault/index.js';
+import { adeRefsOf, platformVolumeKey } from './platform-keys.js';
 import { isLuksHeader, LuksError } from '../engine/index.js';
 import {
   bitmapBytesFor, CONVERT_LEFTOVER, dirtyBlocks, fitBits, luksPayloadOffset, markBits, OpenDisk, recoverConversion, sameStamp, sparseCopy, stampOf, swapImage, unlockImage,
@@ -36,6 +38,10 @@ export interface ComputeOptions {
   resolveSourceUri?: ((uri: string, caller: Caller | undefined) => Promise<string | undefined>) | undefined;
   /** Directories whose files may be imported by path (config `importDirs`); other server paths are refused. */
   importDirs?: string[] | undefined;
+  /** Builds/normalizes Key Vault URLs (encryption settings are read in their reachable form). */
+  vaultUrls?: VaultUrls | undefined;
+  /** Where the platform fetches the BEK (and unwraps it with the KEK) of an encrypted disk at VM start / attach. */
+  keyvault?: KeyVaultService | undefined;
 }
 
 export interface DiskInput {
@@ -145,6 +151,26 @@ export class ComputeService {
     mkdirSync(this.disksDir, { recursive: true, mode: 0o700 });
   }
 
+  /**
+   * Key Vault URLs as clients can reach them (keyvault urls.ts): encryption settings stored before without the port
+   * (or on another vault host suffix) are read as the same vault + object on the current host and port.
+   */
+  canonicalVaultUrl(url: string): string {
+    return this.opts.vaultUrls ? this.opts.vaultUrls.canonical(url) : url;
+  }
+
+  private canonDisk(d: Disk): Disk {
+    if (!d.encryptionSettingsCollection || !this.opts.vaultUrls) return d;
+    return { ...d, encryptionSettingsCollection: this.opts.vaultUrls.canonicalDeep(d.encryptionSettingsCollection) };
+  }
+
+  private canonVm(vm: Vm): Vm {
+    const es = vm.props.storageProfile.osDisk.encryptionSettings;
+    if (!es || !this.opts.vaultUrls) return vm;
+    const osDisk = { ...vm.props.storageProfile.osDisk, encryptionSettings: this.opts.vaultUrls.canonicalDeep(es) };
+    return { ...vm, props: { ...vm.props, storageProfile: { ...vm.props.storageProfile, osDisk } } };
+  }
+
   get luksIterations(): number | undefined {
     return this.opts.luksIterations;
   }
@@ -166,7 +192,7 @@ export class ComputeService {
   // ---- disks ------------------------------------------------------------------------------------------------------
   async getDisk(id: string): Promise<Disk | undefined> {
     const r = await this.store.db.selectFrom('compute_disks').selectAll().where('id_norm', '=', norm(id)).executeTakeFirst();
-    return r ? toDisk(r) : undefined;
+    return r ? this.canonDisk(toDisk(r)) : undefined;
   }
 
   async requireDisk(id: string): Promise<Disk> {
@@ -178,7 +204,7 @@ export class ComputeService {
   async listDisks(sub: string, rg?: string): Promise<Disk[]> {
     let q = this.store.db.selectFrom('compute_disks').selectAll().where('subscription_id', '=', sub);
     if (rg) q = q.where('resource_group', '=', rg.toLowerCase());
-    return (await q.orderBy('id_norm').execute()).map(toDisk);
+    return (await q.orderBy('id_norm').execute()).map((r) => this.canonDisk(toDisk(r)));
   }
 
   /** Path of the disk's image file (raw, or a LUKS1 volume with the header at the start). */
@@ -322,7 +348,7 @@ export class ComputeService {
 
   /** Every disk of the installation (all subscriptions). */
   async allDisks(): Promise<Disk[]> {
-    return (await this.store.db.selectFrom('compute_disks').selectAll().orderBy('id_norm').execute()).map(toDisk);
+    return (await this.store.db.selectFrom('compute_disks').selectAll().orderBy('id_norm').execute()).map((r) => this.canonDisk(toDisk(r)));
   }
 
   /**
@@ -539,7 +565,7 @@ export class ComputeService {
   // ---- VMs ----------------------------------------------------------------------------------------------------
   async getVm(id: string): Promise<Vm | undefined> {
     const r = await this.store.db.selectFrom('compute_vms').selectAll().where('id_norm', '=', norm(id)).executeTakeFirst();
-    return r ? toVm(r) : undefined;
+    return r ? this.canonVm(toVm(r)) : undefined;
   }
 
   async requireVm(id: string): Promise<Vm> {
@@ -551,7 +577,7 @@ export class ComputeService {
   async listVms(sub: string, rg?: string): Promise<Vm[]> {
     let q = this.store.db.selectFrom('compute_vms').selectAll().where('subscription_id', '=', sub);
     if (rg) q = q.where('resource_group', '=', rg.toLowerCase());
-    return (await q.orderBy('id_norm').execute()).map(toVm);
+    return (await q.orderBy('id_norm').execute()).map((r) => this.canonVm(toVm(r)));
   }
 
   private async attachable(diskIdIn: string, vmId: string, target: string): Promise<Disk> {
@@ -639,6 +665,10 @@ export class ComputeService {
         ...(input.diagnosticsProfile ? { diagnosticsProfile: input.diagnosticsProfile } : {}),
       };
       const provision = provisionAgent(input.osProfile);
+      // A running VM (new VMs start running) opens its encrypted disks now, as Azure's platform does: fetched before
+      // anything is written, so a missing or not-permitted BEK/KEK fails the PUT and leaves nothing behind.
+      const running = !existing || existing.powerState === 'running';
+      const platformKeys = running ? await this.platformKeys(name, [{ disk: osDisk, os: true }, ...dataDisks.map((x) => ({ disk: undefined as Disk | undefined, id: x.diskId, os: false }))], props.storageProfile.osDisk.encryptionSettings) : [];
       if (existing) {
         // Detach data disks no longer listed.
         for (const old of existing.props.storageProfile.dataDisks) {
@@ -657,6 +687,8 @@ export class ComputeService {
       }
       await this.setAttachment(osDisk.id, id, props.storageProfile.osDisk.osType);
       for (const dd of dataDisks) await this.setAttachment(dd.diskId, id);
+      for (const k of platformKeys) await this.setVolumeKey(k.disk, k.key);
+      if (!existing) await this.recordAdeExtension(id, name, input.location, props);
       createdDisks = [];
       await this.resources.index({ id, subscriptionId: sub, resourceGroup: g.name, type: VM_TYPE, name, location: input.location, tags: input.tags ?? existing?.tags });
       return { vm: (await this.getVm(id))!, created: !existing };
@@ -686,11 +718,78 @@ export class ComputeService {
     return true;
   }
 
+  /**
+   * Start / restart open the VM's encrypted disks whose key the platform does not hold (restored disks, or after a
+   * deallocation) through Key Vault as the disk-encryption platform principal; a missing vault, key or secret, or a
+   * vault not enabled for disk encryption, fails the start with an ADE error and the VM keeps its state. Deallocation
+   * releases those keys (the host forgets them, as Azure's does): the next start fetches them again.
+   */
   async setPowerState(id: string, action: 'start' | 'powerOff' | 'deallocate' | 'restart'): Promise<Vm> {
-    await this.requireVm(id);
+    const vm = await this.requireVm(id);
     const state: PowerState = action === 'start' || action === 'restart' ? 'running' : action === 'powerOff' ? 'stopped' : 'deallocated';
+    if (state === 'running') {
+      const keys = await this.platformKeys(vm.name, this.vmDisks(vm).map((x) => ({ id: x.diskId, os: x.os })), vm.props.storageProfile.osDisk.encryptionSettings);
+      for (const k of keys) await this.withDiskLock(k.disk.id, () => this.setVolumeKey(k.disk, k.key));
+    }
+    if (state === 'deallocated') {
+      for (const x of this.vmDisks(vm)) {
+        const d = await this.getDisk(x.diskId);
+        if (d && d.format === 'luks1' && !d.locked && adeRefsOf(d, x.os ? vm.props.storageProfile.osDisk.encryptionSettings : undefined)) await this.withDiskLock(d.id, () => this.setVolumeKey(d, undefined));
+      }
+    }
     await this.store.db.updateTable('compute_vms').set({ power_state: state }).where('id_norm', '=', norm(id)).execute();
     return (await this.getVm(id))!;
+  }
+
+  /**
+   * A VM created from disks that carry Azure Disk Encryption settings (restored disks, a template) gets the ADE
+   * extension's record (Succeeded, settings derived from the disks: the vaults, the KEK, the encrypted volume types),
+   * as a VM restored by Azure Backup carries its extensions: its instanceView then reports the disks' real state
+   * (`az vm encryption show`). Nothing is converted: the disks already are encrypted.
+   */
+  private async recordAdeExtension(vmId: string, vmName: string, location: string, props: VmProps): Promise<void> {
+    const sp = props.storageProfile;
+    const all = [{ diskId: sp.osDisk.diskId, os: true }, ...sp.dataDisks.map((d) => ({ diskId: d.diskId, os: false }))];
+    let refs: ReturnType<typeof adeRefsOf>;
+    const kinds = new Set<string>();
+    for (const x of all) {
+      const d = await this.getDisk(x.diskId);
+      const r = d && d.format === 'luks1' ? adeRefsOf(d, x.os ? sp.osDisk.encryptionSettings : undefined) : undefined;
+      if (!r) continue;
+      refs ??= r;
+      kinds.add(x.os ? 'OS' : 'Data');
+    }
+    if (!refs) return;
+    const linux = sp.osDisk.osType !== 'Windows';
+    const extName = linux ? 'AzureDiskEncryptionForLinux' : 'AzureDiskEncryption';
+    const id = `${vmId}/extensions/${extName}`;
+    const vaultUrl = (u: string | undefined) => (u ? this.canonicalVaultUrl(u).replace(/^(https:\/\/[^/]+\/).*$/, '$1') : undefined);
+    const settings = {
+      EncryptionOperation: 'EnableEncryption',
+      KeyVaultURL: vaultUrl(refs.secretUrl),
+      ...(refs.secretVaultId ? { KeyVaultResourceId: refs.secretVaultId } : {}),
+      ...(refs.keyUrl ? { KeyEncryptionKeyURL: this.canonicalVaultUrl(refs.keyUrl), ...(refs.kekVaultId ? { KekVaultResourceId: refs.kekVaultId } : {}), KeyEncryptionAlgorithm: 'RSA-OAEP' } : {}),
+      VolumeType: kinds.size === 2 ? 'All' : kinds.has('OS') ? 'OS' : 'Data',
+    };
+    const stored = { publisher: 'Microsoft.Azure.Security', type: extName, typeHandlerVersion: linux ? '1.1' : '2.2', autoUpgradeMinorVersion: true, settings };
+    await this.store.db
+      .insertInto('compute_vm_extensions')
+      .values({ id_norm: norm(id), vm_id_norm: norm(vmId), id, name: extName, location, props_json: JSON.stringify(stored), state: 'Succeeded', status_json: JSON.stringify({ message: `Encryption settings taken over from the encrypted disks of VM '${vmName}'.` }), created_at: Date.now() })
+      .onConflict((oc) => oc.column('id_norm').doNothing())
+      .execute();
+  }
+
+  /** Volume keys for the locked encrypted disks among `disks` whose ADE settings name a BEK (see ade.ts platformVolumeKey). */
+  private async platformKeys(vmName: string, disks: { disk?: Disk | undefined; id?: string | undefined; os: boolean }[], vmOsSettings: VmProps['storageProfile']['osDisk']['encryptionSettings']): Promise<{ disk: Disk; key: Buffer }[]> {
+    const out: { disk: Disk; key: Buffer }[] = [];
+    for (const x of disks) {
+      const d = x.disk ? await this.getDisk(x.disk.id) : await this.getDisk(x.id!);
+      if (!d || d.format !== 'luks1' || !d.locked) continue;
+      const refs = adeRefsOf(d, x.os ? vmOsSettings : undefined);
+      if (!refs) continue; // an imported LUKS volume without ADE settings: only `disk unlock` can open it
+      out.push({ disk: d, key: await platformVolumeKey(this.opts.keyvault, d, refs, vmName) });
+    }
+    return out;
   }
 
   async setAgent(id: string, installed: boolean, version?: string): Promise<Vm> {
@@ -798,7 +897,13 @@ export class ComputeService {
 
   private async openForIo(vm: Vm, d: Disk, writable: boolean): Promise<OpenDisk> {
     if (vm.powerState !== 'running') throw new ArmError(409, 'OperationNotAllowed', `VM '${vm.name}' is ${vm.powerState}; guest I/O needs a running VM.`, { recommendation: `Start it: rsvault vm start -g ${vm.resourceGroup} -n ${vm.name}` });
-    if (d.locked) throw new ArmError(409, 'DiskLocked', `Disk '${d.name}' is a LUKS volume rsvault has no key for.`, { recommendation: `Unlock it with its passphrase: rsvault disk unlock -g ${d.resourceGroup} -n ${d.name} --passphrase ...` });
+    if (d.locked) {
+      // ADE disks are opened by the platform at VM start; only LUKS volumes without encryption settings need a passphrase.
+      const ade = adeRefsOf(d, norm(vm.props.storageProfile.osDisk.diskId) === norm(d.id) ? vm.props.storageProfile.osDisk.encryptionSettings : undefined);
+      throw new ArmError(409, 'DiskLocked', `Disk '${d.name}' is a LUKS volume rsvault has no key for.`, {
+        recommendation: ade ? `Restart the VM so the platform opens it with its BEK: rsvault vm restart -g ${vm.resourceGroup} -n ${vm.name}` : `Unlock it with its passphrase: rsvault disk unlock -g ${d.resourceGroup} -n ${d.name} --passphrase ...`,
+      });
+    }
     return OpenDisk.open(d.imagePath, await this.volumeKey(d), writable);
   }
 

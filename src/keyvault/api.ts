@@ -10,6 +10,7 @@ import type {
   SecretItem,
   Vault,
 } from './model.js';
+import type { VaultUrls } from './urls.js';
 
 /** Who performs a data-plane operation (for HTTP: the token's oid/appid/tid). */
 export interface KvPrincipal {
@@ -54,6 +55,8 @@ export interface KeyOperationResult {
 }
 
 export interface KeyVaultService {
+  /** Builds and normalizes every Key Vault URL of this installation (vault URIs, kid/id, ADE settings): urls.ts. */
+  readonly urls: VaultUrls;
   // ---- management (no principal: callers are already authorized by ARM RBAC) ----
   /** The active vault with this ARM id (case-insensitive), or undefined (also when soft-deleted). */
   getVault(id: string): Promise<Vault | undefined>;

@@ -14,12 +14,15 @@ import type { KeyVaultServiceImpl } from './service.js';
 
 /** The 401 every vault-plane request without a valid token gets (before its body is read). */
 export function keyVaultChallenge(opts: { tenantId: () => string; port: () => number; vaultHostSuffix: string }) {
+  // The challenge names the host and port the client used (a proxy on 443 → no port), so SDKs verify it as is.
   return (req: FastifyRequest, reason: string): HttpError => {
     const m = /:(\d+)$/.exec(req.headers.host ?? '');
-    const port = m ? Number(m[1]) : opts.port();
-    const portPart = port === 443 ? '' : `:${port}`;
+    // A Host without a port is the default HTTPS port (a reverse proxy on 443): the resource then has no port.
+    const hostPort = m ? Number(m[1]) : 443;
+    const resourcePort = hostPort === 443 ? '' : `:${hostPort}`;
+    const authPort = m ? resourcePort : `:${opts.port()}`;
     return new KeyVaultError(401, 'Unauthorized', /missing an access token/.test(reason) ? 'AKV10000: Request is missing a Bearer or PoP token.' : `AKV10022: ${reason}`, undefined, {
-      'www-authenticate': `Bearer authorization="https://localhost${portPart}/${opts.tenantId()}", resource="https://${opts.vaultHostSuffix}${portPart}"`,
+      'www-authenticate': `Bearer authorization="https://localhost${authPort === ':443' ? '' : authPort}/${opts.tenantId()}", resource="https://${opts.vaultHostSuffix}${resourcePort}"`,
     });
   };
 }

@@ -28,7 +28,8 @@ export type {
   SecretItem,
   Vault,
 } from './model.js';
-export { ACCESS_POLICY_TEMPLATES, findTemplate, parseObjectUrl, VAULT_TYPE } from './model.js';
+export { ACCESS_POLICY_TEMPLATES, DISK_ENCRYPTION_PLATFORM, findTemplate, parseObjectUrl, VAULT_TYPE } from './model.js';
+export { VaultUrls, type VaultUrlOptions, type VaultObjectRef } from './urls.js';
 export { KeyVaultError } from './errors.js';
 export { KeyVaultServiceImpl, type KeyVaultDeps } from './service.js';
 export { keyvaultMigrations, KeyVaultStore } from './store.js';

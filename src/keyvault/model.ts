@@ -394,3 +394,19 @@ export function parseObjectUrl(url: string): { vaultName: string; host: string; 
   const vaultName = u.hostname.split('.')[0]!.toLowerCase();
   return { vaultName, host: u.host, collection: parts[0]!.toLowerCase(), name: parts[1]!, version: parts[2] || undefined };
 }
+
+/**
+ * The Azure Disk Encryption platform principal: what compute acts as when it opens an encrypted disk at VM start or
+ * disk attach (get the BEK secret, unwrap it with the KEK). It holds no access policy or role: a vault grants it
+ * secrets get and keys get + unwrapKey exactly while `enabledForDiskEncryption` is true, as Azure's platform access
+ * ("Azure Disk Encryption for volume encryption") does. It is NOT the Backup Management Service, which never gets
+ * unwrapKey. Its calls go through the same data-plane path and audit log as every other caller.
+ */
+export const DISK_ENCRYPTION_PLATFORM = Object.freeze({ objectId: 'ade0e5c0-d15c-4e0c-8000-00000000c0de', appId: 'ade0e5c0-d15c-4e0c-8000-00000000c0de', tenantId: 'platform' });
+
+/** What `enabledForDiskEncryption` lets the platform principal do. */
+export function diskEncryptionPlatformGrants(vault: { enabledForDiskEncryption?: boolean | undefined }, kind: PermissionKind, perm: string): boolean {
+  if (!vault.enabledForDiskEncryption) return false;
+  const p = perm.toLowerCase();
+  return kind === 'secrets' ? p === 'get' : p === 'get' || p === 'unwrapkey';
+}

@@ -11,6 +11,7 @@ import { findRole, type IdentityService } from '../identity/index.js';
 import type { ResourceService } from '../resources/index.js';
 import type { CreateKeyInput, DataOptions, KeyOperationResult, KeyVaultService, KvPrincipal, PermissionSet, SetSecretInput, VaultRef } from './api.js';
 import { KeyVaultError, kvErrors } from './errors.js';
+import type { VaultUrls } from './urls.js';
 import { CryptoInputError, exportRsa, generateRsa, importRsaJwk, privateKeyOf, publicKeyOf, rsaDecrypt, rsaEncrypt, rsaSign, rsaVerify } from './crypto.js';
 import {
   actionMatches,
@@ -18,6 +19,8 @@ import {
   b64url,
   dataActionOf,
   decodeB64,
+  DISK_ENCRYPTION_PLATFORM,
+  diskEncryptionPlatformGrants,
   ENCRYPTION_ALGORITHMS,
   KEY_OPS,
   newVersion,
@@ -47,10 +50,8 @@ export interface KeyVaultDeps {
   sealer: Sealer;
   resources: ResourceService;
   identity: IdentityService;
-  /** The HTTPS port the server listens on (known after listen). */
-  port: () => number;
-  /** `vault.localhost`: vaults live at https://{name}.{suffix}:{port}/ */
-  vaultHostSuffix: string;
+  /** Builds every vault URI and object URL (host suffix + public port): see urls.ts. */
+  urls: VaultUrls;
   /** Token issuer for a tenant (named in 403 messages, as Azure does). */
   issuer: (tenantId: string) => string;
   log?: Logger | undefined;
@@ -123,8 +124,12 @@ export class KeyVaultServiceImpl implements KeyVaultService {
   // Management plane
   // =================================================================================================================
 
+  get urls(): VaultUrls {
+    return this.d.urls;
+  }
+
   vaultUriOf(name: string): string {
-    return `https://${name.toLowerCase()}.${this.d.vaultHostSuffix}:${this.d.port()}/`;
+    return this.d.urls.vaultUri(name);
   }
 
   private toVault(r: VaultRow): Vault {
@@ -380,6 +385,8 @@ export class KeyVaultServiceImpl implements KeyVaultService {
   }
 
   private async allowed(vault: Vault, who: { objectId: string; appId?: string | undefined }, kind: 'keys' | 'secrets', perm: string): Promise<boolean> {
+    // The disk-encryption platform principal is granted by the vault flag alone (access policies and RBAC alike).
+    if (who.objectId === DISK_ENCRYPTION_PLATFORM.objectId) return diskEncryptionPlatformGrants(vault, kind, perm);
     if (vault.enableRbacAuthorization) return this.rbacAllows(vault, who.objectId, dataActionOf(kind, perm));
     return policyGrants(vault.accessPolicies, who, kind, perm);
   }
@@ -456,7 +463,12 @@ export class KeyVaultServiceImpl implements KeyVaultService {
   }
 
   private tagsOf(row: VersionRow): { tags?: Record<string, string> } {
-    return row.tags_json ? { tags: JSON.parse(row.tags_json) as Record<string, string> } : {};
+    if (!row.tags_json) return {};
+    const tags = JSON.parse(row.tags_json) as Record<string, string>;
+    // The ADE tag naming the KEK: written before with a port-less URL, read as the reachable one (urls.ts).
+    const kek = Object.keys(tags).find((k) => k.toLowerCase() === 'diskencryptionkeyencryptionkeyurl');
+    if (kek) tags[kek] = this.d.urls.canonical(tags[kek]!);
+    return { tags };
   }
 
   private checkName(kind: Kind, name: string): void {

@@ -17,7 +17,7 @@ import { EngineError, restoreImage } from '../engine/index.js';
 import { readPointManifest } from './integrity.js';
 import { ArmError, armErrors } from '../platform/http/errors.js';
 import { KeyVaultError, parseObjectUrl, type KvPrincipal } from '../keyvault/index.js';
-import { stripPort, type OsType } from '../compute/index.js';
+import type { OsType } from '../compute/index.js';
 import { parseAccountId, type StorageAccount } from '../storage/index.js';
 import { BACKUP_MANAGEMENT_SERVICE_APP_ID } from '../identity/index.js';
 import { parseResourceId } from '../resources/index.js';
@@ -70,6 +70,11 @@ const rgIdRe = /^\/subscriptions\/([^/]+)\/resourceGroups\/([^/]+)$/i;
 
 export class Restore {
   constructor(private readonly s: RecoveryService) {}
+
+  /** A Key Vault URL in the form clients reach (keyvault urls.ts: same vault + object, current host and port). */
+  private url(u: string): string {
+    return this.s.d.keyvault.urls.canonical(u);
+  }
 
   private get storage() {
     const st = this.s.d.storage;
@@ -185,9 +190,9 @@ export class Restore {
         return (await this.s.d.keyvault.getVaultByName(name))?.id ?? name;
       };
       plan.enc = {
-        secretUrl: stripPort(secretUrl),
+        secretUrl: this.url(secretUrl),
         secretVaultId: await vaultIdFor(str(e, 'secretKeyVaultId', 'properties.encryptionDetails.secretKeyVaultId'), secretUrl, keys!.bekDetails!.secretUrl, keys!.bekDetails!.secretVaultId),
-        ...(kekUrl ? { kekUrl: stripPort(kekUrl), kekVaultId: await vaultIdFor(str(e, 'kekVaultId', 'properties.encryptionDetails.kekVaultId'), kekUrl, keys!.kekDetails?.keyUrl, keys!.kekDetails?.keyVaultId) } : {}),
+        ...(kekUrl ? { kekUrl: this.url(kekUrl), kekVaultId: await vaultIdFor(str(e, 'kekVaultId', 'properties.encryptionDetails.kekVaultId'), kekUrl, keys!.kekDetails?.keyUrl, keys!.kekDetails?.keyVaultId) } : {}),
       };
       await this.checkKeys(v, item, rpId, plan.enc, caller);
     }
@@ -293,7 +298,7 @@ export class Restore {
     // Keys may have vanished since the request: check again before writing anything that depends on them.
     if (plan.enc) await this.checkKeys(v, item, rp.id, plan.enc, plan.caller);
 
-    const vmRec = JSON.parse(rp.vm_json) as RpVm;
+    const vmRec = this.s.d.keyvault.urls.canonicalDeep(JSON.parse(rp.vm_json) as RpVm);
     const srcRef = parseVmId(item.vm_id);
     const vmName = plan.targetVm?.name ?? vmRec.name ?? srcRef?.vmName ?? item.vm_name;
     const source: VmSource = { name: vmName, location: vmRec.location ?? plan.targetRg?.location ?? 'local', osType: vmRec.osType ?? 'Linux', vmSize: vmRec.hardwareProfile?.vmSize ?? 'Standard_DS1_v2', computerName: vmRec.osProfile?.computerName };
@@ -476,13 +481,13 @@ export class Restore {
       const ko = parseObjectUrl(k.keyUrl)!;
       try {
         const kb = await kv.restoreKey(caller, vault.id, k.keyBackupData);
-        keyUrl = stripPort(kb.key.kid ?? '');
+        keyUrl = this.url(kb.key.kid ?? '');
       } catch (e) {
         if (!(e instanceof KeyVaultError && e.status === 409)) throw wrap(e);
         // The name exists: fine when it holds the backed-up version (restored before), else a conflict.
         try {
           const kb = await kv.getKey(caller, vault.id, ko.name, ko.version);
-          keyUrl = stripPort(kb.key.kid ?? '');
+          keyUrl = this.url(kb.key.kid ?? '');
         } catch (e2) {
           if (e2 instanceof KeyVaultError && e2.status === 404) throw restoreErrors.keyConflict(ko.name, vault.name, ko.version ?? '');
           throw wrap(e2);
@@ -496,15 +501,15 @@ export class Restore {
       if (k) {
         const tags = { ...(b.tags ?? {}), DiskEncryptionKeyEncryptionKeyURL: keyUrl!, DiskEncryptionKeyEncryptionAlgorithm: b.tags?.DiskEncryptionKeyEncryptionAlgorithm ?? 'RSA-OAEP', DiskEncryptionKeyFileName: b.tags?.DiskEncryptionKeyFileName ?? 'LinuxPassPhraseFileName', MachineName: b.tags?.MachineName ?? item.vm_name };
         const sb = await kv.setSecret(caller, vault.id, so.name, { value: b.secretData, contentType: 'Wrapped BEK', tags });
-        secretUrl = stripPort(sb.id ?? '');
+        secretUrl = this.url(sb.id ?? '');
       } else {
         try {
           const sb = await kv.restoreSecret(caller, vault.id, b.secretBackupData ?? '');
-          secretUrl = stripPort(`${(sb.id ?? '').replace(/\/[^/]+$/, '')}/${so.version}`);
+          secretUrl = this.url(`${(sb.id ?? '').replace(/\/[^/]+$/, '')}/${so.version}`);
         } catch (e) {
           if (!(e instanceof KeyVaultError && e.status === 409)) throw e;
           const sb = await kv.setSecret(caller, vault.id, so.name, { value: b.secretData, contentType: b.contentType ?? 'BEK', tags: b.tags });
-          secretUrl = stripPort(sb.id ?? '');
+          secretUrl = this.url(sb.id ?? '');
         }
       }
     } catch (e) {

@@ -472,7 +472,8 @@ export class RecoveryService {
 
   openKeys(rp: PointRow): Record<string, unknown> | undefined {
     if (!rp.keys_sealed) return undefined;
-    return JSON.parse(this.d.sealer.openText(rp.keys_sealed, `recovery-rp-keys:${rp.id}`)) as Record<string, unknown>;
+    // Key Vault URLs recorded before (without the port) are read in their reachable form (keyvault urls.ts).
+    return this.d.keyvault.urls.canonicalDeep(JSON.parse(this.d.sealer.openText(rp.keys_sealed, `recovery-rp-keys:${rp.id}`)) as Record<string, unknown>);
   }
 
   // ---- schedules -------------------------------------------------------------------------------------------------
