@@ -2,10 +2,10 @@
  * The Debian az 2.45, unmodified (only the az-compute-shim for its packaging gap on `az vm …` and
  * `az backup protection enable-for-vm`), runs the whole encrypted-VM backup-and-restore flow against the real server:
  * group create → keyvault create --enabled-for-disk-encryption → ad sp show (Backup Management Service) → keyvault
- * set-policy → keyvault key create → disk create ×2 → resource create (the VM: az vm create needs Microsoft.Network) →
- * vm encryption enable/show → backup vault create → backup protection enable-for-vm → backup-now → (more guest bytes)
+ * set-policy → rest (the KEK) → disk create ×2 → resource create (the VM: az vm create needs Microsoft.Network; the ADE
+ * extension: az vm encryption enable cannot load in Debian's packaging) → vm encryption show → backup vault create → backup protection enable-for-vm → backup-now → (more guest bytes)
  * → backup-now (incremental) → storage account create → backup restore restore-disks → storage blob download (VHD,
- * config, template) → deployment group create → vm start → the restored VM reads the original bytes. Guest bytes are
+ * config, template) → deployment group create → resource invoke-action start → the restored VM reads the original bytes. Guest bytes are
  * written and read with rsvault's guest I/O API (no Azure client has one).
  */
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
@@ -119,7 +119,9 @@ describe('az 2.45: create → encrypt → protect → backup → incremental →
     const bms = (await ok(['ad', 'sp', 'show', '--id', '262044b1-e2ce-469f-a196-69ab7ada62d3'])).json as { id: string; displayName: string };
     expect(bms.displayName).toBe('Backup Management Service');
     await ok(['keyvault', 'set-policy', '-n', KV, '-g', RG, '--object-id', bms.id, '--key-permissions', 'get', 'list', 'backup', '--secret-permissions', 'get', 'list', 'backup']);
-    const kek = (await ok(['keyvault', 'key', 'create', '--vault-name', KV, '-n', 'kek', '--kty', 'RSA', '--size', '2048'])).json as { key: { kid: string } };
+    // `az keyvault key create` cannot load in Debian's az 2.45 (no azure.keyvault.v7_0 module: the packaging gap the
+    // README names), so the KEK is created with az's own `az rest` and the Key Vault REST API.
+    const kek = (await ok(['rest', '--method', 'post', '--url', `https://${KV}.vault.localhost:${s.port}/keys/kek/create?api-version=7.4`, '--resource', `https://vault.localhost:${s.port}`, '--body', JSON.stringify({ kty: 'RSA', key_size: 2048 })])).json as { key: { kid: string } };
     expect(kek.key.kid).toMatch(new RegExp(`^https://${KV}\\.vault\\.localhost:${s.port}/keys/kek/`));
     const dOs = (await ok(['disk', 'create', '-g', RG, '-n', `${VM}-os`, '-l', 'local', '--source', `file://${path.join(cfg, 'os.raw')}`, '--os-type', 'Linux'])).json as { id: string };
     const dData = (await ok(['disk', 'create', '-g', RG, '-n', `${VM}-data`, '-l', 'local', '--source', `file://${path.join(cfg, 'data.raw')}`])).json as { id: string };
@@ -128,9 +130,17 @@ describe('az 2.45: create → encrypt → protect → backup → incremental →
       properties: { hardwareProfile: { vmSize: 'Standard_DS1_v2' }, storageProfile: { osDisk: { osType: 'Linux', createOption: 'Attach', managedDisk: { id: dOs.id } }, dataDisks: [{ lun: 0, createOption: 'Attach', managedDisk: { id: dData.id } }] } },
     })]);
     expect(vm.json).toMatchObject({ properties: { provisioningState: 'Succeeded' } });
-    await ok(['vm', 'encryption', 'enable', '-g', RG, '-n', VM, '--disk-encryption-keyvault', KV, '--key-encryption-key', 'kek', '--volume-type', 'ALL'], { shim: true });
-    const show = (await ok(['vm', 'encryption', 'show', '-g', RG, '-n', VM], { shim: true })).json as { disks: { name: string; statuses: { code: string }[] }[] };
-    expect(show.disks.map((d) => [d.name, d.statuses.map((x) => x.code)])).toEqual([[`${VM}-os`, ['EncryptionState/encrypted']], [`${VM}-data`, ['EncryptionState/encrypted']]]);
+    // `az vm encryption enable` and `az vm extension set` crash in Debian's az 2.45 even with the shim (the
+    // VirtualMachineExtension model of the profile's compute API version is not packaged), so the ADE extension is
+    // created as a generic resource, with the settings `az vm encryption enable` would send.
+    const kvId = `${rgId()}/providers/Microsoft.KeyVault/vaults/${KV}`;
+    const ext = await ok(['resource', 'create', '--id', `${rgId()}/providers/Microsoft.Compute/virtualMachines/${VM}/extensions/AzureDiskEncryptionForLinux`, '--api-version', '2022-08-01', '--is-full-object', '--properties', JSON.stringify({
+      location: 'local',
+      properties: { publisher: 'Microsoft.Azure.Security', type: 'AzureDiskEncryptionForLinux', typeHandlerVersion: '1.1', settings: { EncryptionOperation: 'EnableEncryption', KeyVaultURL: `https://${KV}.vault.localhost:${s.port}/`, KeyVaultResourceId: kvId, KeyEncryptionKeyURL: kek.key.kid, KekVaultResourceId: kvId, KeyEncryptionAlgorithm: 'RSA-OAEP', VolumeType: 'All' } },
+    })]);
+    expect(ext.json).toMatchObject({ properties: { provisioningState: 'Succeeded' } });
+    const show = await ok(['vm', 'encryption', 'show', '-g', RG, '-n', VM], { shim: true });
+    expect(show.json).toMatchObject({ osDisk: 'Encrypted', dataDisk: 'Encrypted', osDiskEncryptionSettings: { enabled: true, keyEncryptionKey: { keyUrl: kek.key.kid } } });
     await guest(VM, 'write', B1.off, B1.data);
   }, 120_000);
 
@@ -140,8 +150,7 @@ describe('az 2.45: create → encrypt → protect → backup → incremental →
     expect(en.json).toMatchObject({ properties: { operation: 'ConfigureBackup', status: 'Completed' } });
     const backup = async (type: string) => {
       const bn = (await ok(['backup', 'protection', 'backup-now', '--vault-name', RSV, '-g', RG, '--container-name', VM, '--item-name', VM, '--backup-management-type', 'AzureIaasVM', '--retain-until', '01-01-2099'])).json as { name: string };
-      await ok(['backup', 'job', 'wait', '--vault-name', RSV, '-g', RG, '-n', bn.name]);
-      const job = (await ok(['backup', 'job', 'show', '--vault-name', RSV, '-g', RG, '-n', bn.name])).json;
+      const job = (await ok(['backup', 'job', 'wait', '--vault-name', RSV, '-g', RG, '-n', bn.name])).json;
       expect(job).toMatchObject({ properties: { operation: 'Backup', status: 'Completed', extendedInfo: { propertyBag: { 'Backup Type': type } } } });
     };
     await backup('Full');
@@ -156,8 +165,7 @@ describe('az 2.45: create → encrypt → protect → backup → incremental →
     const rps = (await ok(['backup', 'recoverypoint', 'list', '--vault-name', RSV, '-g', RG, '--container-name', VM, '--item-name', VM, '--backup-management-type', 'AzureIaasVM'])).json as { name: string; properties: { recoveryPointTime: string } }[];
     const latest = rps.sort((x, y) => (x.properties.recoveryPointTime < y.properties.recoveryPointTime ? 1 : -1))[0]!;
     const r = (await ok(['backup', 'restore', 'restore-disks', '--vault-name', RSV, '-g', RG, '--container-name', VM, '--item-name', VM, '--rp-name', latest.name, '--storage-account', SA, '--restore-as-unmanaged-disks'])).json as { name: string };
-    await ok(['backup', 'job', 'wait', '--vault-name', RSV, '-g', RG, '-n', r.name]);
-    const job = (await ok(['backup', 'job', 'show', '--vault-name', RSV, '-g', RG, '-n', r.name])).json as { properties: { status: string; extendedInfo: { propertyBag: Record<string, string> } } };
+    const job = (await ok(['backup', 'job', 'wait', '--vault-name', RSV, '-g', RG, '-n', r.name])).json as { properties: { status: string; extendedInfo: { propertyBag: Record<string, string> } } };
     expect(job.properties.status).toBe('Completed');
     bag = job.properties.extendedInfo.propertyBag;
     expect(bag['Template Blob Uri']).toMatch(new RegExp(`^https://${SA}\\.blob\\.localhost:${s.port}/`));
@@ -183,11 +191,12 @@ describe('az 2.45: create → encrypt → protect → backup → incremental →
   it('deployment group create of the template, vm start, encryption show; the restored disk reads the original bytes', async () => {
     const d = await ok(['deployment', 'group', 'create', '-g', RG, '-n', 'restore-az', '--template-file', templateFile, '--parameters', `VirtualMachineName=${RVM}`]);
     expect(d.json).toMatchObject({ properties: { provisioningState: 'Succeeded' } });
-    await ok(['vm', 'start', '-g', RG, '-n', RVM], { shim: true });
+    // `az vm start` cannot load in Debian's az 2.45 even with the shim (it imports azure.mgmt.compute.v2022_11_01):
+    // the generic `az resource invoke-action` posts the same …/start action.
+    await ok(['resource', 'invoke-action', '--action', 'start', '--ids', `${rgId()}/providers/Microsoft.Compute/virtualMachines/${RVM}`]);
     const iv = (await ok(['vm', 'get-instance-view', '-g', RG, '-n', RVM], { shim: true })).json as { instanceView: { statuses: { code: string }[] } };
     expect(iv.instanceView.statuses.map((x) => x.code)).toContain('PowerState/running');
-    const show = (await ok(['vm', 'encryption', 'show', '-g', RG, '-n', RVM], { shim: true })).json as { disks: { statuses: { code: string }[] }[] };
-    expect(show.disks[0]!.statuses.map((x) => x.code)).toEqual(['EncryptionState/encrypted']);
+    expect((await ok(['vm', 'encryption', 'show', '-g', RG, '-n', RVM], { shim: true })).json).toMatchObject({ osDisk: 'Encrypted', dataDisk: 'Encrypted' });
     expect((await guest(RVM, 'read', B1.off, undefined, B1.data.length)).toString('hex')).toBe(B1.data.toString('hex'));
     expect((await guest(RVM, 'read', B2.off, undefined, B2.data.length)).toString('hex')).toBe(B2.data.toString('hex'));
   }, 90_000);

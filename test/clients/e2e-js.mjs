@@ -3,7 +3,7 @@
 // storage-blob), as a user runs it: `NODE_EXTRA_CA_CERTS=<ca.pem> node e2e-js.mjs '<json>'`. Guest bytes go through
 // rsvault's guest I/O API (no Azure client has one). Prints one JSON object: the steps that passed, what each saw,
 // and, if a step threw, which one and why.
-/* global console, fetch */
+/* global console, fetch, setTimeout, URL */
 import { Buffer } from 'node:buffer';
 import { createHash } from 'node:crypto';
 import process from 'node:process';
