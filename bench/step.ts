@@ -29,6 +29,8 @@ export interface StepArgs {
   manifestIn?: string;
   target?: string;
   fsync?: boolean;
+  /** Backup: write chunks with O_DIRECT when possible (FsChunkStore `directIO`; default: as fsync). */
+  directIO?: boolean;
 }
 
 export interface StepResult {
@@ -45,7 +47,10 @@ async function main(): Promise<void> {
   // what a long-running server pays per job, without Node start-up and module loading.
   const t0 = performance.now();
   // fsync: false on a backup = no per-chunk fdatasync (a CPU-path figure to set beside cp without sync).
-  const store = await FsChunkStore.open(args.storeRoot, { fsyncObjects: args.op !== 'backup' || (args.fsync ?? true) });
+  const store = await FsChunkStore.open(args.storeRoot, {
+    fsyncObjects: args.op !== 'backup' || (args.fsync ?? true),
+    ...(args.directIO !== undefined ? { directIO: args.directIO } : {}),
+  });
   let stats: unknown;
   if (args.op === 'backup') {
     if (!args.image || !args.manifestOut) throw new Error('backup needs image and manifestOut');

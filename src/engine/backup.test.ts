@@ -51,6 +51,8 @@ describe('backup → restore round trips', () => {
     expect(manifest.imageDigest?.equals(imageDigest(data, CS))).toBe(true);
     expect(manifest.imageDigest?.equals(sha256(data))).toBe(false);
     expect(await countChunks(storeRoot)).toBe(stats.chunksNew);
+    // Sealed chunks leave aligned slots: every one (odd sizes included) is written with O_DIRECT.
+    expect(store.writeCounters).toEqual({ direct: stats.chunksNew, buffered: 0 });
     const target = path.join(dir, 'restored.img');
     const rs = await restoreImage({ store, keys, manifest, target });
     expect(rs.holes).toBe(stats.holes);

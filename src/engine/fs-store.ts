@@ -9,8 +9,11 @@
  * ```
  * Writes: temp file (O_EXCL) → write → fdatasync → rename over the final name. The directory
  * holding the new name is remembered and fsynced by `sync()` (the commit point), together with
- * `chunks/` when a fan-out directory was created. The caller's buffer is released
- * (`onDataTaken`) as soon as the bytes are in the page cache; the fdatasync and the rename run
+ * `chunks/` when a fan-out directory was created. When the caller's buffer is aligned
+ * (`PutOptions.alignedTail`) the write uses O_DIRECT: the bytes go from the caller's memory to the
+ * device without a page-cache copy (padded to 4 KiB, then truncated to size; fdatasync still
+ * follows, for the file's metadata and the device cache). The caller's buffer is released
+ * (`onDataTaken`) as soon as the write returned; the fdatasync and the rename run
  * while the caller goes on (at most `maxPendingObjects` at once), so the disk writes back one
  * chunk while the CPU seals the next, instead of after the last one. A name never appears before
  * its bytes are durable: a crash (even a power cut) leaves only temp files, never a named chunk
@@ -26,7 +29,9 @@
 import { constants as fsc, promises as fsp } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import path from 'node:path';
+import type { FileHandle } from 'node:fs/promises';
 import { ChunkStoreError } from './errors.js';
+import { addressMod } from './native.js';
 import { Semaphore } from './store-wrappers.js';
 import { MTIME_SLACK_MS, assertChunkId, isChunkId, type ChunkStat, type ChunkStore, type DeleteOptions, type DeleteResult, type PutOptions } from './store.js';
 
@@ -50,7 +55,24 @@ export interface FsChunkStoreOptions {
   fsyncObjects?: boolean;
   /** Objects written whose fdatasync + rename is still running, at most (default 32). */
   maxPendingObjects?: number;
+  /**
+   * Write objects with O_DIRECT when the caller's buffer allows it (`PutOptions.alignedTail`,
+   * checked with the native addon) — default: as `fsyncObjects`. The bytes go from the caller's
+   * buffer to the device without a copy into the page cache (that copy cost more CPU than hashing
+   * and sealing together: bench/README.md). Filesystems that refuse O_DIRECT fall back to buffered
+   * writes, once and for all.
+   */
+  directIO?: boolean;
 }
+
+/** What the puts of a store did (for tests and the bench). */
+export interface FsWriteCounters {
+  direct: number;
+  buffered: number;
+}
+
+/** O_DIRECT granularity used: the page size, a multiple of every usual logical block size. */
+const DIRECT_ALIGN = 4096;
 
 export class FsChunkStore implements ChunkStore {
   readonly description: string;
@@ -62,6 +84,8 @@ export class FsChunkStore implements ChunkStore {
   /** Objects being flushed and renamed, by id: operations on such an id wait for it. */
   private readonly pending = new Map<string, Promise<void>>();
   private readonly pendingSlots: Semaphore;
+  private direct: boolean;
+  readonly writeCounters: FsWriteCounters = { direct: 0, buffered: 0 };
 
   private constructor(readonly root: string, options: FsChunkStoreOptions) {
     this.description = `fs:${root}`;
@@ -69,6 +93,52 @@ export class FsChunkStore implements ChunkStore {
     this.trashDir = path.join(root, 'trash');
     this.fsyncObjects = options.fsyncObjects ?? true;
     this.pendingSlots = new Semaphore(Math.max(1, options.maxPendingObjects ?? 32));
+    this.direct = (options.directIO ?? this.fsyncObjects) && typeof fsc.O_DIRECT === 'number';
+  }
+
+  /**
+   * The padded, aligned view of `data` for an O_DIRECT write, or undefined when the caller's
+   * buffer does not allow one (no hint, no addon, misaligned, no room for the padding).
+   */
+  private directView(data: Uint8Array, options: PutOptions): Uint8Array | undefined {
+    const align = options.alignedTail;
+    if (!this.direct || align === undefined || align < DIRECT_ALIGN || align % DIRECT_ALIGN !== 0 || data.length === 0) return undefined;
+    if (addressMod(data, DIRECT_ALIGN) !== 0) return undefined;
+    const padded = Math.ceil(data.length / DIRECT_ALIGN) * DIRECT_ALIGN;
+    if (data.byteOffset + padded > data.buffer.byteLength) return undefined;
+    const view = new Uint8Array(data.buffer, data.byteOffset, padded);
+    view.fill(0, data.length); // the padding is cut off again, but never carries stale memory to disk
+    return view;
+  }
+
+  /** Write `data` to a new temp file with O_DIRECT from `view` (its padded form). False: not supported here. */
+  private async writeDirect(tmp: string, data: Uint8Array, view: Uint8Array): Promise<FileHandle | undefined> {
+    let fh: FileHandle;
+    try {
+      fh = await fsp.open(tmp, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL | fsc.O_DIRECT, 0o600);
+    } catch (err) {
+      if (errCode(err) !== 'EINVAL') throw err;
+      this.direct = false; // this filesystem refuses O_DIRECT (some create the file first)
+      await fsp.rm(tmp, { force: true });
+      return undefined;
+    }
+    try {
+      let written = 0;
+      while (written < view.length) {
+        const { bytesWritten } = await fh.write(view, written, view.length - written, written);
+        if (bytesWritten === 0 || bytesWritten % DIRECT_ALIGN !== 0) throw Object.assign(new Error(`short O_DIRECT write (${bytesWritten} bytes)`), { code: 'EIO' });
+        written += bytesWritten;
+      }
+      if (view.length !== data.length) await fh.truncate(data.length);
+      return fh;
+    } catch (err) {
+      await fh.close().catch(() => undefined);
+      if (errCode(err) !== 'EINVAL') throw err;
+      // Refused at write time (alignment rules of this device): the temp file is rewritten buffered.
+      this.direct = false;
+      await fsp.rm(tmp, { force: true });
+      return undefined;
+    }
   }
 
   /** Wait until `id` is not being written (its put's outcome is its own caller's business). */
@@ -142,9 +212,13 @@ export class FsChunkStore implements ChunkStore {
     const tmp = path.join(dir, `.tmp-${id}-${randomBytes(6).toString('hex')}`);
     try {
       await this.ensureDir(dir);
-      const fh = await fsp.open(tmp, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL, 0o600);
+      const view = this.directView(data, options);
+      const directFh = view ? await this.writeDirect(tmp, data, view) : undefined;
+      const fh = directFh ?? (await fsp.open(tmp, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL, 0o600));
+      if (directFh) this.writeCounters.direct++;
+      else this.writeCounters.buffered++;
       try {
-        let written = 0;
+        let written = directFh ? data.length : 0; // O_DIRECT: already written (and cut to size)
         while (written < data.length) {
           const { bytesWritten } = await fh.write(data, written, data.length - written);
           written += bytesWritten;

@@ -53,6 +53,12 @@ export interface DeleteOptions {
 export interface PutOptions {
   /** Called (at most once) when the backend no longer reads `data`; see the contract above. */
   onDataTaken?: () => void;
+  /**
+   * A hint for backends that write with O_DIRECT: `data` may start at an address aligned to this
+   * many bytes (a power of two), and `data.buffer` then extends at least to the next multiple of it
+   * after `data`'s end; the backend may overwrite those tail bytes (padding). Ignored by others.
+   */
+  alignedTail?: number;
 }
 
 export interface ChunkStore {
