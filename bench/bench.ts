@@ -4,6 +4,8 @@
  * --no-others, --no-luks).
  *
  * In one run, on a generated random image (incompressible, like an encrypted disk):
+ *   the machine's limits (measureLimits: cp warm, cp + sync, hash + seal in memory on one thread and
+ *   on all cores; every rsvault figure is also printed as a fraction of them) ·
  *   cp (warm, no sync) · rsvault full backup · incremental after rewriting 1% of the 4 MiB chunks,
  *   with and without a changed-block bitmap · restore · restic and borg full / incremental /
  *   restore · peak RSS of each · rsvault full backup at 1/2/4/8 MiB chunks.
@@ -12,7 +14,9 @@
  * the work dir) in a child process each, so TypeScript loading is not timed; each step also
  * reports its in-process time ("in-proc s": store open → manifest committed, what a long-running
  * server pays per job), and the bench measures a bare `node -e 0` so start-up can be told apart.
- * Ratios: *_vs_* > 1 means rsvault is faster; incr_bitmap_vs_full is a time ratio of process
+ * The bitmap incremental is also measured as a running server pays it (measureServerIncr: full then
+ * incremental in one process, only the incremental timed). Every repeated row prints its median and
+ * min–max. Ratios: *_vs_* > 1 means rsvault is faster; incr_bitmap_vs_full is a time ratio of process
  * wall times (incr_bitmap_vs_full_in_process: the same from in-process times). Repeated steps
  * report the median run and list all runs.
  */
@@ -176,8 +180,95 @@ async function median<T extends { wallS: number }>(n: number, once: () => Promis
   return { ...mid, runs: all.map((r) => r.wallS) };
 }
 
+/** Median's spread for the note column: `median of N, min–max a–b (runs …)`. */
 function runsNote(runs: number[]): string {
-  return runs.length > 1 ? `runs ${runs.map((r) => r.toFixed(2)).join(' / ')}` : '';
+  if (runs.length <= 1) return 'single run';
+  const lo = Math.min(...runs);
+  const hi = Math.max(...runs);
+  return `median of ${runs.length}, min–max ${lo.toFixed(2)}–${hi.toFixed(2)} s (runs ${runs.map((r) => r.toFixed(2)).join(' / ')})`;
+}
+
+/**
+ * The incremental as a running server pays it: one step process backs up A in full, then (workers
+ * started, code warm) the bitmap incremental of B into the same store; only the incremental is timed,
+ * and its fraction of the full backup is taken from the same process.
+ */
+async function measureServerIncr(
+  repeat: number,
+  stepJs: string,
+  work: string,
+  keys: { idKeyHex: string; sealKeyHex: string },
+  imgA: string,
+  imgB: string,
+  bitmapFile: string,
+  add: (r: Row) => void,
+): Promise<{ incrS: number; fullS: number; fraction: number; runs: number[] }> {
+  const st = path.join(work, 'store-server');
+  const all: Array<{ wallS: number; fullS: number; rssMiB: number }> = [];
+  for (let i = 0; i < repeat; i++) {
+    await fsp.rm(st, { recursive: true, force: true });
+    sync();
+    const r = await step(stepJs, { op: 'serverIncr', storeRoot: st, ...keys, image: imgA, image2: imgB, bitmapFile, manifestOut: path.join(work, 'server-a.manifest'), manifestOut2: path.join(work, 'server-b.manifest') });
+    const s = r.result.stats as { fullMs: number; incrMs: number };
+    all.push({ wallS: s.incrMs / 1000, fullS: s.fullMs / 1000, rssMiB: r.rssMiB });
+  }
+  await fsp.rm(st, { recursive: true, force: true });
+  const sorted = [...all].sort((a, b) => a.wallS / a.fullS - b.wallS / b.fullS);
+  const mid = sorted[Math.floor((sorted.length - 1) / 2)] as { wallS: number; fullS: number; rssMiB: number };
+  const fractions = all.map((r) => r.wallS / r.fullS);
+  add({
+    name: 'rsvault incr 1%, bitmap, in a running process',
+    wallS: mid.wallS,
+    inProcS: mid.wallS,
+    gbps: null,
+    peakRssMiB: mid.rssMiB,
+    note: `${(mid.wallS / mid.fullS * 100).toFixed(1)}% of the full (${mid.fullS.toFixed(2)} s) in the same process; fraction min–max ${(Math.min(...fractions) * 100).toFixed(1)}–${(Math.max(...fractions) * 100).toFixed(1)}%; ${runsNote(all.map((r) => r.wallS))}`,
+  });
+  return { incrS: mid.wallS, fullS: mid.fullS, fraction: mid.wallS / mid.fullS, runs: all.map((r) => r.wallS) };
+}
+
+/**
+ * The machine's own limits, measured in the same run so every rsvault row can be judged as a fraction of
+ * them on any machine: cp warm (page cache to page cache), cp + sync (to the disk), and hash + seal in
+ * memory on one thread and on all cores (no I/O: the CPU's ceiling for a full backup).
+ */
+interface Limits {
+  cpWarm: { wallS: number; runs: number[] };
+  cpSync: { wallS: number; runs: number[] };
+  cpu: { oneThreadGBps: number; allCoresGBps: number; workers: number; runs: number[] };
+}
+
+async function measureLimits(repeat: number, stepJs: string, work: string, imgA: string, imgB: string, size: number, add: (r: Row) => void): Promise<Limits> {
+  const gbps = (s: number): number => size / s / 1e9;
+  // cp baseline (warm source, no sync) — also makes B, the "next day" image.
+  const cp = await median(repeat, async () => {
+    await fsp.rm(imgB, { force: true });
+    sync();
+    return must('cp', [imgA, imgB]);
+  });
+  add({ name: 'limit: cp (warm, no sync)', wallS: cp.wallS, gbps: gbps(cp.wallS), peakRssMiB: cp.rssMiB, note: runsNote(cp.runs) });
+  sync();
+  const c = path.join(work, 'c.img');
+  const cpSync = await median(repeat, async () => {
+    await fsp.rm(c, { force: true });
+    sync();
+    return must('sh', ['-c', `cp "${imgA}" "${c}" && sync`]);
+  });
+  add({ name: 'limit: cp + sync', wallS: cpSync.wallS, gbps: gbps(cpSync.wallS), peakRssMiB: null, note: runsNote(cpSync.runs) });
+  await fsp.rm(c, { force: true });
+  const cpuRuns: Array<{ oneThreadGBps: number; allCoresGBps: number; workers: number }> = [];
+  for (let i = 0; i < repeat; i++) {
+    const r = await step(stepJs, { op: 'cpu', storeRoot: path.join(work, 'cpu-store'), idKeyHex: '11'.repeat(32), sealKeyHex: '22'.repeat(32), cpuBytes: Math.min(size, 1024 * MiB) });
+    cpuRuns.push(r.result.stats as { oneThreadGBps: number; allCoresGBps: number; workers: number });
+  }
+  const med = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor((xs.length - 1) / 2)] as number;
+  const spread = (xs: number[]): string => (xs.length > 1 ? `median of ${xs.length}, min–max ${Math.min(...xs).toFixed(2)}–${Math.max(...xs).toFixed(2)} GB/s` : 'single run');
+  const one = cpuRuns.map((r) => r.oneThreadGBps);
+  const all = cpuRuns.map((r) => r.allCoresGBps);
+  const workers = cpuRuns[0]?.workers ?? 1;
+  add({ name: 'limit: hash+seal in memory, 1 thread', wallS: size / 1e9 / med(one), gbps: med(one), peakRssMiB: null, note: `${spread(one)}; wall s = this image at that speed` });
+  add({ name: `limit: hash+seal in memory, ${workers} workers`, wallS: size / 1e9 / med(all), gbps: med(all), peakRssMiB: null, note: spread(all) });
+  return { cpWarm: cp, cpSync, cpu: { oneThreadGBps: med(one), allCoresGBps: med(all), workers, runs: all } };
 }
 
 function fmtRow(r: Row): string {
@@ -216,17 +307,9 @@ async function main(): Promise<void> {
     console.log('| step                                         |  wall s | in-proc s |   GB/s | peak RSS | note |');
     console.log('|----------------------------------------------|---------|-----------|--------|----------|------|');
 
-    // cp baseline (warm source, no sync) — also makes B, the "next day" image.
-    const cp = await median(args.repeat, async () => {
-      await fsp.rm(imgB, { force: true });
-      sync();
-      return must('cp', [imgA, imgB]);
-    });
-    add({ name: 'cp (warm, no sync)', wallS: cp.wallS, gbps: gbps(cp.wallS), peakRssMiB: cp.rssMiB, note: runsNote(cp.runs) });
-    sync();
-    const cpSync = await must('sh', ['-c', `cp "${imgA}" "${work}/c.img" && sync`]);
-    add({ name: 'cp + sync', wallS: cpSync.wallS, gbps: gbps(cpSync.wallS), peakRssMiB: null });
-    await fsp.rm(path.join(work, 'c.img'));
+    const limits = await measureLimits(args.repeat, stepJs, work, imgA, imgB, size, add);
+    const cp = limits.cpWarm;
+    const cpSync = limits.cpSync;
 
     // Rewrite 1% of the 4 MiB chunks of B, recording a changed-block bitmap.
     const chunks4 = size / (4 * MiB);
@@ -294,6 +377,7 @@ async function main(): Promise<void> {
     const incrBm = await median(args.repeat, () => step(stepJs, { op: 'backup', storeRoot: store, ...keys, image: imgB, previous: mA, bitmapFile, manifestOut: mB }), dropNewChunks);
     const sBm = incrBm.result.stats as { bytesRead: number; chunksNew: number };
     add({ name: `rsvault incr 1% (${changed} chunks), bitmap`, wallS: incrBm.wallS, inProcS: incrBm.inProcS, gbps: null, peakRssMiB: incrBm.rssMiB, note: `read ${(sBm.bytesRead / MiB).toFixed(0)} MiB; ${runsNote(incrBm.runs)}` });
+    const server = await measureServerIncr(args.repeat, stepJs, work, keys, imgA, imgB, bitmapFile, add);
     const mB2 = path.join(work, 'b2.manifest');
     await dropNewChunks(); // the no-bitmap incremental stores the changed chunks itself
     const incrNo = await median(args.repeat, () => step(stepJs, { op: 'backup', storeRoot: store, ...keys, image: imgB, previous: mA, manifestOut: mB2 }), dropNewChunks);
@@ -416,6 +500,25 @@ async function main(): Promise<void> {
       restore_vs_restic: others['restic']?.restore ? others['restic'].restore / rest.wallS : null,
       peak_rss_mib: rsvaultRss,
       restore_identical: restoreOk && restoreNsOk,
+      incr_bitmap_vs_full_server: server.fraction,
+      // Every rsvault row as a fraction of the machine's limits measured in this run (1 = at the limit).
+      limits: { cp_warm_s: cp.wallS, cp_sync_s: cpSync.wallS, hash_seal_gbps_one_thread: limits.cpu.oneThreadGBps, hash_seal_gbps_all_cores: limits.cpu.allCoresGBps, workers: limits.cpu.workers },
+      vs_limits: {
+        full_of_cp_warm: cp.wallS / full.wallS,
+        full_of_cp_sync: cpSync.wallS / full.wallS,
+        full_of_cpu: gbps(full.wallS) / limits.cpu.allCoresGBps,
+        full_nofsync_of_cp_warm: cp.wallS / fullNs.wallS,
+        full_nofsync_of_cpu: gbps(fullNs.wallS) / limits.cpu.allCoresGBps,
+        restore_of_cp_sync: cpSync.wallS / rest.wallS,
+        restore_nofsync_of_cp_warm: cp.wallS / restNs.wallS,
+      },
+      goal: {
+        full_vs_cp_min_0_35: cp.wallS / full.wallS >= 0.35,
+        full_vs_restic_min_5: others['restic']?.full ? others['restic'].full / full.wallS >= 5 : null,
+        restore_nofsync_vs_cp_min_0_6: cp.wallS / restNs.wallS >= 0.6,
+        incr_bitmap_server_max_0_05: server.fraction <= 0.05,
+        peak_rss_max_300_mib: rsvaultRss <= 300,
+      },
       rows: rows.map((r) => ({ name: r.name, wall_s: r.wallS, in_process_s: r.inProcS ?? null, gbps: r.gbps, peak_rss_mib: r.peakRssMiB, note: r.note ?? null })),
       chunk_sweep: sweep,
       luks,
@@ -429,6 +532,12 @@ async function main(): Promise<void> {
       const v = results[k];
       console.log(`${k.padEnd(30)} ${typeof v === 'number' ? v.toFixed(3) : 'n/a'}`);
     }
+    console.log('');
+    console.log('as fractions of this machine\'s limits (1 = at the limit):');
+    for (const [k, v] of Object.entries(results.vs_limits)) console.log(`  ${k.padEnd(28)} ${v.toFixed(3)}`);
+    console.log(`incr_bitmap_vs_full_server     ${results.incr_bitmap_vs_full_server.toFixed(3)}`);
+    console.log('goal (issue 15):');
+    for (const [k, v] of Object.entries(results.goal)) console.log(`  ${k.padEnd(28)} ${v === null ? 'n/a' : v ? 'met' : 'NOT met'}`);
     console.log(`results written to ${args.out}`);
   } finally {
     if (!args.keep) await fsp.rm(work, { recursive: true, force: true });
