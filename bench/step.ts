@@ -42,7 +42,7 @@ export interface StepArgs {
   manifestIn?: string;
   target?: string;
   fsync?: boolean;
-  /** Backup: write chunks with O_DIRECT when possible (FsChunkStore `directIO`; default: as fsync). */
+  /** Write with O_DIRECT when possible (backup: FsChunkStore `directIO`, default as fsync; restore: `directIO`, default true). */
   directIO?: boolean;
 }
 
@@ -102,7 +102,7 @@ async function main(): Promise<void> {
   } else {
     if (!args.manifestIn || !args.target) throw new Error('restore needs manifestIn and target');
     const manifest = await readManifestFile(args.manifestIn);
-    stats = await restoreImage({ store, keys, manifest, target: args.target, fsync: args.fsync ?? true });
+    stats = await restoreImage({ store, keys, manifest, target: args.target, fsync: args.fsync ?? true, ...(args.directIO !== undefined ? { directIO: args.directIO } : {}) });
   }
   if (args.op === 'cpu') stats = await cpuLimits(keys, args.chunkSize ?? 4 * 1024 * 1024, args.cpuBytes ?? 1024 * 1024 * 1024);
   const result: StepResult = { internalMs: performance.now() - t0, maxRssKiB: process.resourceUsage().maxRSS, stats };

@@ -183,17 +183,26 @@ export function sharedCryptoPool(): CryptoPool {
   return shared;
 }
 
-/** A fixed set of equal slots in one SharedArrayBuffer; acquire waits when all are in use. */
+/**
+ * A fixed set of equal slots in one SharedArrayBuffer; acquire waits when all are in use. With
+ * `align` (a power of two dividing `slotSize`) and the native addon, every slot starts at an
+ * `align`-aligned address (`aligned`), for O_DIRECT I/O from the slots.
+ */
 export class SlotPool {
   readonly sab: SharedArrayBuffer;
+  readonly aligned: boolean;
+  private readonly base: number;
   private readonly free: number[] = [];
   private readonly waiters: Array<(slot: number) => void> = [];
 
   constructor(
     readonly count: number,
     readonly slotSize: number,
+    align = 0,
   ) {
-    this.sab = new SharedArrayBuffer(count * slotSize);
+    this.aligned = align > 0 && slotSize % align === 0 && addressMod(new Uint8Array(1), align) !== undefined;
+    this.sab = new SharedArrayBuffer(count * slotSize + (this.aligned ? align : 0));
+    this.base = this.aligned ? (align - (addressMod(new Uint8Array(this.sab, 0, 1), align) ?? 0)) % align : 0;
     for (let i = count - 1; i >= 0; i--) this.free.push(i);
   }
 
@@ -209,12 +218,12 @@ export class SlotPool {
     else this.free.push(slot);
   }
 
-  ref(slot: number, len: number): SlotRef {
-    return { sab: this.sab, off: slot * this.slotSize, len };
+  ref(slot: number, len: number, at = 0): SlotRef {
+    return { sab: this.sab, off: this.base + slot * this.slotSize + at, len };
   }
 
-  buffer(slot: number, len = this.slotSize): Buffer {
-    return Buffer.from(this.sab, slot * this.slotSize, len);
+  buffer(slot: number, len = this.slotSize, at = 0): Buffer {
+    return Buffer.from(this.sab, this.base + slot * this.slotSize + at, len);
   }
 }
 
