@@ -48,15 +48,15 @@ const fresh = (backend: () => AzureBlobBackend | S3Backend) => async () => ({
   dispose: async () => undefined,
 });
 
-runChunkStoreConformance('azure blob (Azurite)', fresh(() => blob), { describe, it });
-runChunkStoreConformance('s3 (s3rver)', fresh(() => s3), { describe, it });
+runChunkStoreConformance('azure blob (Azurite)', fresh(() => blob), { describe, it }, { raceRounds: 8 });
+runChunkStoreConformance('s3 (s3rver)', fresh(() => s3), { describe, it }, { raceRounds: 8 });
 runChunkStoreConformance('geo-redundant: azure blob → s3', async () => {
   const [a, b] = await Promise.all([fresh(() => blob)(), fresh(() => s3)()]);
   return { store: replicatedStore(a.store, b.store), dispose: async () => undefined };
-}, { describe, it });
+}, { describe, it }, { raceRounds: 8 });
 
-runGcSuite('azure blob (Azurite)', fresh(() => blob), { concurrencyRuns: 5 });
-runGcSuite('s3 (s3rver)', fresh(() => s3), { concurrencyRuns: 5 });
+runGcSuite('azure blob (Azurite)', fresh(() => blob), { concurrencyRuns: 3 });
+runGcSuite('s3 (s3rver)', fresh(() => s3), { concurrencyRuns: 3 });
 
 const CS = 64 * 1024;
 

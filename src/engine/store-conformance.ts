@@ -33,7 +33,13 @@ async function kindOf(p: Promise<unknown>): Promise<string> {
   }
 }
 
-export function runChunkStoreConformance(name: string, makeStore: () => Promise<StoreFixture>, t: TestApi): void {
+export interface ConformanceOptions {
+  /** Rounds of the race tests (default 20; remote stores may run fewer to keep CI time down). */
+  raceRounds?: number;
+}
+
+export function runChunkStoreConformance(name: string, makeStore: () => Promise<StoreFixture>, t: TestApi, options: ConformanceOptions = {}): void {
+  const rounds = options.raceRounds ?? 20;
   const withStore = (body: (s: ChunkStore) => Promise<void>) => async () => {
     const f = await makeStore();
     try {
@@ -178,8 +184,8 @@ export function runChunkStoreConformance(name: string, makeStore: () => Promise<
       assert.deepEqual(await s.get(b), Buffer.from('b'));
     }));
 
-    t.it('a chunk racing between fossilize, resurrecting reads and puts is never lost (20 rounds)', withStore(async (s) => {
-      for (let round = 0; round < 20; round++) {
+    t.it(`a chunk racing between fossilize, resurrecting reads and puts is never lost (${rounds} rounds)`, withStore(async (s) => {
+      for (let round = 0; round < rounds; round++) {
         const a = id();
         const data = randomBytes(50_000);
         await s.putIfAbsent(a, data);
@@ -194,8 +200,8 @@ export function runChunkStoreConformance(name: string, makeStore: () => Promise<
       }
     }));
 
-    t.it('a resurrecting read racing deleteFossil either gets the whole chunk or NotFound (20 rounds)', withStore(async (s) => {
-      for (let round = 0; round < 20; round++) {
+    t.it(`a resurrecting read racing deleteFossil either gets the whole chunk or NotFound (${rounds} rounds)`, withStore(async (s) => {
+      for (let round = 0; round < rounds; round++) {
         const a = id();
         const data = randomBytes(50_000);
         await s.putIfAbsent(a, data);

@@ -547,7 +547,7 @@ export class Protection {
         for (const p of points) for (const d of JSON.parse(p.disks_json) as DiskRecord[]) yield await readPointManifest(dir, keys, p, d);
       }
       const stats = await collectGarbage({ store, liveManifests: live(), cutoff, safetyMarginMs: 0 });
-      this.s.d.log.info({ vault: v.name, swept: stats.swept, bytes: stats.bytesSwept }, 'vault garbage collected');
+      this.s.d.log.info({ vault: v.name, fossilized: stats.fossilized, swept: stats.swept }, 'vault garbage collected');
     });
     const p = next.catch((e: unknown) => this.s.d.log.error({ err: e, vault: v.name }, 'garbage collection failed'));
     this.gcRunning.set(v.id_norm, p);

@@ -69,7 +69,7 @@ async function start(what: string, script: string, args: (port: number, dir: str
       child.kill('SIGKILL');
       if (attempt < 2) continue; // the port was taken between the probe and the start
       await fsp.rm(dir, { recursive: true, force: true });
-      throw new Error(`${(err as Error).message}: ${stderr}`);
+      throw new Error(`${(err as Error).message}: ${stderr}`, { cause: err });
     }
     const exited = new Promise<void>((resolve) => (child.exitCode !== null ? resolve() : child.once('exit', () => resolve())));
     return {
