@@ -6,6 +6,11 @@ import { promises as fsp } from 'node:fs';
 import {
   ChangedBlockBitmap,
   FsChunkStore,
+  ObjectChunkStore,
+  AzureBlobBackend,
+  S3Backend,
+  withConcurrencyLimit,
+  type ChunkStore,
   backupImage,
   readManifestFile,
   restoreImage,
@@ -29,6 +34,8 @@ export interface StepArgs {
   manifestIn?: string;
   target?: string;
   fsync?: boolean;
+  /** Use an object store instead of the fs store at storeRoot (storeRoot is then the key prefix). */
+  objectStore?: { kind: 'blob'; url: string; accountKey: string; container: string } | { kind: 's3'; endpoint: string; bucket: string; accessKeyId: string; secretAccessKey: string };
 }
 
 export interface StepResult {
@@ -45,7 +52,10 @@ async function main(): Promise<void> {
   // what a long-running server pays per job, without Node start-up and module loading.
   const t0 = performance.now();
   // fsync: false on a backup = no per-chunk fdatasync (a CPU-path figure to set beside cp without sync).
-  const store = await FsChunkStore.open(args.storeRoot, { fsyncObjects: args.op !== 'backup' || (args.fsync ?? true) });
+  const o = args.objectStore;
+  const store: ChunkStore = o
+    ? withConcurrencyLimit(new ObjectChunkStore(o.kind === 'blob' ? AzureBlobBackend.create(o) : S3Backend.create(o), `${args.storeRoot}/`), 16)
+    : await FsChunkStore.open(args.storeRoot, { fsyncObjects: args.op !== 'backup' || (args.fsync ?? true) });
   let stats: unknown;
   if (args.op === 'backup') {
     if (!args.image || !args.manifestOut) throw new Error('backup needs image and manifestOut');
