@@ -97,8 +97,8 @@ export function startAzurite(options: { inMemory?: boolean } = {}): Promise<Loca
   );
 }
 
-/** s3rver (files under a temp dir), with atomic PUTs as S3 has them (s3rver-atomic.cjs). */
+/** s3rver (files under a temp dir), with atomic PUTs as S3 has them (s3rver-atomic.mjs). */
 export function startS3rver(): Promise<LocalServer> {
-  const script = fileURLToPath(new URL('./s3rver-atomic.cjs', import.meta.url));
+  const script = fileURLToPath(new URL('./s3rver-atomic.mjs', import.meta.url));
   return start('s3rver', script, (port, dir) => ['-d', dir, '-a', '127.0.0.1', '-p', String(port), '--silent'], (port) => `http://127.0.0.1:${port}`);
 }

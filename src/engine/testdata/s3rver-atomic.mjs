@@ -4,10 +4,13 @@
  * while S3 documents that it "never adds partial objects". This launcher replaces its filesystem
  * store's putObject with write-to-temp + rename, then runs s3rver's own CLI with the same argv.
  */
-'use strict';
-const crypto = require('node:crypto');
-const fs = require('node:fs/promises');
-const path = require('node:path');
+import { Buffer } from 'node:buffer';
+import crypto from 'node:crypto';
+import fs from 'node:fs/promises';
+import { createRequire } from 'node:module';
+import path from 'node:path';
+
+const require = createRequire(import.meta.url);
 const FilesystemStore = require('s3rver/lib/stores/filesystem');
 
 FilesystemStore.prototype.putObject = async function putObject(object) {
