@@ -95,7 +95,7 @@ describe('vault chunk stores from the server configuration', () => {
     const secondary = readdirSync(path.join(s!.dataDir, 'secondary', 'vaults'));
     expect(secondary).toHaveLength(1);
     const grsUid = secondary[0]!;
-    expect(readdirSync(path.join(s!.dataDir, 'secondary', 'vaults', grsUid, 'manifests', rpId))).toEqual(['os.manifest']);
+    expect(readdirSync(path.join(s!.dataDir, 'secondary', 'vaults', grsUid, 'manifests', rpId)).sort()).toEqual(['index', 'os.manifest']);
 
     // The primary is gone.
     await blob.destroy();
@@ -114,7 +114,7 @@ describe('vault chunk stores from the server configuration', () => {
     expect(r.code, r.stderr).toBe(0);
     const lines = r.stdout.trim().split('\n').map((l) => JSON.parse(l) as Record<string, number | string | boolean>);
     expect(lines.at(-1)).toMatchObject({ vaults: 1, failed: 0 });
-    expect(lines[0]).toMatchObject({ verified: true, meta: 1 });
+    expect(lines[0]).toMatchObject({ verified: true, meta: 2 }); // os.manifest + index
     expect(Number(lines[0]!.chunks)).toBeGreaterThan(0);
     expect(r.stdout + r.stderr).not.toContain(S3RVER_SECRET);
     // Bad input: a clear message, exit code 2.
