@@ -62,7 +62,11 @@ async function restoredOsDisk(vault: string, vm: string, rpId: string): Promise<
   const job: Job = await f.waitJob(vault, (await f.opStatus(res)).properties!.jobId);
   expect(job.properties.status, JSON.stringify(job.properties.errorDetails)).toBe('Completed');
   const uri = job.properties.extendedInfo.propertyBag['OS Disk Blob Uri']!;
-  const disk = await get(s!, uri, await s!.client.token());
+  const sas = await s!.client.request<{ serviceSasToken: string }>('POST', `${f.rgPath()}/providers/Microsoft.Storage/storageAccounts/${SA}/listServiceSas`, {
+    query: ST,
+    body: { canonicalizedResource: `/blob/${SA}${new URL(uri).pathname}`, signedResource: 'b', signedPermission: 'r', signedExpiry: new Date(Date.now() + 600_000).toISOString() },
+  });
+  const disk = await get(s!, `${uri}?${sas.serviceSasToken}`);
   expect(disk.status).toBe(200);
   return disk.body;
 }
