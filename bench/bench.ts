@@ -1,7 +1,11 @@
 /**
  * rsvault data-path benchmark (`npm run bench`; flags --size-gib N (default 2), --out FILE
  * (default bench/results.json), --repeat N (rsvault and cp steps, median; default 3), --no-sweep,
- * --no-others, --no-luks).
+ * --no-others, --no-luks, --store blob|s3).
+ *
+ * `--store blob|s3`: object-store mode. Starts Azurite (blobs on disk) or s3rver (files) as a local
+ * process, then times a full backup and a restore of the same image on the file store and on the
+ * object store, side by side (results in bench/results-<store>.json).
  *
  * In one run, on a generated random image (incompressible, like an encrypted disk):
  *   the machine's limits (measureLimits: cp warm, cp + sync, hash + seal in memory on one thread and
@@ -28,6 +32,9 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { ChangedBlockBitmap } from '../src/engine/bitmap.js';
 import { readManifestFile } from '../src/engine/manifest.js';
+import { AzureBlobBackend } from '../src/engine/azure-blob-store.js';
+import { S3Backend } from '../src/engine/s3-store.js';
+import { AZURITE_KEY, S3RVER_KEY_ID, S3RVER_SECRET, startAzurite, startS3rver } from '../src/engine/testdata/object-servers.js';
 import type { StepArgs, StepResult } from './step.js';
 import { runLuksBench, type LuksBenchRow } from './luks.js';
 
@@ -44,6 +51,8 @@ interface Args {
   repeat: number;
   /** LUKS1 encryption throughput next to qemu-img's (issue: compute). */
   luks: boolean;
+  /** Object-store mode: fs vs this store. */
+  store?: 'blob' | 's3';
 }
 
 const LUKS_MIB = 512;
@@ -59,8 +68,13 @@ function parseArgs(argv: string[]): Args {
     else if (f === '--no-luks') a.luks = false;
     else if (f === '--keep') a.keep = true;
     else if (f === '--repeat') a.repeat = Math.max(1, Math.floor(Number(argv[++i])));
+    else if (f === '--store') {
+      const v = argv[++i];
+      if (v !== 'blob' && v !== 's3') throw new Error('--store must be blob or s3');
+      a.store = v;
+    }
     else if (f === '--help' || f === '-h') {
-      console.log('usage: npm run bench -- [--size-gib N] [--out FILE] [--repeat N] [--no-sweep] [--no-others] [--no-luks] [--keep]');
+      console.log('usage: npm run bench -- [--size-gib N] [--out FILE] [--repeat N] [--no-sweep] [--no-others] [--no-luks] [--keep] [--store blob|s3]');
       process.exit(0);
     } else throw new Error(`unknown flag ${f}`);
   }
@@ -282,8 +296,55 @@ function which(cmd: string): boolean {
   return spawnSync('sh', ['-c', `command -v ${cmd}`]).status === 0;
 }
 
+/** Object-store mode: full backup and restore on the fs store and on Azurite / s3rver, same image. */
+async function objectStoreBench(args: Args & { store: 'blob' | 's3' }): Promise<void> {
+  const size = Math.round(args.sizeGiB * GiB / (4 * MiB)) * 4 * MiB;
+  const work = await fsp.mkdtemp(path.join(os.tmpdir(), 'rsvault-bench-'));
+  const gbps = (s: number): number => size / s / 1e9;
+  console.log(`rsvault object-store bench (${args.store}): ${(size / GiB).toFixed(2)} GiB random image, ${os.cpus().length} CPUs, node ${process.version}`);
+  const server = args.store === 'blob' ? await startAzurite({ inMemory: false }) : await startS3rver();
+  try {
+    const objectStore: StepArgs['objectStore'] = args.store === 'blob'
+      ? { kind: 'blob', url: server.url, accountKey: AZURITE_KEY, container: 'bench' }
+      : { kind: 's3', endpoint: server.url, bucket: 'bench', accessKeyId: S3RVER_KEY_ID, secretAccessKey: S3RVER_SECRET };
+    if (objectStore.kind === 'blob') await AzureBlobBackend.create(objectStore).ensure();
+    else await S3Backend.create(objectStore).ensure();
+    console.log('compiling the engine...');
+    const stepJs = await buildEngine(work);
+    const img = path.join(work, 'a.img');
+    await generateImage(img, size);
+    const digest = await sha256File(img);
+    const keys = { idKeyHex: randomBytes(32).toString('hex'), sealKeyHex: randomBytes(32).toString('hex') };
+    const rows: Array<{ store: string; backup_s: number; backup_gbps: number; restore_s: number; restore_gbps: number; identical: boolean; backup_runs: number[]; restore_runs: number[] }> = [];
+    console.log(`| store                          | full backup s |   GB/s | restore s |   GB/s | restore |`);
+    console.log(`|--------------------------------|---------------|--------|-----------|--------|---------|`);
+    let n = 0;
+    for (const kind of ['fs', args.store] as const) {
+      const obj = kind === 'fs' ? undefined : objectStore;
+      const storeRoot = () => (obj ? `run${n}` : path.join(work, `store${n}`));
+      const manifest = path.join(work, `${kind}.manifest`);
+      const target = path.join(work, `${kind}.restored`);
+      const b = await median(args.repeat, () => step(stepJs, { op: 'backup', storeRoot: storeRoot(), ...keys, image: img, manifestOut: manifest, ...(obj ? { objectStore: obj } : {}) }), async () => void n++);
+      const r = await median(args.repeat, () => step(stepJs, { op: 'restore', storeRoot: storeRoot(), ...keys, manifestIn: manifest, target, ...(obj ? { objectStore: obj } : {}) }), () => fsp.rm(target, { force: true }));
+      const identical = (await sha256File(target)) === digest;
+      await fsp.rm(target, { force: true });
+      n++;
+      const name = kind === 'fs' ? 'fs (fdatasync per chunk)' : kind === 'blob' ? 'Azure Blob (Azurite, on disk)' : 'S3 (s3rver, files)';
+      rows.push({ store: name, backup_s: b.wallS, backup_gbps: gbps(b.wallS), restore_s: r.wallS, restore_gbps: gbps(r.wallS), identical, backup_runs: b.runs, restore_runs: r.runs });
+      console.log(`| ${name.padEnd(30)} | ${b.wallS.toFixed(2).padStart(13)} | ${gbps(b.wallS).toFixed(3).padStart(6)} | ${r.wallS.toFixed(2).padStart(9)} | ${gbps(r.wallS).toFixed(3).padStart(6)} | ${identical ? 'identical' : 'MISMATCH'} |`);
+    }
+    const out = args.out.endsWith('results.json') ? args.out.replace(/results\.json$/, `results-${args.store}.json`) : args.out;
+    await fsp.writeFile(out, `${JSON.stringify({ date: new Date().toISOString(), size_bytes: size, store: args.store, machine: { cpus: os.cpus().length, node: process.version }, rows }, null, 2)}\n`);
+    console.log(`results written to ${out}`);
+  } finally {
+    await server.stop();
+    if (!args.keep) await fsp.rm(work, { recursive: true, force: true });
+  }
+}
+
 async function main(): Promise<void> {
   const args = parseArgs(process.argv.slice(2));
+  if (args.store) return objectStoreBench({ ...args, store: args.store });
   const size = Math.round(args.sizeGiB * GiB / (4 * MiB)) * 4 * MiB;
   const work = await fsp.mkdtemp(path.join(os.tmpdir(), 'rsvault-bench-'));
   const rows: Row[] = [];

@@ -10,6 +10,11 @@ import {
   InlineCrypto,
   type CryptoRunner,
   FsChunkStore,
+  ObjectChunkStore,
+  AzureBlobBackend,
+  S3Backend,
+  withConcurrencyLimit,
+  type ChunkStore,
   backupImage,
   readManifestFile,
   restoreImage,
@@ -44,6 +49,8 @@ export interface StepArgs {
   fsync?: boolean;
   /** Write with O_DIRECT when possible (backup: FsChunkStore `directIO`, default as fsync; restore: `directIO`, default true). */
   directIO?: boolean;
+  /** Use an object store instead of the fs store at storeRoot (storeRoot is then the key prefix). */
+  objectStore?: { kind: 'blob'; url: string; accountKey: string; container: string } | { kind: 's3'; endpoint: string; bucket: string; accessKeyId: string; secretAccessKey: string };
 }
 
 export interface StepResult {
@@ -60,10 +67,13 @@ async function main(): Promise<void> {
   // what a long-running server pays per job, without Node start-up and module loading.
   const t0 = performance.now();
   // fsync: false on a backup = no per-chunk fdatasync (a CPU-path figure to set beside cp without sync).
-  const store = await FsChunkStore.open(args.storeRoot, {
-    fsyncObjects: args.op !== 'backup' || (args.fsync ?? true),
-    ...(args.directIO !== undefined ? { directIO: args.directIO } : {}),
-  });
+  const o = args.objectStore;
+  const store: ChunkStore = o
+    ? withConcurrencyLimit(new ObjectChunkStore(o.kind === 'blob' ? AzureBlobBackend.create(o) : S3Backend.create(o), `${args.storeRoot}/`), 16)
+    : await FsChunkStore.open(args.storeRoot, {
+        fsyncObjects: args.op !== 'backup' || (args.fsync ?? true),
+        ...(args.directIO !== undefined ? { directIO: args.directIO } : {}),
+      });
   let stats: unknown;
   if (args.op === 'backup') {
     if (!args.image || !args.manifestOut) throw new Error('backup needs image and manifestOut');

@@ -5,7 +5,7 @@
 import https from 'node:https';
 import path from 'node:path';
 import { existsSync } from 'node:fs';
-import { ConfigError, loadConfig, type Config, type ConfigFlags } from './config.js';
+import { ConfigError, loadChunkStoreConfig, loadConfig, type ChunkStoreConfig, type Config, type ConfigFlags } from './config.js';
 import { createLogger, type Logger } from './platform/log.js';
 import { createMetrics } from './platform/metrics.js';
 import { openDatabase, migrate, type Migration, DatabaseConfigError } from './platform/db/index.js';
@@ -22,7 +22,9 @@ import { KeyVaultServiceImpl, KeyVaultStore, VaultUrls, keyvaultMigrations, regi
 import { ComputeService, ComputeStore, computeMigrations, registerComputeRoutes, DISK_TYPE, VM_TYPE, CLASSIC_VM_TYPE } from './compute/index.js';
 import { EmbeddedQueue, Scheduler, jobsMigrations, offsetClock } from './platform/jobs/index.js';
 import { createRecovery, recoveryMigrations } from './recovery/index.js';
-import { runCli } from './cli/index.js';
+import { ChunkStores } from './platform/chunk-stores.js';
+import { runCli, type CopyStoreFlags } from './cli/index.js';
+import { copyStore } from './engine/index.js';
 
 export interface RunningServer {
   port: number;
@@ -122,7 +124,11 @@ export async function startServer(config: Config, log: Logger = createLogger(con
   const clock = offsetClock(Number(process.env.RSVAULT_CLOCK_OFFSET_MS ?? '') || 0);
   const queue = new EmbeddedQueue(database.db, { log, leaseMs: Number(process.env.RSVAULT_QUEUE_LEASE_MS ?? '') || undefined });
   const scheduler = new Scheduler(queue, { clock, tickMs: Number(process.env.RSVAULT_SCHEDULER_TICK_MS ?? '') || 15_000, log });
-  const recovery = createRecovery({ db: database.db, resources, identity, keyvault, compute, storage, ops, queue, sealer: install.sealer, dataDir: config.dataDir, log, clock });
+  // Vault chunk stores: fs | Azure Blob | S3 (+ the secondary of GeoRedundant vaults), from --chunk-store & co.
+  const chunkStores = new ChunkStores(config.chunkStore, config.secondaryStore);
+  log.info({ chunkStore: chunkStores.describe() }, 'vault chunk stores');
+  if (!config.secondaryStore) log.info('no secondary chunk store configured: GeoRedundant vaults keep a single copy (--secondary-chunk-store)');
+  const recovery = createRecovery({ db: database.db, resources, identity, keyvault, compute, storage, ops, queue, sealer: install.sealer, dataDir: config.dataDir, log, clock, chunkStores });
   recovery.registerRoutes(app);
   if (config.role === 'all' || config.role === 'worker') {
     recovery.startWorkers(queue);
@@ -253,8 +259,52 @@ async function serve(flags: ConfigFlags): Promise<void> {
   process.on('SIGTERM', () => stop('SIGTERM'));
 }
 
+/** `rsvault admin copy-store`: copies every vault's store (chunks, fossils, manifests) to another store, verified. */
+async function adminCopyStore(flags: CopyStoreFlags): Promise<void> {
+  let config: Config;
+  let target: ChunkStoreConfig;
+  try {
+    config = loadConfig(flags);
+    target = loadChunkStoreConfig(flags.to, process.env, 'RSVAULT_TARGET_', {
+      fsDir: flags.toDir, blobUrl: flags.toBlobUrl, blobContainer: flags.toBlobContainer, s3Endpoint: flags.toS3Endpoint, s3Bucket: flags.toS3Bucket, s3Region: flags.toS3Region,
+    });
+    if (target.kind === 'fs' && !target.dir) throw new ConfigError('an fs target needs a directory: --to-dir or RSVAULT_TARGET_FS_DIR');
+    if (JSON.stringify(target) === JSON.stringify(config.chunkStore)) throw new ConfigError('the target is the configured chunk store itself');
+  } catch (e) {
+    if (e instanceof ConfigError) {
+      process.stderr.write(`rsvault: ${e.message}\n`);
+      process.exit(2);
+    }
+    throw e;
+  }
+  const stores = new ChunkStores(config.chunkStore, undefined);
+  const targets = new ChunkStores(target, undefined);
+  const uids = flags.vault ?? (await stores.vaultsIn(config.chunkStore, config.dataDir));
+  let failed = 0;
+  const total = { vaults: 0, chunks: 0, fossils: 0, meta: 0, bytes: 0 };
+  for (const uid of uids) {
+    const localDir = path.join(config.dataDir, 'vaults', uid);
+    try {
+      const src = await stores.openOne(config.chunkStore, uid, localDir);
+      const dst = await targets.openOne(target, uid, localDir);
+      const st = await copyStore(src, dst, { verify: flags.verify });
+      total.vaults++;
+      total.chunks += st.chunks;
+      total.fossils += st.fossils;
+      total.meta += st.meta;
+      total.bytes += st.bytes;
+      process.stdout.write(`${JSON.stringify({ vault: uid, ...st, verified: flags.verify })}\n`);
+    } catch (e) {
+      failed++;
+      process.stderr.write(`rsvault: copying vault ${uid} failed: ${(e as Error).message}\n`);
+    }
+  }
+  process.stdout.write(`${JSON.stringify({ from: stores.describe(), to: targets.describe(), ...total, failed })}\n`);
+  process.exit(failed ? 1 : 0);
+}
+
 process.on('unhandledRejection', (e) => {
   process.stderr.write(`rsvault: unhandled rejection: ${(e as Error)?.stack ?? String(e)}\n`);
 });
 
-await runCli(process.argv, { serve });
+await runCli(process.argv, { serve, adminCopyStore });

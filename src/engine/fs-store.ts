@@ -5,7 +5,9 @@
  * ```
  * chunks/<first 4 hex of id>/<id>          committed objects (fan-out: at most 65,536 directories)
  * chunks/<first 4 hex of id>/.tmp-<id>-<r> an object being written (never listed; GC removes old ones)
- * trash/<id>                               an object GC is deciding about (see delete)
+ * trash/<id>                               a fossil (GC's two-step delete, see gc.ts)
+ * <metaDir>/<name>                         metadata objects (default <root>/meta; a vault keeps its
+ *                                          manifests beside the store: metaDir = the vault's dir)
  * ```
  * Writes: temp file (O_EXCL) → write → fdatasync → rename over the final name. The directory
  * holding the new name is remembered and fsynced by `sync()` (the commit point), together with
@@ -20,11 +22,9 @@
  * with unwritten data that a later backup would dedup against. While an object is pending,
  * every operation on its id waits for it first.
  *
- * Conditional delete (GC sweep) is made atomic against `touch` with a rename: the object is first
- * renamed into `trash/`, then its mtime is read there. A touch that happened before the rename is
- * visible in that mtime and the object is renamed back; a touch after the rename finds nothing and
- * reports the object absent, so its backup writes it again. Any read that misses an object also
- * looks in `trash/` and moves it back, so a GC killed between its two renames loses nothing.
+ * Fossils: `fossilize` renames a chunk into `trash/`, `resurrect` renames it back; both are atomic,
+ * so a chunk is always in one of the two places while GC and readers race. Any read that misses
+ * a chunk also looks in `trash/` and moves it back.
  */
 import { constants as fsc, promises as fsp } from 'node:fs';
 import { randomBytes } from 'node:crypto';
@@ -33,7 +33,7 @@ import type { FileHandle } from 'node:fs/promises';
 import { ChunkStoreError } from './errors.js';
 import { addressMod } from './native.js';
 import { Semaphore } from './store-wrappers.js';
-import { MTIME_SLACK_MS, assertChunkId, isChunkId, type ChunkStat, type ChunkStore, type DeleteOptions, type DeleteResult, type PutOptions } from './store.js';
+import { assertChunkId, assertMetaName, assertMetaPrefix, isChunkId, isMetaName, type ChunkStat, type ChunkStore, type DeleteResult, type PutOptions } from './store.js';
 
 const TRANSIENT_CODES = new Set(['EAGAIN', 'EBUSY', 'EMFILE', 'ENFILE', 'EINTR', 'ETIMEDOUT', 'ECONNRESET']);
 
@@ -63,6 +63,8 @@ export interface FsChunkStoreOptions {
    * writes, once and for all.
    */
   directIO?: boolean;
+  /** Where metadata objects live (default `<root>/meta`). May contain `root` itself (never listed). */
+  metaDir?: string;
 }
 
 /** What the puts of a store did (for tests and the bench). */
@@ -78,6 +80,7 @@ export class FsChunkStore implements ChunkStore {
   readonly description: string;
   private readonly chunksDir: string;
   private readonly trashDir: string;
+  private readonly metaDir: string;
   private readonly knownDirs = new Set<string>();
   private dirtyDirs = new Set<string>();
   private readonly fsyncObjects: boolean;
@@ -91,6 +94,7 @@ export class FsChunkStore implements ChunkStore {
     this.description = `fs:${root}`;
     this.chunksDir = path.join(root, 'chunks');
     this.trashDir = path.join(root, 'trash');
+    this.metaDir = path.resolve(options.metaDir ?? path.join(root, 'meta'));
     this.fsyncObjects = options.fsyncObjects ?? true;
     this.pendingSlots = new Semaphore(Math.max(1, options.maxPendingObjects ?? 32));
     this.direct = (options.directIO ?? this.fsyncObjects) && typeof fsc.O_DIRECT === 'number';
@@ -152,6 +156,7 @@ export class FsChunkStore implements ChunkStore {
     try {
       await fsp.mkdir(store.chunksDir, { recursive: true });
       await fsp.mkdir(store.trashDir, { recursive: true });
+      await fsp.mkdir(store.metaDir, { recursive: true, mode: 0o700 });
       await fsyncDir(store.root);
     } catch (err) {
       throw classify(err, `open store ${root}`);
@@ -167,8 +172,9 @@ export class FsChunkStore implements ChunkStore {
     return path.join(this.chunksDir, id.slice(0, 4), id);
   }
 
-  /** Move an object back from trash/ if a GC left it there. True if it is now in place. */
-  private async resurrect(id: string): Promise<boolean> {
+  /** Move an object back from trash/ (a fossil). True if it is now in place. */
+  async resurrect(id: string): Promise<boolean> {
+    assertChunkId(id);
     try {
       await fsp.access(path.join(this.trashDir, id));
     } catch {
@@ -336,29 +342,129 @@ export class FsChunkStore implements ChunkStore {
     }
   }
 
-  async delete(id: string, options: DeleteOptions = {}): Promise<DeleteResult> {
+  async delete(id: string): Promise<DeleteResult> {
     assertChunkId(id);
     if (this.pending.size > 0) await this.settled(id);
-    const live = this.pathOf(id);
     try {
-      if (options.unmodifiedSince === undefined) {
-        await fsp.unlink(live);
-        this.dirtyDirs.add(this.dirOf(id));
-        return 'deleted';
-      }
-      const trashed = path.join(this.trashDir, id);
-      await fsp.rename(live, trashed);
-      const st = await fsp.stat(trashed);
-      if (st.mtimeMs >= options.unmodifiedSince.getTime() - MTIME_SLACK_MS) {
-        await fsp.rename(trashed, live);
-        return 'kept';
-      }
-      await fsp.unlink(trashed);
+      await fsp.unlink(this.pathOf(id));
       this.dirtyDirs.add(this.dirOf(id));
       return 'deleted';
     } catch (err) {
       if (errCode(err) === 'ENOENT') return 'absent';
       throw classify(err, `delete ${id}`);
+    }
+  }
+
+  async fossilize(id: string): Promise<boolean> {
+    assertChunkId(id);
+    if (this.pending.size > 0) await this.settled(id);
+    try {
+      await fsp.rename(this.pathOf(id), path.join(this.trashDir, id));
+      this.dirtyDirs.add(this.dirOf(id));
+      this.dirtyDirs.add(this.trashDir);
+      return true;
+    } catch (err) {
+      if (errCode(err) === 'ENOENT') return false;
+      throw classify(err, `fossilize ${id}`);
+    }
+  }
+
+  async *listFossils(): AsyncIterable<string> {
+    let names: string[];
+    try {
+      names = await fsp.readdir(this.trashDir);
+    } catch (err) {
+      if (errCode(err) === 'ENOENT') return;
+      throw classify(err, 'list fossils');
+    }
+    for (const n of names) if (isChunkId(n)) yield n;
+  }
+
+  async deleteFossil(id: string): Promise<boolean> {
+    assertChunkId(id);
+    try {
+      await fsp.unlink(path.join(this.trashDir, id));
+      this.dirtyDirs.add(this.trashDir);
+      return true;
+    } catch (err) {
+      if (errCode(err) === 'ENOENT') return false;
+      throw classify(err, `delete fossil ${id}`);
+    }
+  }
+
+  private metaPath(name: string): string {
+    assertMetaName(name);
+    return path.join(this.metaDir, ...name.split('/'));
+  }
+
+  async putMeta(name: string, data: Uint8Array): Promise<void> {
+    const file = this.metaPath(name);
+    try {
+      // Create missing parents one by one, fsyncing each parent that gained an entry.
+      const segs = name.split('/').slice(0, -1);
+      let dir = this.metaDir;
+      for (const seg of segs) {
+        const next = path.join(dir, seg);
+        try {
+          await fsp.mkdir(next, { mode: 0o700 });
+          await fsyncDir(dir);
+        } catch (err) {
+          if (errCode(err) !== 'EEXIST') throw err;
+        }
+        dir = next;
+      }
+      await writeFileDurable(file, data);
+    } catch (err) {
+      throw classify(err, `put metadata ${name}`);
+    }
+  }
+
+  async getMeta(name: string): Promise<Buffer> {
+    const file = this.metaPath(name);
+    try {
+      return await fsp.readFile(file);
+    } catch (err) {
+      throw classify(err, `get metadata ${name}`);
+    }
+  }
+
+  async *listMeta(prefix: string): AsyncIterable<string> {
+    assertMetaPrefix(prefix);
+    // Walk from the deepest whole directory of the prefix.
+    const cut = prefix.lastIndexOf('/');
+    const base = cut < 0 ? '' : prefix.slice(0, cut);
+    const walk = async function* (this: FsChunkStore, rel: string): AsyncGenerator<string> {
+      const abs = rel === '' ? this.metaDir : path.join(this.metaDir, ...rel.split('/'));
+      if (abs === this.root) return; // the chunk store itself may sit inside metaDir
+      let entries;
+      try {
+        entries = await fsp.readdir(abs, { withFileTypes: true });
+      } catch (err) {
+        if (errCode(err) === 'ENOENT' || errCode(err) === 'ENOTDIR') return;
+        throw classify(err, 'list metadata');
+      }
+      for (const e of entries.sort((a, b) => (a.name < b.name ? -1 : 1))) {
+        const name = rel === '' ? e.name : `${rel}/${e.name}`;
+        if (!isMetaName(name)) continue; // temp files (.name.tmp-…) and anything foreign
+        if (e.isDirectory()) {
+          if (name.startsWith(prefix) || prefix.startsWith(`${name}/`)) yield* walk.call(this, name);
+        } else if (e.isFile() && name.startsWith(prefix)) {
+          yield name;
+        }
+      }
+    };
+    yield* walk.call(this, base);
+  }
+
+  async deleteMeta(name: string): Promise<boolean> {
+    const file = this.metaPath(name);
+    try {
+      await fsp.unlink(file);
+      await fsyncDir(path.dirname(file));
+      return true;
+    } catch (err) {
+      if (errCode(err) === 'ENOENT') return false;
+      throw classify(err, `delete metadata ${name}`);
     }
   }
 
@@ -370,11 +476,12 @@ export class FsChunkStore implements ChunkStore {
     try {
       // Fan-out directories first, then chunks/ itself (it records newly created fan-out dirs).
       const chunksDirty = dirs.includes(this.chunksDir);
-      const fanout = dirs.filter((d) => d !== this.chunksDir);
+      const fanout = dirs.filter((d) => d !== this.chunksDir && d !== this.trashDir);
       for (let i = 0; i < fanout.length; i += 16) {
         await Promise.all(fanout.slice(i, i + 16).map((d) => fsyncDir(d)));
       }
       if (chunksDirty) await fsyncDir(this.chunksDir);
+      if (dirs.includes(this.trashDir)) await fsyncDir(this.trashDir);
     } catch (err) {
       for (const d of dirs) this.dirtyDirs.add(d);
       throw classify(err, 'sync');
@@ -408,8 +515,7 @@ export class FsChunkStore implements ChunkStore {
     };
     const dirs = await fsp.readdir(this.chunksDir).catch(() => [] as string[]);
     for (const d of dirs) await sweepDir(path.join(this.chunksDir, d), (n) => n.startsWith('.tmp-'));
-    // Objects a crashed GC left in trash/ that nobody asked for since: they were unreferenced.
-    await sweepDir(this.trashDir, (n) => isChunkId(n));
+    // trash/ holds fossils: GC's generations decide about them, never their mtimes.
     return removed;
   }
 }

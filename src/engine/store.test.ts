@@ -37,6 +37,14 @@ function fakeStore(overrides: Partial<ChunkStore>): ChunkStore {
     delete: fail,
     sync: async () => undefined,
     list: () => ({ async *[Symbol.asyncIterator]() {} }),
+    fossilize: fail,
+    resurrect: fail,
+    listFossils: () => ({ async *[Symbol.asyncIterator]() {} }),
+    deleteFossil: fail,
+    putMeta: fail,
+    getMeta: fail,
+    listMeta: () => ({ async *[Symbol.asyncIterator]() {} }),
+    deleteMeta: fail,
     ...overrides,
   };
 }
@@ -118,12 +126,12 @@ describe('fs store specifics', () => {
     }
   });
 
-  it('an object left in trash/ by a crashed GC is moved back by any read', async () => {
+  it('a fossil (trash/) is moved back by any read', async () => {
     const t = await tempDir();
     try {
       const s = await FsChunkStore.open(t.dir);
       await s.putIfAbsent(ID, Buffer.from('keep me'));
-      // Simulate GC killed between its rename to trash/ and its decision.
+      // GC fossilized it under a backup that still uses it.
       await fsp.rename(path.join(t.dir, 'chunks', ID.slice(0, 4), ID), path.join(t.dir, 'trash', ID));
       expect((await s.get(ID)).toString()).toBe('keep me');
       expect(await fsp.readdir(path.join(t.dir, 'trash'))).toEqual([]);

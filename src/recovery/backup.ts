@@ -6,11 +6,11 @@
  * over (chunks already stored are reused). Commit order: chunks durable (engine) → manifests durable → the recovery
  * point row in one transaction with the item and job updates. A recovery point exists iff its row exists.
  */
-import { rm, readdir, stat } from 'node:fs/promises';
+import { rm, readdir, readFile, stat } from 'node:fs/promises';
 import path from 'node:path';
 import {
   backupImage, collectGarbage, createSnapshot, ChangedBlockBitmap, writeManifestFile, MIN_CHUNK_SIZE, DEFAULT_CHUNK_SIZE,
-  type Manifest, type Snapshot,
+  type ChunkStore, type Manifest, type Snapshot,
 } from '../engine/index.js';
 import { allocatePointId, diskSlot, manifestMac, readPointIndex, readPointManifest, writePointIndex } from './integrity.js';
 import type { JobContext } from '../platform/jobs/index.js';
@@ -56,6 +56,22 @@ const snapshotFileOf = (image: string, name: string): boolean => {
   const base = path.basename(image);
   return name.startsWith(`${base}.snap-`) && /^[0-9a-f]{12}(\.cow)?$/.test(name.slice(base.length + 6));
 };
+
+/**
+ * Copies a recovery point's manifests and index file (written under the vault's directory) into the vault's chunk
+ * store as metadata objects `manifests/<rp>/<file>`, so an object store (and a GeoRedundant vault's secondary)
+ * holds everything a restore needs next to the chunks. The embedded fs store keeps its metadata in the vault's
+ * directory itself: identical bytes already there are not rewritten.
+ */
+async function mirrorPoint(store: ChunkStore, rpDir: string, rpId: string): Promise<void> {
+  for (const name of await readdir(rpDir)) {
+    if (name.startsWith('.')) continue;
+    const data = await readFile(path.join(rpDir, name));
+    const meta = `manifests/${rpId}/${name}`;
+    const there = await store.getMeta(meta).catch(() => undefined);
+    if (!there?.equals(data)) await store.putMeta(meta, data);
+  }
+}
 
 export class Protection {
   /** Images with a live snapshot in this process (count per resolved path): their side files are never stale. */
@@ -205,8 +221,11 @@ export class Protection {
   }
 
   private async removeManifests(v: VaultRow, points: PointRow[]): Promise<void> {
-    const { dir } = await this.s.vaultStore(v);
-    for (const p of points) await rm(path.join(dir, 'manifests', p.id), { recursive: true, force: true });
+    const { store, dir } = await this.s.vaultStore(v);
+    for (const p of points) {
+      await rm(path.join(dir, 'manifests', p.id), { recursive: true, force: true });
+      for await (const name of store.listMeta(`manifests/${p.id}/`)) await store.deleteMeta(name); // the store's copy
+    }
   }
 
   // ---- backup ---------------------------------------------------------------------------------------------------
@@ -396,6 +415,7 @@ export class Protection {
         jobId: job.id, time: t, expiry: params.expiry, rule: params.rule, rpType: 'CrashConsistent', encrypted: plan.encrypted ? 1 : 0,
         encryptionMechanism: plan.encrypted ? 'SinglePass' : 'None', keysSealed: sealed, sizeBytes: stored, vm: vmConfig, disks: records,
       });
+      await mirrorPoint(store, rpDir, rpId);
       const j0 = (await s.getJob(job.id))!;
       const tasks = (JSON.parse(j0.tasks_json) as JobTask[]).map((x) => (x.taskId === TASK_TRANSFER ? { ...x, status: 'Completed' as const, endTime: t, progressPercentage: 100 } : x));
       await s.db.transaction().execute(async (tx) => {
@@ -547,7 +567,7 @@ export class Protection {
         for (const p of points) for (const d of JSON.parse(p.disks_json) as DiskRecord[]) yield await readPointManifest(dir, keys, p, d);
       }
       const stats = await collectGarbage({ store, liveManifests: live(), cutoff, safetyMarginMs: 0 });
-      this.s.d.log.info({ vault: v.name, swept: stats.swept, bytes: stats.bytesSwept }, 'vault garbage collected');
+      this.s.d.log.info({ vault: v.name, fossilized: stats.fossilized, swept: stats.swept }, 'vault garbage collected');
     });
     const p = next.catch((e: unknown) => this.s.d.log.error({ err: e, vault: v.name }, 'garbage collection failed'));
     this.gcRunning.set(v.id_norm, p);

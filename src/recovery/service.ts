@@ -18,7 +18,7 @@ import type { IdentityService } from '../identity/index.js';
 import { KeyVaultError, formatMissing, parseObjectUrl, type KeyVaultService, type KvPrincipal } from '../keyvault/index.js';
 import type { ComputeService, Vm } from '../compute/index.js';
 import type { StorageService } from '../storage/index.js';
-import { FsChunkStore, generateStoreKeys, storeKeysFromBytes, storeKeysToBytes, type StoreKeys } from '../engine/index.js';
+import { FsChunkStore, generateStoreKeys, storeKeysFromBytes, storeKeysToBytes, type ChunkStore, type StoreKeys } from '../engine/index.js';
 import { defaultPolicy, scheduleCron, validatePolicy, type IaasVmPolicy } from './policy.js';
 import { RecoveryError, recoveryErrors, canonicalCode } from './errors.js';
 import { containerName, itemName, normLocation, requireVaultName, shortContainerName, SOFT_DELETE_DAYS, VAULT_TYPE, type VmRef } from './model.js';
@@ -44,6 +44,14 @@ export interface RecoveryDeps {
   dataDir: string;
   log: Logger;
   clock: Clock;
+  /**
+   * Opens a vault's chunk store (primary, plus the secondary for GeoRedundant vaults) as the server is configured;
+   * absent = the embedded fs layout under the vault's directory.
+   */
+  chunkStores?: {
+    open(uid: string, o: { localDir: string; geo: boolean }): Promise<ChunkStore>;
+    removeVault(uid: string): Promise<void>;
+  } | undefined;
 }
 
 export interface JobTask {
@@ -84,7 +92,7 @@ export const refOfItem = (r: ItemRow): VmRef => ({ resourceGroup: r.vm_rg, vmNam
 
 export class RecoveryService {
   readonly db: RecoveryStore['db'];
-  private readonly stores = new Map<string, Promise<{ store: FsChunkStore; keys: StoreKeys; dir: string }>>();
+  private readonly stores = new Map<string, Promise<{ store: ChunkStore; keys: StoreKeys; dir: string }>>();
   /** In-process running backup jobs (cancel aborts them). */
   readonly running = new Map<string, AbortController>();
 
@@ -186,14 +194,18 @@ export class RecoveryService {
     await this.d.resources.unindex(v.id);
     this.stores.delete(v.id_norm);
     rmSync(this.vaultDir(v), { recursive: true, force: true });
+    await this.d.chunkStores?.removeVault(v.uid).catch((e: unknown) => this.d.log.warn({ err: e, vault: v.name }, 'could not remove the vault\'s objects from the chunk store'));
   }
 
   vaultDir(v: VaultRow): string {
     return path.join(this.d.dataDir, 'vaults', v.uid);
   }
 
-  /** The vault's chunk store and keys (keys unsealed with the master key). */
-  vaultStore(v: VaultRow): Promise<{ store: FsChunkStore; keys: StoreKeys; dir: string }> {
+  /**
+   * The vault's chunk store (manifests are its metadata objects `manifests/<rp>/<file>`) and keys (unsealed with
+   * the master key). GeoRedundant vaults replicate to the secondary store when the server has one.
+   */
+  vaultStore(v: VaultRow): Promise<{ store: ChunkStore; keys: StoreKeys; dir: string }> {
     let p = this.stores.get(v.id_norm);
     if (!p) {
       p = (async () => {
@@ -201,7 +213,8 @@ export class RecoveryService {
         mkdirSync(path.join(dir, 'manifests'), { recursive: true, mode: 0o700 });
         const raw = this.d.sealer.open(v.store_keys, `recovery-vault-store-keys:${v.id_norm}`);
         const keys: StoreKeys = storeKeysFromBytes(raw); // 64 bytes: a SHA-256 store of before BLAKE3
-        const store = await FsChunkStore.open(path.join(dir, 'store'));
+        const geo = v.storage_type === 'GeoRedundant' || v.storage_type === 'ReadAccessGeoZoneRedundant';
+        const store = this.d.chunkStores ? await this.d.chunkStores.open(v.uid, { localDir: dir, geo }) : await FsChunkStore.open(path.join(dir, 'store'), { metaDir: dir });
         return { store, keys, dir };
       })();
       p.catch(() => this.stores.delete(v.id_norm));
@@ -222,6 +235,7 @@ export class RecoveryService {
     if (storageType !== v.storage_type && (await this.activeItemCount(v.id_norm)) > 0) {
       throw recoveryErrors.vaultHasItems(v.name, `The storage redundancy cannot change from ${v.storage_type} to ${storageType} (storageTypeState is Locked)`);
     }
+    if (storageType !== v.storage_type) this.stores.delete(v.id_norm); // GRS ↔ LRS opens another store
     await this.db.updateTable('recovery_vaults').set({ storage_type: storageType, cross_region_restore: b.crossRegionRestoreFlag === undefined ? v.cross_region_restore : b.crossRegionRestoreFlag ? 1 : 0, updated_at: Date.now() }).where('id_norm', '=', v.id_norm).execute();
     return (await this.vaultByNorm(v.id_norm))!;
   }
