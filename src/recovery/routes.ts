@@ -7,7 +7,7 @@ import { ArmError, armErrors } from '../platform/http/errors.js';
 import { requireArmApiVersion } from '../platform/http/api-version.js';
 import { originOf } from '../platform/http/app.js';
 import { paginate } from '../platform/http/paging.js';
-import { accepted, type AsyncOperations } from '../platform/http/async-ops.js';
+import { accepted, retryAfterWhileRunning, type AsyncOperations } from '../platform/http/async-ops.js';
 import { containerName, filterDate, itemName, parseContainerName, parseFilter, requireNames, shortContainerName, type VmRef } from './model.js';
 import { RecoveryError, recoveryErrors } from './errors.js';
 import { RecoveryService, refOfItem, type ItemRow, type JobRow, type VaultRow } from './service.js';
@@ -201,8 +201,9 @@ export function registerRecoveryRoutes(app: FastifyInstance, deps: RecoveryRoute
     }
     return op;
   };
-  const statusView = async (v: VaultRow, opId: string) => {
+  const statusView = async (v: VaultRow, opId: string, reply: FastifyReply) => {
     const op = await opOf(v, opId);
+    retryAfterWhileRunning(reply, op.status);
     const job = await svc.db.selectFrom('recovery_jobs').select('id').where('op_id', '=', opId).executeTakeFirst();
     const jobId = (op.result as { jobId?: string } | undefined)?.jobId ?? job?.id;
     return {
@@ -232,17 +233,17 @@ export function registerRecoveryRoutes(app: FastifyInstance, deps: RecoveryRoute
   };
   const opParams = (req: FastifyRequest) => req.params as VP & { op: string };
 
-  app.get(`${V}/backupOperations/:op`, { config: { action: `${RS}/backupOperations/read` } }, async (req) => {
+  app.get(`${V}/backupOperations/:op`, { config: { action: `${RS}/backupOperations/read` } }, async (req, reply) => {
     requireArmApiVersion(req.url);
-    return statusView(await vault(req), opParams(req).op);
+    return statusView(await vault(req), opParams(req).op, reply);
   });
   app.get(`${V}/backupOperationResults/:op`, { config: { action: `${RS}/backupOperationResults/read` } }, async (req, reply) => {
     requireArmApiVersion(req.url);
     return resultReply(req, reply, await vault(req), opParams(req).op, async () => undefined);
   });
-  app.get(`${V}/backupPolicies/:policy/operations/:op`, { config: { action: `${RS}/backupPolicies/operationsStatus/read` } }, async (req) => {
+  app.get(`${V}/backupPolicies/:policy/operations/:op`, { config: { action: `${RS}/backupPolicies/operationsStatus/read` } }, async (req, reply) => {
     requireArmApiVersion(req.url);
-    return statusView(await vault(req), opParams(req).op);
+    return statusView(await vault(req), opParams(req).op, reply);
   });
   app.get(`${V}/backupPolicies/:policy/operationResults/:op`, { config: { action: `${RS}/backupPolicies/operationResults/read` } }, async (req, reply) => {
     requireArmApiVersion(req.url);
@@ -261,9 +262,9 @@ export function registerRecoveryRoutes(app: FastifyInstance, deps: RecoveryRoute
     requireArmApiVersion(req.url);
     return resultReply(req, reply, await vault(req), opParams(req).op, async () => undefined);
   });
-  app.get(`${I}/operationsStatus/:op`, { config: { action: `${RS}/backupFabrics/protectionContainers/protectedItems/operationsStatus/read` } }, async (req) => {
+  app.get(`${I}/operationsStatus/:op`, { config: { action: `${RS}/backupFabrics/protectionContainers/protectedItems/operationsStatus/read` } }, async (req, reply) => {
     requireArmApiVersion(req.url);
-    return statusView(await vault(req), opParams(req).op);
+    return statusView(await vault(req), opParams(req).op, reply);
   });
   app.get(`${I}/operationResults/:op`, { config: { action: `${RS}/backupFabrics/protectionContainers/protectedItems/operationResults/read` } }, async (req, reply) => {
     requireArmApiVersion(req.url);

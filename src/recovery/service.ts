@@ -180,7 +180,7 @@ export class RecoveryService {
   async deleteVault(v: VaultRow, force = false): Promise<void> {
     if (!force && (await this.activeItemCount(v.id_norm)) > 0) throw recoveryErrors.vaultHasItems(v.name, 'The vault cannot be deleted');
     await this.db.transaction().execute(async (tx) => {
-      for (const t of ['recovery_points', 'recovery_items', 'recovery_policies', 'recovery_jobs'] as const) await tx.deleteFrom(t).where('vault_norm', '=', v.id_norm).execute();
+      for (const t of ['recovery_points', 'recovery_items', 'recovery_policies', 'recovery_jobs', 'recovery_encryption_configs'] as const) await tx.deleteFrom(t).where('vault_norm', '=', v.id_norm).execute();
       await tx.deleteFrom('recovery_vaults').where('id_norm', '=', v.id_norm).execute();
     });
     await this.d.resources.unindex(v.id);

@@ -5,7 +5,7 @@ import { ArmError } from '../platform/http/errors.js';
 import { requireArmApiVersion } from '../platform/http/api-version.js';
 import { originOf } from '../platform/http/app.js';
 import { paginate } from '../platform/http/paging.js';
-import { accepted, type AsyncOperations } from '../platform/http/async-ops.js';
+import { accepted, retryAfterWhileRunning, type AsyncOperations } from '../platform/http/async-ops.js';
 import type { ResourceGroup, ResourceService } from './service.js';
 
 const Tags = Type.Record(Type.String({ maxLength: 512 }), Type.String({ maxLength: 256 }));
@@ -113,10 +113,11 @@ export function registerResourceRoutes(app: FastifyInstance, deps: { resources: 
     return v.result === undefined ? reply.code(204).send() : reply.code(200).send(v.result);
   });
   // Azure-AsyncOperation-style status: always 200 with the status.
-  app.get('/subscriptions/:sub/providers/:ns/locations/:loc/operationStatuses/:op', { config: { action: 'Microsoft.Resources/subscriptions/read' } }, async (req) => {
+  app.get('/subscriptions/:sub/providers/:ns/locations/:loc/operationStatuses/:op', { config: { action: 'Microsoft.Resources/subscriptions/read' } }, async (req, reply) => {
     const { sub, op } = req.params as { sub: string; op: string };
     resources.requireSubscription(sub);
     const v = await ops.require(op);
+    retryAfterWhileRunning(reply, v.status);
     return { id: `${req.url.replace(/\?.*$/, '')}`, name: v.name, status: v.status, startTime: v.startTime, ...(v.endTime ? { endTime: v.endTime } : {}), ...(v.error ? { error: v.error } : {}) };
   });
 }
