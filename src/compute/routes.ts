@@ -604,7 +604,7 @@ export function registerComputeRoutes(app: FastifyInstance, deps: ComputeRouteDe
         throw e;
       }
     });
-    void reply.header('azure-asyncoperation', opUrl(req, p.sub, vm.location, op));
+    void reply.header('azure-asyncoperation', opUrl(req, p.sub, vm.location, op)).header('retry-after', '1');
     return reply.code(existing ? 200 : 201).send(extView(row));
   });
   app.get(EXT, { config: { action: `${V}/extensions/read` } }, async (req) => {

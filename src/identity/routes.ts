@@ -410,7 +410,7 @@ export function registerIdentityRoutes(app: FastifyInstance, deps: IdentityRoute
     const b = req.body as Static<typeof GetByIds>;
     const types = (b.types ?? []).map((t) => t.toLowerCase().replace(/^#?microsoft\.graph\./, ''));
     for (const t of types) {
-      if (!['user', 'serviceprincipal', 'group', 'application', 'device', 'directoryobject'].includes(t)) throw new ArmError(400, 'Request_BadRequest', `Invalid type '${t}' in 'types': use user, servicePrincipal, group, application or device.`, { target: 'types' });
+      if (!['user', 'serviceprincipal', 'group', 'application', 'device', 'directoryobject', 'directoryobjectpartnerreference'].includes(t)) throw new ArmError(400, 'Request_BadRequest', `Invalid type '${t}' in 'types': use user, servicePrincipal, group, application or device.`, { target: 'types' });
     }
     const want = (kind: string) => types.length === 0 || types.includes(kind) || types.includes('directoryobject');
     const value: Record<string, unknown>[] = [];
