@@ -229,6 +229,26 @@ describe('az 2.45 (Debian): create, protect, back up and restore disks in every 
     await checkBlobs(bag, true);
   }, 180_000);
 
+  it('az backup vault identity assign + encryption update (customer-managed key) + encryption show; refused on a vault with items', async () => {
+    const kid = (await f.kv<{ key: { kid: string } }>(KV, 'GET', '/keys/kek')).key.kid;
+    expect((await az(['backup', 'vault', 'create', '-n', 'azcmk', '-g', RG, '-l', 'local'])).code).toBe(0);
+    const id = await az(['backup', 'vault', 'identity', 'assign', '--system-assigned', '-n', 'azcmk', '-g', RG]);
+    expect(id.code, id.err).toBe(0);
+    expect(id.json).toMatchObject({ identity: { type: 'SystemAssigned' } });
+    const up = await az(['backup', 'vault', 'encryption', 'update', '-n', 'azcmk', '-g', RG, '--encryption-key-id', kid, '--mi-system-assigned', '--infrastructure-encryption', 'Enabled']);
+    expect(up.code, up.err).toBe(0);
+    const show = await az(['backup', 'vault', 'encryption', 'show', '-n', 'azcmk', '-g', RG]);
+    expect(show.code, show.err).toBe(0);
+    expect(show.json).toMatchObject({ properties: { encryptionAtRestType: 'CustomerManaged', keyUri: kid, infrastructureEncryptionState: 'Enabled', useSystemAssignedIdentity: true, lastUpdateStatus: 'Succeeded' } });
+    // Azure's rule: a customer-managed key only on a vault that protects nothing yet
+    expect((await az(['backup', 'vault', 'identity', 'assign', '--system-assigned', '-n', RSV, '-g', RG])).code).toBe(0);
+    const bad = await az(['backup', 'vault', 'encryption', 'update', '-n', RSV, '-g', RG, '--encryption-key-id', kid, '--mi-system-assigned']);
+    expect(bad.code).not.toBe(0);
+    expect(bad.err).toMatch(/UserErrorCmkVaultHasItems/);
+    const still = await az(['backup', 'vault', 'encryption', 'show', '-n', RSV, '-g', RG]);
+    expect(still.json).toMatchObject({ properties: { encryptionAtRestType: 'MicrosoftManaged' } });
+  }, 180_000);
+
   it('restore-disks --storage-account only (az warns, restores unmanaged) and --restore-only-osdisk', async () => {
     const bag = await restoreDisks([]);
     await checkBlobs(bag, true);

@@ -13,6 +13,7 @@ import { RecoveryError, recoveryErrors } from './errors.js';
 import { RecoveryService, refOfItem, type ItemRow, type JobRow, type VaultRow } from './service.js';
 import type { Protection } from './backup.js';
 import type { Restore } from './restore.js';
+import { applyEncryptionConfig, encryptionInputOf, normIdentity } from './encryption-config.js';
 import { containerView, itemView, jobView, policyView, pointView, protectableView, storageConfigView, vaultConfigView, vaultView } from './views.js';
 
 export interface RecoveryRouteDeps {
@@ -84,7 +85,12 @@ export function registerRecoveryRoutes(app: FastifyInstance, deps: RecoveryRoute
     const v = await vault(req);
     const b = bodyObject(req, '{"tags": {...}}');
     if (b.properties !== undefined && b.properties !== null && !isObj(b.properties)) throw armErrors.invalidContent("'properties' must be an object.", 'properties');
-    const nv = await svc.patchVault(v, { tags: tagsOf(b), properties: (b.properties ?? undefined) as Record<string, unknown> | undefined });
+    if (b.identity !== undefined && b.identity !== null && (!isObj(b.identity) || typeof b.identity.type !== 'string')) throw armErrors.invalidContent("'identity' must be an object such as {\"type\": \"SystemAssigned\"}.", 'identity');
+    const identity = isObj(b.identity) ? normIdentity(b.identity) : undefined;
+    // properties.encryption (az backup vault encryption update): the vault's customer-managed key, checked and
+    // recorded as backupResourceEncryptionConfig before anything else of the PATCH is written.
+    if (isObj(b.properties) && isObj(b.properties.encryption)) await applyEncryptionConfig(svc, identity ? { ...v, identity_json: JSON.stringify(identity) } : v, encryptionInputOf(b.properties.encryption));
+    const nv = await svc.patchVault(v, { tags: tagsOf(b), identity, properties: (b.properties ?? undefined) as Record<string, unknown> | undefined });
     return vaultView(nv, await protectedCount(nv));
   });
   app.get(V, { config: { action: `${RS}/read` } }, async (req) => {
