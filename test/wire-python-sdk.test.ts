@@ -12,7 +12,7 @@
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import { spawn } from 'node:child_process';
 import { existsSync, rmSync, writeFileSync } from 'node:fs';
-import { randomBytes } from 'node:crypto';
+import { randomBytes, randomUUID } from 'node:crypto';
 import path from 'node:path';
 import { ClientSecretCredential } from '@azure/identity';
 import { ComputeManagementClient } from '@azure/arm-compute';
@@ -142,6 +142,23 @@ describe('JavaScript SDK (@azure/arm-compute, @azure/arm-storage)', () => {
     const name = `sajs${randomBytes(3).toString('hex')}`;
     const sa = await storage.storageAccounts.beginCreateAndWait(RG, name, { location: 'local', sku: { name: 'Standard_LRS' }, kind: 'StorageV2' }, { updateIntervalInMs: 100 });
     expect(sa).toMatchObject({ name, provisioningState: 'Succeeded' });
+  }, 60_000);
+
+  it('a principal whose Contributor role is on the resource group follows its own disk PUT and VM operations (status polling)', async () => {
+    const sp = await s.client.request<{ id: string; appId: string; passwordCredentials: { secretText: string }[] }>('POST', '/v1.0/servicePrincipals', { body: { displayName: 'rg-contributor' } });
+    const roles = await s.client.request<{ value: { id: string }[] }>('GET', `/subscriptions/${f.sub}/providers/Microsoft.Authorization/roleDefinitions`, { query: { 'api-version': '2022-04-01', $filter: "roleName eq 'Contributor'" } });
+    await s.client.request('PUT', `${f.rgPath()}/providers/Microsoft.Authorization/roleAssignments/${randomUUID()}`, { query: { 'api-version': '2022-04-01' }, body: { properties: { roleDefinitionId: roles.value[0]!.id, principalId: sp.id } } });
+    const tls = { tlsOptions: { ca: s.ca.toString() } };
+    const credential = new ClientSecretCredential(s.creds.tenantId, sp.appId, sp.passwordCredentials[0]!.secretText, { authorityHost: s.origin, disableInstanceDiscovery: true, ...tls } as ConstructorParameters<typeof ClientSecretCredential>[3]);
+    const compute = new ComputeManagementClient(credential, s.creds.subscriptionId, { endpoint: s.origin, ...tls } as Record<string, unknown>);
+    const disk = await compute.disks.beginCreateOrUpdateAndWait(RG, 'rgdisk', { location: 'local', diskSizeGB: 1, creationData: { createOption: 'Empty' } }, { updateIntervalInMs: 100 });
+    expect(disk).toMatchObject({ name: 'rgdisk', provisioningState: 'Succeeded' });
+    // another principal with no role at all still cannot read the operation
+    const other = await s.client.request<{ appId: string; passwordCredentials: { secretText: string }[] }>('POST', '/v1.0/servicePrincipals', { body: { displayName: 'no-role' } });
+    const res = await s.client.send('PUT', `${f.rgPath()}/providers/Microsoft.Compute/disks/rgdisk2`, { query: { 'api-version': COMPUTE_API }, body: { location: 'local', properties: { diskSizeGB: 1, creationData: { createOption: 'Empty' } } } });
+    const st = new URL(String(res.headers['azure-asyncoperation']));
+    const denied = await s.clientFor(other.appId, other.passwordCredentials[0]!.secretText).send('GET', st.pathname + st.search);
+    expect(denied.status).toBe(403);
   }, 60_000);
 });
 
