@@ -93,7 +93,8 @@ async function restoreDisks(extra: string[]): Promise<Record<string, string>> {
 
 /** The restored blob (bearer read) holds the backed-up image; the config and template blobs exist. */
 async function checkBlobs(bag: Record<string, string>, osBlob: boolean) {
-  const token = await s.client.token();
+  // the blob plane takes tokens for https://storage.azure.com, as Azure Storage does
+  const token = await s.client.token('https://storage.azure.com');
   for (const k of ['Config Blob Uri', 'Template Blob Uri', 'Encryption Info Blob Uri']) {
     expect(bag[k], k).toMatch(/^https:\/\//);
     const b = await getBytes(bag[k]!, token);
