@@ -75,7 +75,7 @@ export async function startServer(config: Config, log: Logger = createLogger(con
   app.get('/healthz', { config: { plane: 'public' } }, async () => ({ status: 'ok' }));
   app.get('/metrics', { config: { plane: 'public' } }, async (_req, reply) => reply.type(metrics.registry.contentType).send(await metrics.registry.metrics()));
   registerIdentityRoutes(app, { identity, tokens });
-  registerResourceRoutes(app, { resources, ops });
+  registerResourceRoutes(app, { resources, ops, checkAccess: (c, scope, action) => identity.checkAccess(c, scope, action) });
   registerKeyVaultRoutes(app, { keyvault, resources });
   registerKeyVaultDataRoutes(app, { keyvault });
   // Compute: disks as image files under {dataDir}/disks; RSVAULT_LUKS_ITERATIONS forces low PBKDF2 counts (tests only).

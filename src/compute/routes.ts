@@ -361,15 +361,20 @@ export function registerComputeRoutes(app: FastifyInstance, deps: ComputeRouteDe
   const V = 'Microsoft.Compute/virtualMachines';
   const dId = (p: P) => `/subscriptions/${p.sub}/resourceGroups/${p.rg}/providers/Microsoft.Compute/disks/${p.name}`;
   const vId = (p: P) => `/subscriptions/${p.sub}/resourceGroups/${p.rg}/providers/Microsoft.Compute/virtualMachines/${p.name}`;
-  const opUrl = (req: FastifyRequest, sub: string, loc: string, op: string) => `${originOf(req)}/subscriptions/${sub}/providers/Microsoft.Compute/locations/${encodeURIComponent(loc)}/operationStatuses/${op}?api-version=2022-08-01`;
+  const opUrl = (req: FastifyRequest, sub: string, loc: string, op: string, api = '2022-08-01') => `${originOf(req)}/subscriptions/${sub}/providers/Microsoft.Compute/locations/${encodeURIComponent(loc)}/operationStatuses/${op}?api-version=${encodeURIComponent(api)}`;
   const notFound = (type: string, p: P) => armErrors.notFound(type, p.name, p.rg);
 
   // ---- disks ----
   app.put(DISK, { config: { action: `${D}/write` } }, async (req, reply) => {
     requireArmApiVersion(req.url);
     const p = req.params as P;
-    const { disk, created } = await compute.createOrUpdateDisk(p.sub, p.rg, p.name, { ...parseDiskInput(body(req)), caller: req.caller });
-    return reply.code(created ? 201 : 200).send(diskView(disk));
+    const { disk } = await compute.createOrUpdateDisk(p.sub, p.rg, p.name, { ...parseDiskInput(body(req)), caller: req.caller });
+    // Disks_CreateOrUpdate (DiskRP 2022-07-02 and later) answers 200 or 202 with the Disk, never 201: a 202 with
+    // Azure-AsyncOperation + Location as Azure does; the disk is complete when the PUT returns, so the operation has
+    // already succeeded and the client's final GET reads it.
+    const op = await ops.start(`${D}/write`, disk.id, async () => undefined);
+    const api = queryOf(req).get('api-version') ?? '2022-07-02';
+    return accepted(reply, { asyncOperation: opUrl(req, p.sub, disk.location, op, api), location: `${originOf(req)}/subscriptions/${p.sub}/operationresults/${op}?api-version=${encodeURIComponent(api)}` }, 1, diskView(disk));
   });
   app.get(DISK, { config: { action: `${D}/read` } }, async (req) => {
     requireArmApiVersion(req.url);
@@ -599,7 +604,7 @@ export function registerComputeRoutes(app: FastifyInstance, deps: ComputeRouteDe
         throw e;
       }
     });
-    void reply.header('azure-asyncoperation', opUrl(req, p.sub, vm.location, op));
+    void reply.header('azure-asyncoperation', opUrl(req, p.sub, vm.location, op)).header('retry-after', '1');
     return reply.code(existing ? 200 : 201).send(extView(row));
   });
   app.get(EXT, { config: { action: `${V}/extensions/read` } }, async (req) => {

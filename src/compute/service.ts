@@ -519,7 +519,12 @@ export class ComputeService {
       throw new ArmError(409, 'OperationNotAllowed', `Write access can only be granted to a disk created with createOption 'Upload' (disk '${d.name}' is ${d.state}).`);
     }
     if (access === 'Read' && d.managedBy) {
-      throw new ArmError(409, 'OperationNotAllowed', `Disk '${d.name}' is attached to VM '${d.managedBy}'; stop (deallocate) the VM or detach the disk before exporting it.`);
+      // As in Azure: the disk of a deallocated VM can be exported (the VM cannot start while the SAS is active);
+      // a running or merely stopped VM still holds it.
+      const vm = await this.getVm(d.managedBy);
+      if (vm && vm.powerState !== 'deallocated') {
+        throw new ArmError(409, 'OperationNotAllowed', `Disk '${d.name}' is attached to VM '${d.managedBy}', which is ${vm.powerState}; deallocate the VM (rsvault vm deallocate) or detach the disk before exporting it.`);
+      }
     }
     const token = randomBytes(24).toString('base64url');
     await this.store.db.insertInto('compute_disk_access').values({ token, disk_id_norm: norm(id), access, expires_at: Date.now() + seconds * 1000, created_at: Date.now() }).execute();
@@ -728,6 +733,11 @@ export class ComputeService {
     const vm = await this.requireVm(id);
     const state: PowerState = action === 'start' || action === 'restart' ? 'running' : action === 'powerOff' ? 'stopped' : 'deallocated';
     if (state === 'running') {
+      for (const x of this.vmDisks(vm)) {
+        const d = await this.getDisk(x.diskId);
+        const sas = d?.state === 'ActiveSAS' ? await this.store.db.selectFrom('compute_disk_access').select('token').where('disk_id_norm', '=', norm(d.id)).where('expires_at', '>', Date.now()).executeTakeFirst() : undefined;
+        if (d && sas) throw new ArmError(409, 'OperationNotAllowed', `VM '${vm.name}' cannot start while its disk '${d.name}' is being exported (an access SAS is active).`, { recommendation: `End the export first: rsvault disk revoke-access -g ${d.resourceGroup} -n ${d.name}` });
+      }
       const keys = await this.platformKeys(vm.name, this.vmDisks(vm).map((x) => ({ id: x.diskId, os: x.os })), vm.props.storageProfile.osDisk.encryptionSettings);
       for (const k of keys) await this.withDiskLock(k.disk.id, () => this.setVolumeKey(k.disk, k.key));
     }

@@ -337,7 +337,8 @@ export function registerIdentityRoutes(app: FastifyInstance, deps: IdentityRoute
     displayName: p.displayName,
     appDisplayName: p.displayName,
     servicePrincipalNames: p.appId ? [p.appId] : [],
-    servicePrincipalType: p.builtIn && p.displayName !== 'rsvault-bootstrap-admin' ? 'ManagedIdentity' : 'Application',
+    // Azure's first-party services (the Backup Management Service among them) are 'Application' principals, as apps.
+    servicePrincipalType: 'Application',
     accountEnabled: true,
     appOwnerOrganizationId: p.tenantId,
     createdDateTime: new Date(p.createdAt).toISOString(),
@@ -400,6 +401,26 @@ export function registerIdentityRoutes(app: FastifyInstance, deps: IdentityRoute
     if (!p || p.type !== 'ServicePrincipal' || p.builtIn) throw graphNotFound(id);
     await identity.deletePrincipal(p.objectId);
     return reply.code(204).send();
+  });
+
+  // directoryObjects/getByIds: the objects of the given ids (unknown ids are left out), each with its @odata.type;
+  // `types` narrows to user / servicePrincipal. az calls it to show principal names (role assignment list).
+  const GetByIds = Type.Object({ ids: Type.Array(Type.String({ maxLength: 128 }), { maxItems: 1000 }), types: Type.Optional(Type.Array(Type.String({ maxLength: 64 }), { maxItems: 10 })) }, { additionalProperties: true });
+  app.post('/v1.0/directoryObjects/getByIds', { schema: { body: GetByIds }, config: g }, async (req) => {
+    const b = req.body as Static<typeof GetByIds>;
+    const types = (b.types ?? []).map((t) => t.toLowerCase().replace(/^#?microsoft\.graph\./, ''));
+    for (const t of types) {
+      if (!['user', 'serviceprincipal', 'group', 'application', 'device', 'directoryobject', 'directoryobjectpartnerreference'].includes(t)) throw new ArmError(400, 'Request_BadRequest', `Invalid type '${t}' in 'types': use user, servicePrincipal, group, application or device.`, { target: 'types' });
+    }
+    const want = (kind: string) => types.length === 0 || types.includes(kind) || types.includes('directoryobject');
+    const value: Record<string, unknown>[] = [];
+    for (const id of [...new Set(b.ids)]) {
+      const p = await identity.principal(id);
+      if (!p) continue;
+      if (p.type === 'ServicePrincipal' && want('serviceprincipal')) value.push({ '@odata.type': '#microsoft.graph.servicePrincipal', ...spView(p) });
+      else if (p.type === 'User' && want('user')) value.push({ '@odata.type': '#microsoft.graph.user', ...userView(p) });
+    }
+    return { '@odata.context': odata(req, 'directoryObjects'), value };
   });
 
   app.get('/v1.0/users', { config: g }, async (req) => {

@@ -171,11 +171,11 @@ export class RecoveryService {
     return { vault: (await this.getVault(sub, rg, name))!, created: true };
   }
 
-  async patchVault(v: VaultRow, b: { tags?: Record<string, string> | undefined; properties?: Record<string, unknown> | undefined }): Promise<VaultRow> {
+  async patchVault(v: VaultRow, b: { tags?: Record<string, string> | undefined; identity?: Record<string, unknown> | undefined; properties?: Record<string, unknown> | undefined }): Promise<VaultRow> {
     const t = Date.now();
     const props = { ...JSON.parse(v.props_json), ...(b.properties ?? {}) } as Record<string, unknown>;
     delete props.provisioningState;
-    await this.db.updateTable('recovery_vaults').set({ tags_json: JSON.stringify(b.tags ?? JSON.parse(v.tags_json)), props_json: JSON.stringify(props), etag: etagOf(t), updated_at: t }).where('id_norm', '=', v.id_norm).execute();
+    await this.db.updateTable('recovery_vaults').set({ tags_json: JSON.stringify(b.tags ?? JSON.parse(v.tags_json)), ...(b.identity ? { identity_json: JSON.stringify(b.identity) } : {}), props_json: JSON.stringify(props), etag: etagOf(t), updated_at: t }).where('id_norm', '=', v.id_norm).execute();
     return (await this.vaultByNorm(v.id_norm))!;
   }
 
@@ -188,7 +188,7 @@ export class RecoveryService {
   async deleteVault(v: VaultRow, force = false): Promise<void> {
     if (!force && (await this.activeItemCount(v.id_norm)) > 0) throw recoveryErrors.vaultHasItems(v.name, 'The vault cannot be deleted');
     await this.db.transaction().execute(async (tx) => {
-      for (const t of ['recovery_points', 'recovery_items', 'recovery_policies', 'recovery_jobs'] as const) await tx.deleteFrom(t).where('vault_norm', '=', v.id_norm).execute();
+      for (const t of ['recovery_points', 'recovery_items', 'recovery_policies', 'recovery_jobs', 'recovery_encryption_configs'] as const) await tx.deleteFrom(t).where('vault_norm', '=', v.id_norm).execute();
       await tx.deleteFrom('recovery_vaults').where('id_norm', '=', v.id_norm).execute();
     });
     await this.d.resources.unindex(v.id);

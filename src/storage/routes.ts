@@ -68,11 +68,13 @@ export function registerStorageRoutes(app: FastifyInstance, deps: StorageRouteDe
     const quota = isObj(props) ? props.quotaBytes : undefined;
     if (quota !== undefined && quota !== null && typeof quota !== 'number') throw armErrors.invalidContent("'properties.quotaBytes' must be a number of bytes (or null).", 'properties.quotaBytes');
     if (b.kind !== undefined && typeof b.kind !== 'string') throw armErrors.invalidContent("'kind' must be a string.", 'kind');
-    const { account, created } = await storage.createOrUpdateAccount(p.sub, p.rg, p.name, {
+    const { account } = await storage.createOrUpdateAccount(p.sub, p.rg, p.name, {
       location: b.location, tags: b.tags as Record<string, string> | undefined, sku: b.sku as { name?: string } | undefined, kind: b.kind as string | undefined,
       quotaBytes: quota as number | null | undefined,
     });
-    return reply.code(created ? 201 : 200).send(view(account, req));
+    // StorageAccounts_Create documents 200 (the account) and 202 (accepted, poll Location), never 201: the account is
+    // complete when the PUT returns, so 200 with its properties.
+    return reply.code(200).send(view(account, req));
   });
   app.get(A, { config: { action: `${S}/read` } }, async (req) => {
     requireArmApiVersion(req.url);
