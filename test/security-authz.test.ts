@@ -172,7 +172,7 @@ describe('item 1: backup cannot reach a VM of another resource group', () => {
     const cfg = { RSVAULT_CONFIG_DIR: path.join(tmp, 'cfg-evil') };
     const login = await cli(cfg, 'login', '--server', s.origin, '--service-principal', '-u', evil.appId, '-p', evil.secret, '--tenant', s.creds.tenantId, '--ca-file', s.creds.caPath);
     expect(login.code, login.stderr).toBe(0);
-    const r = await cli(cfg, 'backup', 'protection', 'enable-for-vm', '--vault-name', 'rsv-evil', '-g', RG1, '--vm', vmId(VM_A), '-p', 'DefaultPolicy', '--subscription', sub());
+    const r = await cli(cfg, 'backup', 'protection', 'enable-for-vm', '--vault-name', 'rsv-evil', '-g', RG1, '--vm', vmId(VM_A), '-p', 'DefaultPolicy');
     expect(r.code).toBe(1);
     expect(r.stderr).toMatch(/^ERROR: \(AuthorizationFailed\) .*'Microsoft\.Compute\/virtualMachines\/write' over scope '[^']*\/resourceGroups\/rg-sec2\/providers\/Microsoft\.Compute\/virtualMachines\/vm-a'/m);
     expect((await s.client.send('GET', itemPath('rsv-evil', VM_A), { query: bk })).status).toBe(404);
