@@ -10,7 +10,7 @@ import { originOf } from '../platform/http/app.js';
 import { paginate } from '../platform/http/paging.js';
 import { requireArmApiVersion } from '../platform/http/api-version.js';
 import type { TokenService, Plane } from '../platform/auth/index.js';
-import { normAud } from '../platform/auth/index.js';
+import { authorizationFailed, normAud } from '../platform/auth/index.js';
 import { BUILT_IN_ROLES, findRole, type Principal, type RoleAssignment, type RoleDefinition } from './model.js';
 import { graphNotFound, type IdentityService } from './service.js';
 
@@ -195,23 +195,31 @@ export function registerIdentityRoutes(app: FastifyInstance, deps: IdentityRoute
     managedByTenants: [],
   });
   const arm = (action?: string) => ({ plane: 'arm' as const, ...(action ? { action } : {}) });
+  // Azure lists (and shows) every subscription where the caller holds any role assignment at or below it
+  // (identity.maySeeSubscription); a caller without one gets 403 AuthorizationFailed for the subscription's read.
+  const SUB_READ = 'Microsoft.Resources/subscriptions/read';
+  const visibleSubscription = async (req: FastifyRequest, sub: string) => {
+    if (!(await identity.maySeeSubscription(req.caller!, sub))) throw authorizationFailed(req.caller!, SUB_READ, `/subscriptions/${sub}`);
+    const s = (await identity.subscriptions()).find((x) => x.id.toLowerCase() === sub.toLowerCase());
+    if (!s) throw new ArmError(404, 'SubscriptionNotFound', `The subscription '${sub}' could not be found.`);
+    return s;
+  };
   app.get('/subscriptions', { config: arm() }, async (req) => {
     requireArmApiVersion(req.url);
     const subs = await identity.subscriptions();
     const visible = [];
-    for (const s of subs) if (await identity.checkAccess(req.caller!, `/subscriptions/${s.id}`, 'Microsoft.Resources/subscriptions/read')) visible.push(subView(s));
+    for (const s of subs) if (await identity.maySeeSubscription(req.caller!, s.id)) visible.push(subView(s));
     return { value: visible, count: { type: 'Total', value: visible.length } };
   });
-  app.get('/subscriptions/:sub', { config: arm('Microsoft.Resources/subscriptions/read') }, async (req) => {
+  app.get('/subscriptions/:sub', { config: arm() }, async (req) => {
     requireArmApiVersion(req.url);
     const { sub } = req.params as { sub: string };
-    const s = (await identity.subscriptions()).find((x) => x.id.toLowerCase() === sub.toLowerCase());
-    if (!s) throw new ArmError(404, 'SubscriptionNotFound', `The subscription '${sub}' could not be found.`);
-    return subView(s);
+    return subView(await visibleSubscription(req, sub));
   });
-  app.get('/subscriptions/:sub/locations', { config: arm('Microsoft.Resources/subscriptions/read') }, async (req) => {
+  app.get('/subscriptions/:sub/locations', { config: arm() }, async (req) => {
     requireArmApiVersion(req.url);
     const { sub } = req.params as { sub: string };
+    await visibleSubscription(req, sub);
     return { value: LOCATIONS.map((l) => ({ id: `/subscriptions/${sub}/locations/${l}`, name: l, displayName: l, regionalDisplayName: l, metadata: { regionType: 'Physical' } })) };
   });
   app.get('/tenants', { config: arm() }, async (req) => {

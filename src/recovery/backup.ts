@@ -142,7 +142,11 @@ export class Protection {
     if (!vmRef || vmRef.vmName.toLowerCase() !== ref.vmName.toLowerCase() || vmRef.resourceGroup.toLowerCase() !== ref.resourceGroup.toLowerCase()) {
       throw new ArmError(400, 'BMSUserErrorInvalidInput', `properties.sourceResourceId '${vmId}' does not match the protected item name '${itemName(ref)}'.`, { target: 'properties.sourceResourceId' });
     }
-    if (!(stop || stopByEmptyPolicy)) await requireAccess(this.s.d.identity, caller, protectNeeds(vmId));
+    if (!(stop || stopByEmptyPolicy)) {
+      await requireAccess(this.s.d.identity, caller, protectNeeds(vmId));
+      // Refused at once (409), before any job: the preflight of the job checks it again.
+      await this.s.requireNotProtectedElsewhere(v, vmId);
+    }
     if (stop || stopByEmptyPolicy) {
       if (!existing) throw recoveryErrors.itemNotFound(itemName(ref));
       return this.s.d.ops.start('Microsoft.RecoveryServices/vaults/backupFabrics/protectionContainers/protectedItems/write', this.s.itemId(v, ref), async (opId) => {
@@ -174,14 +178,18 @@ export class Protection {
           await this.s.db.updateTable('recovery_items').set({ policy_name: policy.name_norm, protection_state: state, deferred_delete_at: null, extended_json: ext, updated_at: t }).where('id_norm', '=', existing.id_norm).execute();
         } else {
           const vm = await this.s.d.compute.getVm(vmId);
-          await this.s.db
-            .insertInto('recovery_items')
-            .values({
-              id_norm: itemKey(v.id_norm, ref), vault_norm: v.id_norm, vm_id: vm?.id ?? vmId, vm_rg: vm?.resourceGroup ?? ref.resourceGroup, vm_name: vm?.name ?? ref.vmName, classic: 0,
-              policy_name: policy.name_norm, protection_state: 'IRPending', last_backup_status: '', last_backup_time: null, last_rp_id: null, health_json: null, extended_json: ext,
-              deferred_delete_at: null, created_at: t, updated_at: t,
-            })
-            .execute();
+          // The check and the insert in one transaction: two enables of one VM into two vaults cannot both land.
+          await this.s.db.transaction().execute(async (tx) => {
+            await this.s.requireNotProtectedElsewhere(v, vmId, tx);
+            await tx
+              .insertInto('recovery_items')
+              .values({
+                id_norm: itemKey(v.id_norm, ref), vault_norm: v.id_norm, vm_id: vm?.id ?? vmId, vm_rg: vm?.resourceGroup ?? ref.resourceGroup, vm_name: vm?.name ?? ref.vmName, classic: 0,
+                policy_name: policy.name_norm, protection_state: 'IRPending', last_backup_status: '', last_backup_time: null, last_rp_id: null, health_json: null, extended_json: ext,
+                deferred_delete_at: null, created_at: t, updated_at: t,
+              })
+              .execute();
+          });
         }
         await this.s.finishJob(job.id, 'Completed');
         return { jobId: job.id };

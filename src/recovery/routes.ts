@@ -304,7 +304,7 @@ export function registerRecoveryRoutes(app: FastifyInstance, deps: RecoveryRoute
     requireArmApiVersion(req.url);
     const v = await vault(req);
     const f = parseFilter(q(req).$filter);
-    let list = await svc.protectables(v);
+    let list = await svc.protectables(v, req.caller!); // only the VMs the caller may read
     for (const c of f) {
       const val = c.value.toLowerCase();
       if (c.field === 'backupmanagementtype' && val !== 'azureiaasvm') list = [];

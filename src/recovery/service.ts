@@ -11,7 +11,7 @@ import type { AsyncOperations } from '../platform/http/async-ops.js';
 import type { Logger } from '../platform/log.js';
 import type { Sealer } from '../platform/crypto.js';
 import type { Caller } from '../platform/auth/index.js';
-import { keyNeeds, mayAccess } from './access.js';
+import { keyNeeds, mayAccess, readNeeds } from './access.js';
 import type { Clock, JobQueue, ScheduleSource } from '../platform/jobs/index.js';
 import type { ResourceService } from '../resources/index.js';
 import type { IdentityService } from '../identity/index.js';
@@ -303,21 +303,47 @@ export class RecoveryService {
   }
 
   // ---- discovery -------------------------------------------------------------------------------------------------
-  /** The subscription's VMs in the vault's region (Resource Manager and classic), with their protection state. */
-  async protectables(v: VaultRow): Promise<{ ref: VmRef; vmId: string; friendlyName: string; encrypted: boolean; protectionState: string }[]> {
-    const items = await this.db.selectFrom('recovery_items').selectAll().where('vault_norm', '=', v.id_norm).execute();
-    const protectedIds = new Set(items.filter((i) => i.deferred_delete_at === null).map((i) => lc(i.vm_id)));
+  /**
+   * The subscription's VMs in the vault's region (Resource Manager and classic), with their protection state. Not the
+   * VMs another vault holds (Azure lists only what this vault could protect), and, for a `caller`, only the VMs it may
+   * read (Microsoft.Compute/virtualMachines/read): a reader of the vault learns nothing of VMs in groups it cannot see.
+   */
+  async protectables(v: VaultRow, caller?: Caller): Promise<{ ref: VmRef; vmId: string; friendlyName: string; encrypted: boolean; protectionState: string }[]> {
+    const items = await this.db.selectFrom('recovery_items').selectAll().execute();
+    const protectedIds = new Set(items.filter((i) => i.vault_norm === v.id_norm && i.deferred_delete_at === null).map((i) => lc(i.vm_id)));
+    const elsewhere = new Set(items.filter((i) => i.vault_norm !== v.id_norm).map((i) => lc(i.vm_id)));
+    const visible = async (vmId: string) => !elsewhere.has(lc(vmId)) && (!caller || (await mayAccess(this.d.identity, caller, readNeeds(vmId))));
     const out: { ref: VmRef; vmId: string; friendlyName: string; encrypted: boolean; protectionState: string }[] = [];
     for (const vm of await this.d.compute.listVms(v.subscription_id)) {
-      if (normLocation(vm.location) !== normLocation(v.location)) continue;
+      if (normLocation(vm.location) !== normLocation(v.location) || !(await visible(vm.id))) continue;
       const enc = (await this.d.compute.encryptionInfo(vm.id).catch(() => [])).some((e) => e.encrypted);
       out.push({ ref: { resourceGroup: vm.resourceGroup, vmName: vm.name, classic: false }, vmId: vm.id, friendlyName: vm.name, encrypted: enc, protectionState: protectedIds.has(lc(vm.id)) ? 'Protected' : 'NotProtected' });
     }
     for (const vm of await this.d.compute.listClassicVms(v.subscription_id)) {
-      if (normLocation(vm.location) !== normLocation(v.location)) continue;
+      if (normLocation(vm.location) !== normLocation(v.location) || !(await visible(vm.id))) continue;
       out.push({ ref: { resourceGroup: vm.resourceGroup, vmName: vm.name, classic: true }, vmId: vm.id, friendlyName: vm.name, encrypted: classicEncrypted(vm.props), protectionState: protectedIds.has(lc(vm.id)) ? 'Protected' : 'NotProtected' });
     }
     return out;
+  }
+
+  /**
+   * The vault (other than `v`) that holds an item of the VM — protected, stopped with its data kept, or soft-deleted:
+   * as in Azure, a VM is protected by one vault at a time, until its backup data is deleted there.
+   */
+  async protectingVault(v: VaultRow, vmId: string, db: RecoveryStore['db'] = this.db): Promise<VaultRow | undefined> {
+    const row = await db
+      .selectFrom('recovery_items')
+      .select('vault_norm')
+      .where('vault_norm', '!=', v.id_norm)
+      .where((eb) => eb(eb.fn<string>('lower', ['vm_id']), '=', lc(vmId)))
+      .executeTakeFirst();
+    return row ? db.selectFrom('recovery_vaults').selectAll().where('id_norm', '=', row.vault_norm).executeTakeFirst() : undefined;
+  }
+
+  /** Throws 409 UserErrorVmAlreadyProtectedInAnotherVault when another vault holds the VM. */
+  async requireNotProtectedElsewhere(v: VaultRow, vmId: string, db: RecoveryStore['db'] = this.db): Promise<void> {
+    const other = await this.protectingVault(v, vmId, db);
+    if (other) throw recoveryErrors.protectedElsewhere(vmId, other.id);
   }
 
   // ---- protection: preflight -------------------------------------------------------------------------------------
@@ -332,6 +358,7 @@ export class RecoveryService {
    * no disk exclusion for encrypted VMs. Throws the ERRORS.md error of the first failing step.
    */
   async preflight(v: VaultRow, vmId: string, o: { diskExclusion?: boolean | undefined } = {}): Promise<VmPlan> {
+    await this.requireNotProtectedElsewhere(v, vmId);
     const vm = await this.d.compute.getVm(vmId).catch(() => undefined);
     if (!vm) {
       const classic = await this.d.compute.getClassicVm(vmId).catch(() => undefined);
