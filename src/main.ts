@@ -34,6 +34,7 @@ const MIGRATIONS: Migration[] = [...platformMigrations, ...identityMigrations, .
 
 export async function startServer(config: Config, log: Logger = createLogger(config.logLevel)): Promise<RunningServer> {
   const install = await initInstallation(config.dataDir, config.vaultHostSuffix, config.blobHostSuffix);
+  if (install.caUnconstrained) log.warn({ ca: install.caPath }, 'the installation CA predates name constraints (it could vouch for any host name); regenerate it as README "Hardening" describes');
   const database = openDatabase(config.dbUrl);
   const applied = await migrate(database.db, MIGRATIONS);
   if (applied.length) log.info({ migrations: applied }, 'database migrated');
@@ -76,8 +77,8 @@ export async function startServer(config: Config, log: Logger = createLogger(con
   registerResourceRoutes(app, { resources, ops });
   registerKeyVaultRoutes(app, { keyvault, resources });
   registerKeyVaultDataRoutes(app, { keyvault });
-  // Compute: disks as image files under {dataDir}/disks; RSVAULT_LUKS_ITERATIONS forces low PBKDF2 counts (tests only).
-  const luksIter = Number(process.env.RSVAULT_LUKS_ITERATIONS ?? '') || undefined;
+  // Compute: disks as image files under {dataDir}/disks; RSVAULT_LUKS_ITERATIONS forces low PBKDF2 counts (test mode only, ≥ 1000).
+  const luksIter = config.test.luksIterations;
   // Storage accounts (restore targets) under {dataDir}/storage; template deployments create resources through the ARM routes.
   const storage = new StorageService(new StorageStore(database.db), resources, { dataDir: config.dataDir, sealer: install.sealer, blobHostSuffix: config.blobHostSuffix });
   resources.registerDeleter(STORAGE_TYPE, async (id) => void (await storage.deleteAccountById(id)));
@@ -101,7 +102,7 @@ export async function startServer(config: Config, log: Logger = createLogger(con
   registerDeploymentRoutes(app, { db: database.db, resources, ops, parseOwnBlobUrl: ownBlobUrl });
   // Disk imports from a blob URL are authorized for the requesting principal (RBAC read on the account, or a SAS).
   const compute = new ComputeService(new ComputeStore(database.db), resources, {
-    dataDir: config.dataDir, sealer: install.sealer, luksIterations: luksIter, importDirs: config.importDirs, vaultUrls, keyvault,
+    dataDir: config.dataDir, sealer: install.sealer, luksIterations: luksIter, importDirs: config.importDirs, vaultUrls, keyvault, importCheckDelayMs: config.test.importCheckDelayMs,
     resolveSourceUri: (u, caller) => storage.resolveBlobUrl(u, { caller, checkAccess: (c, scope, action) => identity.checkAccess(c, scope, action), target: 'properties.creationData.sourceUri' }),
   });
   if (config.role === 'all' || config.role === 'api') {
@@ -117,9 +118,9 @@ export async function startServer(config: Config, log: Logger = createLogger(con
   });
   resources.registerDeleter(CLASSIC_VM_TYPE, async (id) => void (await compute.deleteClassicVm(id)));
   registerComputeRoutes(app, { compute, ops, keyvault });
-  // Recovery Services + the job queue and scheduler. RSVAULT_CLOCK_OFFSET_MS / RSVAULT_SCHEDULER_TICK_MS /
-  // RSVAULT_RETENTION_CRON / RSVAULT_QUEUE_LEASE_MS move the scheduler's clock, cadence and job leases (tests only).
-  const clock = offsetClock(Number(process.env.RSVAULT_CLOCK_OFFSET_MS ?? '') || 0);
+  // Recovery Services + the job queue and scheduler. RSVAULT_CLOCK_OFFSET_MS (test mode only) / RSVAULT_SCHEDULER_TICK_MS /
+  // RSVAULT_RETENTION_CRON / RSVAULT_QUEUE_LEASE_MS move the scheduler's clock, cadence and job leases (tests).
+  const clock = offsetClock(config.test.clockOffsetMs);
   const queue = new EmbeddedQueue(database.db, { log, leaseMs: Number(process.env.RSVAULT_QUEUE_LEASE_MS ?? '') || undefined });
   const scheduler = new Scheduler(queue, { clock, tickMs: Number(process.env.RSVAULT_SCHEDULER_TICK_MS ?? '') || 15_000, log });
   const recovery = createRecovery({ db: database.db, resources, identity, keyvault, compute, storage, ops, queue, sealer: install.sealer, dataDir: config.dataDir, log, clock });
