@@ -13,7 +13,7 @@ import { platformMigrations, Settings } from './platform/db/kv.js';
 import { createHttpApp, tuneServer } from './platform/http/app.js';
 import { registerPortal } from './platform/http/static.js';
 import { AsyncOperations } from './platform/http/async-ops.js';
-import { registerAuth, TokenKeys, TokenService, armUnauthorized } from './platform/auth/index.js';
+import { registerAuth, TokenKeys, TokenService, armUnauthorized, RouteAuthorizationError } from './platform/auth/index.js';
 import { initInstallation, writeFileAtomic } from './platform/install.js';
 import { IdentityService, IdentityStore, identityMigrations, registerIdentityRoutes } from './identity/index.js';
 import { ResourceService, ResourceStore, resourceMigrations, registerResourceRoutes, registerDeploymentRoutes, deploymentMigrations, failInterruptedDeployments } from './resources/index.js';
@@ -73,7 +73,7 @@ export async function startServer(config: Config, log: Logger = createLogger(con
   registerAuth(app, { tokens, authorizer: identity, challenge: { vault: keyVaultChallenge({ tenantId: () => identity.tenantId, port: () => port, vaultHostSuffix: config.vaultHostSuffix }) } });
   app.get('/healthz', { config: { plane: 'public' } }, async () => ({ status: 'ok' }));
   app.get('/metrics', { config: { plane: 'public' } }, async (_req, reply) => reply.type(metrics.registry.contentType).send(await metrics.registry.metrics()));
-  registerIdentityRoutes(app, { identity, tokens });
+  registerIdentityRoutes(app, { identity, tokens, throttle: { requestsPerMinute: config.tokenRateLimit, failureLimit: config.tokenFailureLimit, failureWindowSec: config.tokenFailureWindowSec } });
   registerResourceRoutes(app, { resources, ops });
   registerKeyVaultRoutes(app, { keyvault, resources });
   registerKeyVaultDataRoutes(app, { keyvault });
@@ -213,7 +213,7 @@ async function serve(flags: ConfigFlags): Promise<void> {
     server = await startServer(config, log);
   } catch (e) {
     const err = e as NodeJS.ErrnoException;
-    if (e instanceof DatabaseConfigError || e instanceof ConfigError) {
+    if (e instanceof DatabaseConfigError || e instanceof ConfigError || e instanceof RouteAuthorizationError) {
       process.stderr.write(`rsvault: ${err.message}\n`);
       process.exit(2);
     }

@@ -162,6 +162,11 @@ export function authorizationFailed(caller: Caller, action: string, scope: strin
   );
 }
 
+/** A route declared without an authorization rule: the server refuses to start. */
+export class RouteAuthorizationError extends Error {
+  override name = 'RouteAuthorizationError';
+}
+
 export interface AuthHookOptions {
   tokens: TokenService;
   authorizer: Authorizer;
@@ -174,6 +179,22 @@ export interface AuthHookOptions {
  * are parsed) hooks. Routes declare `config.plane` and `config.action`.
  */
 export function registerAuth(app: FastifyInstance, opts: AuthHookOptions): void {
+  // Fail closed: every route must name its RBAC action, or say it is public or open to any authenticated caller.
+  // Checked when the app is ready (scopes may still set a route's config in their own onRoute hooks until then).
+  const routes: { method: string | string[]; url: string; route: { config?: unknown } }[] = [];
+  app.addHook('onRoute', (route) => void routes.push({ method: route.method, url: route.url, route }));
+  app.addHook('onReady', async () => {
+    const open = routes.filter(({ route }) => {
+      const cfg = (route.config ?? {}) as { plane?: string; action?: string; open?: string };
+      return !cfg.action && cfg.plane !== 'public' && cfg.open !== 'authenticated';
+    });
+    if (open.length) {
+      const names = open.map((r) => `${[r.method].flat().join(',')} ${r.url}`);
+      throw new RouteAuthorizationError(
+        `route${names.length > 1 ? 's' : ''} without an authorization rule: ${names.join('; ')}. Give each config.action (an RBAC action), or mark it config.open: 'authenticated' or config.plane: 'public'.`,
+      );
+    }
+  });
   app.addHook('onRequest', async (req) => {
     const plane = req.routeOptions.config?.plane ?? 'arm';
     if (plane === 'public' || !req.routeOptions.url) return;

@@ -33,6 +33,12 @@ export interface RouteConfig {
   plane?: 'public' | 'arm' | 'graph' | 'vault';
   /** RBAC action checked against role assignments at the request's scope (ARM writes and reads). */
   action?: string;
+  /**
+   * A route with a token plane but no `action` must say so: 'authenticated' = any caller with a valid token for the
+   * plane reaches the handler, which does its own checks (Key Vault access policies, "my own" Graph objects, lists
+   * filtered by role). Without `action`, `open` or plane 'public' the server refuses to start (registerAuth).
+   */
+  open?: 'authenticated';
   /** Scope to check: default = the request path. */
   scope?: (req: FastifyRequest) => string;
 }
