@@ -53,7 +53,7 @@ export async function startServer(config: Config, log: Logger = createLogger(con
     graph: () => ['https://graph.microsoft.com/', ...origins().map((o) => o + '/')],
     vault: () => [...new Set([vaultUrls.resource(), `https://${config.vaultHostSuffix}:${port}`, `https://${config.vaultHostSuffix}`])],
     storage: () => ['https://storage.azure.com/'],
-  }, config.tokenLifetimeSec);
+  }, config.tokenLifetimeSec, () => identity.tenantId);
 
   const ops = new AsyncOperations(database.db, log);
   const interrupted = await ops.failInterrupted();

@@ -71,6 +71,8 @@ export class TokenService {
     private readonly issuerBase: () => string,
     private readonly audiences: Record<Plane, () => string[]>,
     private readonly lifetimeSec: number,
+    /** The installation's tenant: tokens naming another `tid` are refused (undefined: any tenant the key signed). */
+    private readonly tenantId?: () => string,
   ) {}
 
   issuerFor(tid: string): string {
@@ -110,12 +112,15 @@ export class TokenService {
     const { payload } = await jwtVerify(token, this.keys.publicKey as unknown as CryptoKey, {
       algorithms: ['RS256'],
       clockTolerance: 60,
+      // A token without an expiry would be valid forever: refuse it, whoever signed it.
+      requiredClaims: ['exp', 'iat', 'tid', 'oid'],
     });
     const aud = typeof payload.aud === 'string' ? payload.aud : Array.isArray(payload.aud) ? (payload.aud[0] ?? '') : '';
     const accepted = this.audiences[plane]().map(normAud);
     if (!accepted.includes(normAud(aud))) throw new AudienceError(aud, plane);
     const tid = String(payload.tid ?? '');
     if (payload.iss !== this.issuerFor(tid)) throw new Error('issuer mismatch');
+    if (this.tenantId && tid.toLowerCase() !== this.tenantId().toLowerCase()) throw new Error('token of another tenant');
     return {
       objectId: String(payload.oid ?? ''),
       tenantId: tid,
