@@ -103,6 +103,7 @@ export async function startServer(config: Config, log: Logger = createLogger(con
   // Disk imports from a blob URL are authorized for the requesting principal (RBAC read on the account, or a SAS).
   const compute = new ComputeService(new ComputeStore(database.db), resources, {
     dataDir: config.dataDir, sealer: install.sealer, luksIterations: luksIter, importDirs: config.importDirs, vaultUrls, keyvault, importCheckDelayMs: config.test.importCheckDelayMs,
+    onImportChecked: (src) => log.warn({ src }, 'test mode: disk import path checked; pausing before use'),
     resolveSourceUri: (u, caller) => storage.resolveBlobUrl(u, { caller, checkAccess: (c, scope, action) => identity.checkAccess(c, scope, action), target: 'properties.creationData.sourceUri' }),
   });
   if (config.role === 'all' || config.role === 'api') {

@@ -45,6 +45,8 @@ export interface ComputeOptions {
   keyvault?: KeyVaultService | undefined;
   /** Test mode only: pause between a disk import's path check and its use (a test swaps the path in the window). */
   importCheckDelayMs?: number | undefined;
+  /** Test mode only: told when an import passed its path check (before the delay), so a test knows when to swap. */
+  onImportChecked?: ((src: string) => void) | undefined;
 }
 
 export interface DiskInput {
@@ -301,7 +303,10 @@ export class ComputeService {
             if (real !== path.resolve(src)) throw notAllowed('has a symbolic link in its path (links are not followed)');
             if (!(await this.importablePath(real))) throw notAllowed(`is not inside an import directory of this server (${dirs})`);
             // Test mode only (RSVAULT_TEST_IMPORT_CHECK_DELAY_MS): widen the window between check and use so a test can swap the path.
-            if (this.opts.importCheckDelayMs) await new Promise((r) => setTimeout(r, this.opts.importCheckDelayMs));
+            if (this.opts.importCheckDelayMs) {
+              this.opts.onImportChecked?.(src);
+              await new Promise((r) => setTimeout(r, this.opts.importCheckDelayMs));
+            }
           }
           if (st.size === 0 || st.size % 512 !== 0) throw new ArmError(400, 'InvalidParameter', `The source image '${src}' has ${st.size} bytes; a disk image must be a non-empty multiple of 512 bytes.`, { target: 'properties.creationData.sourceUri' });
           const head = Buffer.alloc(8);

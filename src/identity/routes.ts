@@ -116,7 +116,17 @@ export function registerIdentityRoutes(app: FastifyInstance, deps: IdentityRoute
   }
 
   const throttle = deps.throttle ?? DEFAULT_THROTTLE;
-  const failures = new FailureThrottle(throttle.failureLimit, throttle.failureWindowSec * 1000);
+  // Per client id / user name: the limit; per source address (any client id): 4× the limit, so one address cannot
+  // spray guesses over many client ids, nor lock out every local client with a handful of typos.
+  const byName = new FailureThrottle(throttle.failureLimit, throttle.failureWindowSec * 1000);
+  const byAddr = new FailureThrottle(throttle.failureLimit * 4, throttle.failureWindowSec * 1000);
+  const failures = {
+    retryAfter: (name: string, addr: string) => Math.max(byName.retryAfter([name]), byAddr.retryAfter([addr])),
+    fail: (name: string, addr: string) => {
+      byName.fail([name]);
+      byAddr.fail([addr]);
+    },
+  };
   const tooMany = (retryAfter: number, aadsts: number, message: string) => {
     return new AadError(429, 'temporarily_unavailable', aadsts, message, { 'retry-after': String(retryAfter) });
   };
@@ -146,23 +156,23 @@ export function registerIdentityRoutes(app: FastifyInstance, deps: IdentityRoute
       if (!clientId) throw new AadError(400, 'invalid_request', 900144, "The request body must contain the following parameter: 'client_id'.");
       if (!clientSecret) throw new AadError(401, 'invalid_client', 7000218, "The request body must contain the following parameter: 'client_assertion' or 'client_secret'.");
       // Locked out (too many failed secrets for this client id or from this address): refused before the secret is checked.
-      const keys = [`client:${clientId.toLowerCase()}`, `addr:${req.ip}`];
-      const wait = failures.retryAfter(keys);
+      const keys = [`client:${clientId.toLowerCase()}`, req.ip] as const;
+      const wait = failures.retryAfter(...keys);
       if (wait > 0) throw tooMany(wait, 50053, `Too many failed sign-in attempts for application '${clientId}' or from this address; try again in ${wait} seconds.`);
       const r = await identity.authenticateClient(clientId, clientSecret);
       if (!r.ok) {
-        failures.fail(keys);
+        failures.fail(...keys);
         if (r.reason === 'unknown_client') throw new AadError(400, 'unauthorized_client', 700016, `Application with identifier '${clientId}' was not found in the directory '${identity.tenantId}'.`);
         throw new AadError(401, 'invalid_client', 7000215, `Invalid client secret provided. Ensure the secret being sent in the request is the client secret value, not the client secret ID, for a secret added to app '${clientId}'.`);
       }
       principal = r.principal;
     } else if (grant === 'password') {
-      const keys = [`user:${(form.username ?? '').toLowerCase()}`, `addr:${req.ip}`];
-      const wait = failures.retryAfter(keys);
+      const keys = [`user:${(form.username ?? '').toLowerCase()}`, req.ip] as const;
+      const wait = failures.retryAfter(...keys);
       if (wait > 0) throw tooMany(wait, 50053, `Too many failed sign-in attempts for this user or from this address; try again in ${wait} seconds.`);
       const user = form.username && form.password ? await identity.authenticateUser(form.username, form.password) : undefined;
       if (!user) {
-        failures.fail(keys);
+        failures.fail(...keys);
         throw new AadError(400, 'invalid_grant', 50126, 'Error validating credentials due to invalid username or password.');
       }
       principal = user;
