@@ -251,7 +251,7 @@ export class ComputeService {
     }
 
     const uniqueId = randomUUID();
-    let imagePath = path.join(this.disksDir, `${uniqueId}.img`);
+    const imagePath = path.join(this.disksDir, `${uniqueId}.img`);
     let owned = 1;
     let format: 'raw' | 'luks1' = 'raw';
     let size: number;
