@@ -6,7 +6,7 @@ import { registerAuth, RouteAuthorizationError, TokenKeys, TokenService } from '
 function appWithAuth() {
   const app = Fastify();
   const pem = generateKeyPairSync('rsa', { modulusLength: 2048 }).privateKey.export({ type: 'pkcs8', format: 'pem' }).toString();
-  const tokens = new TokenService(TokenKeys.fromPem(pem), () => 'https://localhost:1', { arm: () => ['https://management.azure.com/'], graph: () => [], vault: () => [] }, 3600, () => 'tenant-1');
+  const tokens = new TokenService(TokenKeys.fromPem(pem), () => 'https://localhost:1', { arm: () => ['https://management.azure.com/'], graph: () => [], vault: () => [], storage: () => [] }, 3600, () => 'tenant-1');
   registerAuth(app, { tokens, authorizer: { checkAccess: async () => true } });
   return app;
 }
@@ -40,7 +40,7 @@ describe('routes fail closed (registerAuth)', () => {
 
 describe('TokenService.verify', () => {
   const pem = generateKeyPairSync('rsa', { modulusLength: 2048 }).privateKey.export({ type: 'pkcs8', format: 'pem' }).toString();
-  const svc = (tenant: string) => new TokenService(TokenKeys.fromPem(pem), () => 'https://localhost:1', { arm: () => ['https://management.azure.com/'], graph: () => [], vault: () => [] }, 3600, () => tenant);
+  const svc = (tenant: string) => new TokenService(TokenKeys.fromPem(pem), () => 'https://localhost:1', { arm: () => ['https://management.azure.com/'], graph: () => [], vault: () => [], storage: () => [] }, 3600, () => tenant);
   it('refuses a token of another tenant signed by the same key', async () => {
     const { token } = await svc('other-tenant').issue({ tid: 'other-tenant', oid: 'o1', idtyp: 'app', aud: 'https://management.azure.com/' });
     await expect(svc('tenant-1').verify(token, 'arm')).rejects.toThrow(/another tenant/);
