@@ -58,7 +58,32 @@ export interface Config {
   chunkStore: ChunkStoreConfig;
   /** The second copy of GeoRedundant vaults (none: GeoRedundant vaults keep one copy, as LocallyRedundant). */
   secondaryStore: ChunkStoreConfig | undefined;
+  /**
+   * Token endpoint throttling: at most `tokenRateLimit` token requests per minute per source address and client id,
+   * and at most `tokenFailureLimit` failed client-credential attempts per client id (and per source address) in
+   * `tokenFailureWindowSec` seconds. Beyond either: 429 with Retry-After.
+   */
+  tokenRateLimit: number;
+  tokenFailureLimit: number;
+  tokenFailureWindowSec: number;
+  /**
+   * Test-only knobs: accepted only with RSVAULT_TEST_MODE=1 (a start-up error otherwise).
+   * luksIterations: PBKDF2 count of the LUKS key slots rsvault writes (never below 1000);
+   * clockOffsetMs: moves the scheduler's clock; importCheckDelayMs: a pause between a disk import's path check and its
+   * use (lets a test race a symlink swap against the check).
+   */
+  test: TestKnobs;
 }
+
+export interface TestKnobs {
+  enabled: boolean;
+  luksIterations?: number | undefined;
+  clockOffsetMs: number;
+  importCheckDelayMs: number;
+}
+
+/** The LUKS PBKDF2 floor: no knob may go below it. */
+export const MIN_LUKS_ITERATIONS = 1000;
 
 /** Sundays 03:00 UTC. */
 export const DEFAULT_VERIFY_SCHEDULE = '0 0 3 * * 0';
@@ -88,6 +113,8 @@ export interface ConfigFlags {
   s3Endpoint?: string | undefined;
   s3Bucket?: string | undefined;
   s3Region?: string | undefined;
+  tokenRateLimit?: string | number | undefined;
+  tokenFailureLimit?: string | number | undefined;
 }
 
 const LOG_LEVELS: readonly LogLevel[] = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
@@ -181,7 +208,18 @@ export function loadConfig(flags: ConfigFlags = {}, env: NodeJS.ProcessEnv = pro
     if (JSON.stringify(secondaryStore) === JSON.stringify(chunkStore)) throw new ConfigError('the secondary chunk store is the primary one: give it another location (RSVAULT_SECONDARY_*)');
   }
 
-  return { dataDir, port, listen, dbUrl, vaultHostSuffix, blobHostSuffix, logLevel, role, tokenLifetimeSec: Number(lifetimeText), importDirs, scheduleCatchUpHours: Number(catchUpText), verifySchedule, keyvaultPublicPort, chunkStore, secondaryStore };
+  const intIn = (text: string, min: number, max: number, what: string): number => {
+    if (!/^\d+$/.test(text) || Number(text) < min || Number(text) > max) throw new ConfigError(`invalid ${what} '${text}': an integer ${min}-${max}`);
+    return Number(text);
+  };
+  const tokenRateLimit = intIn(pick(flags.tokenRateLimit, env.RSVAULT_TOKEN_RATE_LIMIT) ?? '600', 1, 1_000_000, 'token rate limit (--token-rate-limit or RSVAULT_TOKEN_RATE_LIMIT)');
+  const tokenFailureLimit = intIn(pick(flags.tokenFailureLimit, env.RSVAULT_TOKEN_FAILURE_LIMIT) ?? '20', 1, 1_000_000, 'token failure limit (--token-failure-limit or RSVAULT_TOKEN_FAILURE_LIMIT)');
+  const tokenFailureWindowSec = intIn(env.RSVAULT_TOKEN_FAILURE_WINDOW_SEC ?? '300', 1, 86_400, 'RSVAULT_TOKEN_FAILURE_WINDOW_SEC');
+
+  return {
+    dataDir, port, listen, dbUrl, vaultHostSuffix, blobHostSuffix, logLevel, role, tokenLifetimeSec: Number(lifetimeText), importDirs, scheduleCatchUpHours: Number(catchUpText), verifySchedule, keyvaultPublicPort, chunkStore, secondaryStore,
+    tokenRateLimit, tokenFailureLimit, tokenFailureWindowSec, test: testKnobs(env),
+  };
 }
 
 /** A secret from `<NAME>` or the file named by `<NAME>_FILE` (trailing newline dropped). Never echoed in errors. */
@@ -235,4 +273,29 @@ export function loadChunkStoreConfig(
     };
   }
   throw new ConfigError(`invalid ${what} '${kind}': one of fs, blob, s3${prefix === 'RSVAULT_' ? '' : ', none'}`);
+}
+
+/** Test-only knobs: refused unless RSVAULT_TEST_MODE=1, so a production server can never run with them. */
+export function testKnobs(env: NodeJS.ProcessEnv): TestKnobs {
+  const enabled = env.RSVAULT_TEST_MODE === '1';
+  const knob = (name: string): string | undefined => {
+    const v = env[name];
+    if (v === undefined || v === '') return undefined;
+    if (!enabled) throw new ConfigError(`${name} is a test-only setting: it is refused unless RSVAULT_TEST_MODE=1 is set too`);
+    return v;
+  };
+  const luksText = knob('RSVAULT_LUKS_ITERATIONS');
+  if (luksText !== undefined && (!/^\d+$/.test(luksText) || Number(luksText) < MIN_LUKS_ITERATIONS)) {
+    throw new ConfigError(`invalid RSVAULT_LUKS_ITERATIONS '${luksText}': an integer of at least ${MIN_LUKS_ITERATIONS}`);
+  }
+  const offsetText = knob('RSVAULT_CLOCK_OFFSET_MS');
+  if (offsetText !== undefined && !/^-?\d+$/.test(offsetText)) throw new ConfigError(`invalid RSVAULT_CLOCK_OFFSET_MS '${offsetText}': an integer (milliseconds)`);
+  const delayText = knob('RSVAULT_TEST_IMPORT_CHECK_DELAY_MS');
+  if (delayText !== undefined && !/^\d+$/.test(delayText)) throw new ConfigError(`invalid RSVAULT_TEST_IMPORT_CHECK_DELAY_MS '${delayText}': an integer (milliseconds)`);
+  return {
+    enabled,
+    luksIterations: luksText !== undefined ? Number(luksText) : undefined,
+    clockOffsetMs: offsetText !== undefined ? Number(offsetText) : 0,
+    importCheckDelayMs: delayText !== undefined ? Number(delayText) : 0,
+  };
 }

@@ -35,6 +35,8 @@ export interface ServeFlags {
   s3Endpoint?: string;
   s3Bucket?: string;
   s3Region?: string;
+  tokenRateLimit?: string;
+  tokenFailureLimit?: string;
 }
 
 export interface CopyStoreFlags extends ServeFlags {
@@ -156,7 +158,9 @@ export function buildProgram(deps: CliDeps): Command {
     .option('--role <role>', 'all|api|worker|scheduler (env RSVAULT_ROLE; default all)')
     .option('--import-dirs <dirs>', 'comma-separated server directories whose image files may be imported as disks by path (env RSVAULT_IMPORT_DIRS; default <data-dir>/import)')
     .option('--schedule-catch-up-hours <h>', 'at start, run the latest scheduled backup missed in the last <h> hours while the server was down (env RSVAULT_SCHEDULE_CATCHUP_HOURS; default 168; 0 = never)')
-    .option('--verify-schedule <cron>', "when every vault's Verify job runs: a cron pattern in UTC with seconds, or 'off' (env RSVAULT_VERIFY_SCHEDULE; default '0 0 3 * * 0', Sundays 03:00)");
+    .option('--verify-schedule <cron>', "when every vault's Verify job runs: a cron pattern in UTC with seconds, or 'off' (env RSVAULT_VERIFY_SCHEDULE; default '0 0 3 * * 0', Sundays 03:00)")
+    .option('--token-rate-limit <n>', 'token endpoint requests per minute per source address and client id, then 429 + Retry-After (env RSVAULT_TOKEN_RATE_LIMIT; default 600)')
+    .option('--token-failure-limit <n>', 'failed client-credential attempts per client id and per source address in RSVAULT_TOKEN_FAILURE_WINDOW_SEC (default 300 s), then 429 + Retry-After (env RSVAULT_TOKEN_FAILURE_LIMIT; default 20)');
   storeOptions(serveCmd)
     .option('--secondary-chunk-store <kind>', 'second copy of GeoRedundant vaults: none | fs | blob | s3 (env RSVAULT_SECONDARY_CHUNK_STORE; default none). Connection: the RSVAULT_SECONDARY_* twins of the variables above (fs: RSVAULT_SECONDARY_FS_DIR, default <data-dir>/secondary)')
     .action(async (flags: ServeFlags) => deps.serve(flags));

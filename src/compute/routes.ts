@@ -8,6 +8,7 @@ import type { Readable } from 'node:stream';
 import { open } from 'node:fs/promises';
 import { ArmError, armErrors } from '../platform/http/errors.js';
 import { requireArmApiVersion } from '../platform/http/api-version.js';
+import { parseByteRange, unsatisfiableRange } from '../platform/http/range.js';
 import { originOf } from '../platform/http/app.js';
 import { paginate } from '../platform/http/paging.js';
 import { accepted, type AsyncOperations } from '../platform/http/async-ops.js';
@@ -451,13 +452,13 @@ export function registerComputeRoutes(app: FastifyInstance, deps: ComputeRouteDe
     let start = 0;
     let end = size - 1;
     const range = req.headers['x-ms-range'] ?? req.headers.range;
-    if (typeof range === 'string') {
-      const m = /^bytes=(\d+)-(\d*)$/.exec(range.trim());
-      if (!m || Number(m[1]) >= size) {
-        return reply.code(416).header('content-range', `bytes */${size}`).send({ error: { code: 'InvalidRange', message: `The range '${range}' cannot be satisfied for ${size} bytes.` } });
-      }
-      start = Number(m[1]);
-      end = m[2] ? Math.min(size - 1, Number(m[2])) : size - 1;
+    const r = parseByteRange(range, size);
+    if (r === 'unsatisfiable') {
+      const u = unsatisfiableRange(size, range!);
+      return reply.code(u.status).headers(u.headers).send(u.body);
+    }
+    if (r) {
+      ({ start, end } = r);
       void reply.code(206).header('content-range', `bytes ${start}-${end}/${size}`);
     }
     void reply.header('accept-ranges', 'bytes').header('content-type', 'application/octet-stream').header('x-ms-blob-type', 'PageBlob').header('content-length', String(end - start + 1));
@@ -538,7 +539,7 @@ export function registerComputeRoutes(app: FastifyInstance, deps: ComputeRouteDe
   });
 
   // ---- guest I/O ----
-  app.post(`${VM}/guestIo/write`, { config: { action: `${V}/guestIo/action` } }, async (req) => {
+  app.post(`${VM}/guestIo/write`, { config: { action: `${V}/guestIo/action`, body: 'bytes' } }, async (req) => {
     requireArmApiVersion(req.url);
     const q = queryOf(req);
     const sel = guestSel(q);

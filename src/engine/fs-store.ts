@@ -154,8 +154,9 @@ export class FsChunkStore implements ChunkStore {
   static async open(root: string, options: FsChunkStoreOptions = {}): Promise<FsChunkStore> {
     const store = new FsChunkStore(path.resolve(root), options);
     try {
-      await fsp.mkdir(store.chunksDir, { recursive: true });
-      await fsp.mkdir(store.trashDir, { recursive: true });
+      // Owner-only (0700 dirs, 0600 objects): the store holds sealed chunks, but nobody else needs to list or read them.
+      await fsp.mkdir(store.chunksDir, { recursive: true, mode: 0o700 });
+      await fsp.mkdir(store.trashDir, { recursive: true, mode: 0o700 });
       await fsp.mkdir(store.metaDir, { recursive: true, mode: 0o700 });
       await fsyncDir(store.root);
     } catch (err) {
@@ -194,7 +195,7 @@ export class FsChunkStore implements ChunkStore {
   private async ensureDir(dir: string): Promise<void> {
     if (this.knownDirs.has(dir)) return;
     try {
-      await fsp.mkdir(dir);
+      await fsp.mkdir(dir, { mode: 0o700 });
       this.dirtyDirs.add(this.chunksDir);
     } catch (err) {
       if (errCode(err) !== 'EEXIST') throw err;

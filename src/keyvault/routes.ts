@@ -231,7 +231,7 @@ export function registerKeyVaultRoutes(app: FastifyInstance, deps: { keyvault: K
   });
 
   // ---- rsvault extension: access-policy templates (the portal's "Configure from template"; CLI --template) ----------
-  app.get('/providers/Microsoft.KeyVault/accessPolicyTemplates', { config: { plane: 'arm' } }, async (req: FastifyRequest) => {
+  app.get('/providers/Microsoft.KeyVault/accessPolicyTemplates', { config: { plane: 'arm', open: 'authenticated' } }, async (req: FastifyRequest) => {
     requireArmApiVersion(req.url);
     return { value: ACCESS_POLICY_TEMPLATES.map((t) => ({ name: t.name, description: t.description, permissions: t.permissions })) };
   });

@@ -8,6 +8,7 @@ import { createReadStream } from 'node:fs';
 import { stat } from 'node:fs/promises';
 import { ArmError, armErrors } from '../platform/http/errors.js';
 import { requireArmApiVersion } from '../platform/http/api-version.js';
+import { parseByteRange, unsatisfiableRange } from '../platform/http/range.js';
 import { originOf } from '../platform/http/app.js';
 import { paginate } from '../platform/http/paging.js';
 import type { Caller } from '../platform/auth/index.js';
@@ -158,6 +159,14 @@ export function registerStorageRoutes(app: FastifyInstance, deps: StorageRouteDe
     const st = await stat(file).catch(() => undefined);
     if (!st?.isFile()) throw storageErrors.blobNotFound(p.account, p.container, p.blob);
     const type = p.blob.endsWith('.json') ? 'application/json' : 'application/octet-stream';
-    return reply.header('content-type', type).header('content-length', String(st.size)).header('x-ms-blob-type', 'BlockBlob').send(createReadStream(file));
+    const range = req.headers['x-ms-range'] ?? req.headers.range;
+    const r = parseByteRange(range, st.size);
+    if (r === 'unsatisfiable') {
+      const u = unsatisfiableRange(st.size, range!);
+      return reply.code(u.status).headers(u.headers).send(u.body);
+    }
+    void reply.header('accept-ranges', 'bytes');
+    if (r) void reply.code(206).header('content-range', `bytes ${r.start}-${r.end}/${st.size}`);
+    return reply.header('content-type', type).header('content-length', String(r ? r.end - r.start + 1 : st.size)).header('x-ms-blob-type', 'BlockBlob').send(createReadStream(file, r ?? {}));
   });
 }
