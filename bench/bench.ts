@@ -1,9 +1,15 @@
 /**
  * rsvault data-path benchmark (`npm run bench`; flags --size-gib N (default 2), --out FILE
  * (default bench/results.json), --repeat N (rsvault and cp steps, median; default 3), --no-sweep,
- * --no-others, --no-luks).
+ * --no-others, --no-luks, --store blob|s3).
+ *
+ * `--store blob|s3`: object-store mode. Starts Azurite (blobs on disk) or s3rver (files) as a local
+ * process, then times a full backup and a restore of the same image on the file store and on the
+ * object store, side by side (results in bench/results-<store>.json).
  *
  * In one run, on a generated random image (incompressible, like an encrypted disk):
+ *   the machine's limits (measureLimits: cp warm, cp + sync, hash + seal in memory on one thread and
+ *   on all cores; every rsvault figure is also printed as a fraction of them) ·
  *   cp (warm, no sync) · rsvault full backup · incremental after rewriting 1% of the 4 MiB chunks,
  *   with and without a changed-block bitmap · restore · restic and borg full / incremental /
  *   restore · peak RSS of each · rsvault full backup at 1/2/4/8 MiB chunks.
@@ -12,7 +18,9 @@
  * the work dir) in a child process each, so TypeScript loading is not timed; each step also
  * reports its in-process time ("in-proc s": store open → manifest committed, what a long-running
  * server pays per job), and the bench measures a bare `node -e 0` so start-up can be told apart.
- * Ratios: *_vs_* > 1 means rsvault is faster; incr_bitmap_vs_full is a time ratio of process
+ * The bitmap incremental is also measured as a running server pays it (measureServerIncr: full then
+ * incremental in one process, only the incremental timed). Every repeated row prints its median and
+ * min–max. Ratios: *_vs_* > 1 means rsvault is faster; incr_bitmap_vs_full is a time ratio of process
  * wall times (incr_bitmap_vs_full_in_process: the same from in-process times). Repeated steps
  * report the median run and list all runs.
  */
@@ -24,6 +32,9 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { ChangedBlockBitmap } from '../src/engine/bitmap.js';
 import { readManifestFile } from '../src/engine/manifest.js';
+import { AzureBlobBackend } from '../src/engine/azure-blob-store.js';
+import { S3Backend } from '../src/engine/s3-store.js';
+import { AZURITE_KEY, S3RVER_KEY_ID, S3RVER_SECRET, startAzurite, startS3rver } from '../src/engine/testdata/object-servers.js';
 import type { StepArgs, StepResult } from './step.js';
 import { runLuksBench, type LuksBenchRow } from './luks.js';
 
@@ -40,6 +51,8 @@ interface Args {
   repeat: number;
   /** LUKS1 encryption throughput next to qemu-img's (issue: compute). */
   luks: boolean;
+  /** Object-store mode: fs vs this store. */
+  store?: 'blob' | 's3';
 }
 
 const LUKS_MIB = 512;
@@ -55,8 +68,13 @@ function parseArgs(argv: string[]): Args {
     else if (f === '--no-luks') a.luks = false;
     else if (f === '--keep') a.keep = true;
     else if (f === '--repeat') a.repeat = Math.max(1, Math.floor(Number(argv[++i])));
+    else if (f === '--store') {
+      const v = argv[++i];
+      if (v !== 'blob' && v !== 's3') throw new Error('--store must be blob or s3');
+      a.store = v;
+    }
     else if (f === '--help' || f === '-h') {
-      console.log('usage: npm run bench -- [--size-gib N] [--out FILE] [--repeat N] [--no-sweep] [--no-others] [--no-luks] [--keep]');
+      console.log('usage: npm run bench -- [--size-gib N] [--out FILE] [--repeat N] [--no-sweep] [--no-others] [--no-luks] [--keep] [--store blob|s3]');
       process.exit(0);
     } else throw new Error(`unknown flag ${f}`);
   }
@@ -176,8 +194,95 @@ async function median<T extends { wallS: number }>(n: number, once: () => Promis
   return { ...mid, runs: all.map((r) => r.wallS) };
 }
 
+/** Median's spread for the note column: `median of N, min–max a–b (runs …)`. */
 function runsNote(runs: number[]): string {
-  return runs.length > 1 ? `runs ${runs.map((r) => r.toFixed(2)).join(' / ')}` : '';
+  if (runs.length <= 1) return 'single run';
+  const lo = Math.min(...runs);
+  const hi = Math.max(...runs);
+  return `median of ${runs.length}, min–max ${lo.toFixed(2)}–${hi.toFixed(2)} s (runs ${runs.map((r) => r.toFixed(2)).join(' / ')})`;
+}
+
+/**
+ * The incremental as a running server pays it: one step process backs up A in full, then (workers
+ * started, code warm) the bitmap incremental of B into the same store; only the incremental is timed,
+ * and its fraction of the full backup is taken from the same process.
+ */
+async function measureServerIncr(
+  repeat: number,
+  stepJs: string,
+  work: string,
+  keys: { idKeyHex: string; sealKeyHex: string },
+  imgA: string,
+  imgB: string,
+  bitmapFile: string,
+  add: (r: Row) => void,
+): Promise<{ incrS: number; fullS: number; fraction: number; runs: number[] }> {
+  const st = path.join(work, 'store-server');
+  const all: Array<{ wallS: number; fullS: number; rssMiB: number }> = [];
+  for (let i = 0; i < repeat; i++) {
+    await fsp.rm(st, { recursive: true, force: true });
+    sync();
+    const r = await step(stepJs, { op: 'serverIncr', storeRoot: st, ...keys, image: imgA, image2: imgB, bitmapFile, manifestOut: path.join(work, 'server-a.manifest'), manifestOut2: path.join(work, 'server-b.manifest') });
+    const s = r.result.stats as { fullMs: number; incrMs: number };
+    all.push({ wallS: s.incrMs / 1000, fullS: s.fullMs / 1000, rssMiB: r.rssMiB });
+  }
+  await fsp.rm(st, { recursive: true, force: true });
+  const sorted = [...all].sort((a, b) => a.wallS / a.fullS - b.wallS / b.fullS);
+  const mid = sorted[Math.floor((sorted.length - 1) / 2)] as { wallS: number; fullS: number; rssMiB: number };
+  const fractions = all.map((r) => r.wallS / r.fullS);
+  add({
+    name: 'rsvault incr 1%, bitmap, in a running process',
+    wallS: mid.wallS,
+    inProcS: mid.wallS,
+    gbps: null,
+    peakRssMiB: mid.rssMiB,
+    note: `${(mid.wallS / mid.fullS * 100).toFixed(1)}% of the full (${mid.fullS.toFixed(2)} s) in the same process; fraction min–max ${(Math.min(...fractions) * 100).toFixed(1)}–${(Math.max(...fractions) * 100).toFixed(1)}%; ${runsNote(all.map((r) => r.wallS))}`,
+  });
+  return { incrS: mid.wallS, fullS: mid.fullS, fraction: mid.wallS / mid.fullS, runs: all.map((r) => r.wallS) };
+}
+
+/**
+ * The machine's own limits, measured in the same run so every rsvault row can be judged as a fraction of
+ * them on any machine: cp warm (page cache to page cache), cp + sync (to the disk), and hash + seal in
+ * memory on one thread and on all cores (no I/O: the CPU's ceiling for a full backup).
+ */
+interface Limits {
+  cpWarm: { wallS: number; runs: number[] };
+  cpSync: { wallS: number; runs: number[] };
+  cpu: { oneThreadGBps: number; allCoresGBps: number; workers: number; runs: number[] };
+}
+
+async function measureLimits(repeat: number, stepJs: string, work: string, imgA: string, imgB: string, size: number, add: (r: Row) => void): Promise<Limits> {
+  const gbps = (s: number): number => size / s / 1e9;
+  // cp baseline (warm source, no sync) — also makes B, the "next day" image.
+  const cp = await median(repeat, async () => {
+    await fsp.rm(imgB, { force: true });
+    sync();
+    return must('cp', [imgA, imgB]);
+  });
+  add({ name: 'limit: cp (warm, no sync)', wallS: cp.wallS, gbps: gbps(cp.wallS), peakRssMiB: cp.rssMiB, note: runsNote(cp.runs) });
+  sync();
+  const c = path.join(work, 'c.img');
+  const cpSync = await median(repeat, async () => {
+    await fsp.rm(c, { force: true });
+    sync();
+    return must('sh', ['-c', `cp "${imgA}" "${c}" && sync`]);
+  });
+  add({ name: 'limit: cp + sync', wallS: cpSync.wallS, gbps: gbps(cpSync.wallS), peakRssMiB: null, note: runsNote(cpSync.runs) });
+  await fsp.rm(c, { force: true });
+  const cpuRuns: Array<{ oneThreadGBps: number; allCoresGBps: number; workers: number }> = [];
+  for (let i = 0; i < repeat; i++) {
+    const r = await step(stepJs, { op: 'cpu', storeRoot: path.join(work, 'cpu-store'), idKeyHex: '11'.repeat(32), sealKeyHex: '22'.repeat(32), cpuBytes: Math.min(size, 1024 * MiB) });
+    cpuRuns.push(r.result.stats as { oneThreadGBps: number; allCoresGBps: number; workers: number });
+  }
+  const med = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor((xs.length - 1) / 2)] as number;
+  const spread = (xs: number[]): string => (xs.length > 1 ? `median of ${xs.length}, min–max ${Math.min(...xs).toFixed(2)}–${Math.max(...xs).toFixed(2)} GB/s` : 'single run');
+  const one = cpuRuns.map((r) => r.oneThreadGBps);
+  const all = cpuRuns.map((r) => r.allCoresGBps);
+  const workers = cpuRuns[0]?.workers ?? 1;
+  add({ name: 'limit: hash+seal in memory, 1 thread', wallS: size / 1e9 / med(one), gbps: med(one), peakRssMiB: null, note: `${spread(one)}; wall s = this image at that speed` });
+  add({ name: `limit: hash+seal in memory, ${workers} workers`, wallS: size / 1e9 / med(all), gbps: med(all), peakRssMiB: null, note: spread(all) });
+  return { cpWarm: cp, cpSync, cpu: { oneThreadGBps: med(one), allCoresGBps: med(all), workers, runs: all } };
 }
 
 function fmtRow(r: Row): string {
@@ -191,8 +296,55 @@ function which(cmd: string): boolean {
   return spawnSync('sh', ['-c', `command -v ${cmd}`]).status === 0;
 }
 
+/** Object-store mode: full backup and restore on the fs store and on Azurite / s3rver, same image. */
+async function objectStoreBench(args: Args & { store: 'blob' | 's3' }): Promise<void> {
+  const size = Math.round(args.sizeGiB * GiB / (4 * MiB)) * 4 * MiB;
+  const work = await fsp.mkdtemp(path.join(os.tmpdir(), 'rsvault-bench-'));
+  const gbps = (s: number): number => size / s / 1e9;
+  console.log(`rsvault object-store bench (${args.store}): ${(size / GiB).toFixed(2)} GiB random image, ${os.cpus().length} CPUs, node ${process.version}`);
+  const server = args.store === 'blob' ? await startAzurite({ inMemory: false }) : await startS3rver();
+  try {
+    const objectStore: StepArgs['objectStore'] = args.store === 'blob'
+      ? { kind: 'blob', url: server.url, accountKey: AZURITE_KEY, container: 'bench' }
+      : { kind: 's3', endpoint: server.url, bucket: 'bench', accessKeyId: S3RVER_KEY_ID, secretAccessKey: S3RVER_SECRET };
+    if (objectStore.kind === 'blob') await AzureBlobBackend.create(objectStore).ensure();
+    else await S3Backend.create(objectStore).ensure();
+    console.log('compiling the engine...');
+    const stepJs = await buildEngine(work);
+    const img = path.join(work, 'a.img');
+    await generateImage(img, size);
+    const digest = await sha256File(img);
+    const keys = { idKeyHex: randomBytes(32).toString('hex'), sealKeyHex: randomBytes(32).toString('hex') };
+    const rows: Array<{ store: string; backup_s: number; backup_gbps: number; restore_s: number; restore_gbps: number; identical: boolean; backup_runs: number[]; restore_runs: number[] }> = [];
+    console.log(`| store                          | full backup s |   GB/s | restore s |   GB/s | restore |`);
+    console.log(`|--------------------------------|---------------|--------|-----------|--------|---------|`);
+    let n = 0;
+    for (const kind of ['fs', args.store] as const) {
+      const obj = kind === 'fs' ? undefined : objectStore;
+      const storeRoot = () => (obj ? `run${n}` : path.join(work, `store${n}`));
+      const manifest = path.join(work, `${kind}.manifest`);
+      const target = path.join(work, `${kind}.restored`);
+      const b = await median(args.repeat, () => step(stepJs, { op: 'backup', storeRoot: storeRoot(), ...keys, image: img, manifestOut: manifest, ...(obj ? { objectStore: obj } : {}) }), async () => void n++);
+      const r = await median(args.repeat, () => step(stepJs, { op: 'restore', storeRoot: storeRoot(), ...keys, manifestIn: manifest, target, ...(obj ? { objectStore: obj } : {}) }), () => fsp.rm(target, { force: true }));
+      const identical = (await sha256File(target)) === digest;
+      await fsp.rm(target, { force: true });
+      n++;
+      const name = kind === 'fs' ? 'fs (fdatasync per chunk)' : kind === 'blob' ? 'Azure Blob (Azurite, on disk)' : 'S3 (s3rver, files)';
+      rows.push({ store: name, backup_s: b.wallS, backup_gbps: gbps(b.wallS), restore_s: r.wallS, restore_gbps: gbps(r.wallS), identical, backup_runs: b.runs, restore_runs: r.runs });
+      console.log(`| ${name.padEnd(30)} | ${b.wallS.toFixed(2).padStart(13)} | ${gbps(b.wallS).toFixed(3).padStart(6)} | ${r.wallS.toFixed(2).padStart(9)} | ${gbps(r.wallS).toFixed(3).padStart(6)} | ${identical ? 'identical' : 'MISMATCH'} |`);
+    }
+    const out = args.out.endsWith('results.json') ? args.out.replace(/results\.json$/, `results-${args.store}.json`) : args.out;
+    await fsp.writeFile(out, `${JSON.stringify({ date: new Date().toISOString(), size_bytes: size, store: args.store, machine: { cpus: os.cpus().length, node: process.version }, rows }, null, 2)}\n`);
+    console.log(`results written to ${out}`);
+  } finally {
+    await server.stop();
+    if (!args.keep) await fsp.rm(work, { recursive: true, force: true });
+  }
+}
+
 async function main(): Promise<void> {
   const args = parseArgs(process.argv.slice(2));
+  if (args.store) return objectStoreBench({ ...args, store: args.store });
   const size = Math.round(args.sizeGiB * GiB / (4 * MiB)) * 4 * MiB;
   const work = await fsp.mkdtemp(path.join(os.tmpdir(), 'rsvault-bench-'));
   const rows: Row[] = [];
@@ -216,17 +368,9 @@ async function main(): Promise<void> {
     console.log('| step                                         |  wall s | in-proc s |   GB/s | peak RSS | note |');
     console.log('|----------------------------------------------|---------|-----------|--------|----------|------|');
 
-    // cp baseline (warm source, no sync) — also makes B, the "next day" image.
-    const cp = await median(args.repeat, async () => {
-      await fsp.rm(imgB, { force: true });
-      sync();
-      return must('cp', [imgA, imgB]);
-    });
-    add({ name: 'cp (warm, no sync)', wallS: cp.wallS, gbps: gbps(cp.wallS), peakRssMiB: cp.rssMiB, note: runsNote(cp.runs) });
-    sync();
-    const cpSync = await must('sh', ['-c', `cp "${imgA}" "${work}/c.img" && sync`]);
-    add({ name: 'cp + sync', wallS: cpSync.wallS, gbps: gbps(cpSync.wallS), peakRssMiB: null });
-    await fsp.rm(path.join(work, 'c.img'));
+    const limits = await measureLimits(args.repeat, stepJs, work, imgA, imgB, size, add);
+    const cp = limits.cpWarm;
+    const cpSync = limits.cpSync;
 
     // Rewrite 1% of the 4 MiB chunks of B, recording a changed-block bitmap.
     const chunks4 = size / (4 * MiB);
@@ -294,6 +438,7 @@ async function main(): Promise<void> {
     const incrBm = await median(args.repeat, () => step(stepJs, { op: 'backup', storeRoot: store, ...keys, image: imgB, previous: mA, bitmapFile, manifestOut: mB }), dropNewChunks);
     const sBm = incrBm.result.stats as { bytesRead: number; chunksNew: number };
     add({ name: `rsvault incr 1% (${changed} chunks), bitmap`, wallS: incrBm.wallS, inProcS: incrBm.inProcS, gbps: null, peakRssMiB: incrBm.rssMiB, note: `read ${(sBm.bytesRead / MiB).toFixed(0)} MiB; ${runsNote(incrBm.runs)}` });
+    const server = await measureServerIncr(args.repeat, stepJs, work, keys, imgA, imgB, bitmapFile, add);
     const mB2 = path.join(work, 'b2.manifest');
     await dropNewChunks(); // the no-bitmap incremental stores the changed chunks itself
     const incrNo = await median(args.repeat, () => step(stepJs, { op: 'backup', storeRoot: store, ...keys, image: imgB, previous: mA, manifestOut: mB2 }), dropNewChunks);
@@ -416,6 +561,25 @@ async function main(): Promise<void> {
       restore_vs_restic: others['restic']?.restore ? others['restic'].restore / rest.wallS : null,
       peak_rss_mib: rsvaultRss,
       restore_identical: restoreOk && restoreNsOk,
+      incr_bitmap_vs_full_server: server.fraction,
+      // Every rsvault row as a fraction of the machine's limits measured in this run (1 = at the limit).
+      limits: { cp_warm_s: cp.wallS, cp_sync_s: cpSync.wallS, hash_seal_gbps_one_thread: limits.cpu.oneThreadGBps, hash_seal_gbps_all_cores: limits.cpu.allCoresGBps, workers: limits.cpu.workers },
+      vs_limits: {
+        full_of_cp_warm: cp.wallS / full.wallS,
+        full_of_cp_sync: cpSync.wallS / full.wallS,
+        full_of_cpu: gbps(full.wallS) / limits.cpu.allCoresGBps,
+        full_nofsync_of_cp_warm: cp.wallS / fullNs.wallS,
+        full_nofsync_of_cpu: gbps(fullNs.wallS) / limits.cpu.allCoresGBps,
+        restore_of_cp_sync: cpSync.wallS / rest.wallS,
+        restore_nofsync_of_cp_warm: cp.wallS / restNs.wallS,
+      },
+      goal: {
+        full_vs_cp_min_0_35: cp.wallS / full.wallS >= 0.35,
+        full_vs_restic_min_5: others['restic']?.full ? others['restic'].full / full.wallS >= 5 : null,
+        restore_nofsync_vs_cp_min_0_6: cp.wallS / restNs.wallS >= 0.6,
+        incr_bitmap_server_max_0_05: server.fraction <= 0.05,
+        peak_rss_max_300_mib: rsvaultRss <= 300,
+      },
       rows: rows.map((r) => ({ name: r.name, wall_s: r.wallS, in_process_s: r.inProcS ?? null, gbps: r.gbps, peak_rss_mib: r.peakRssMiB, note: r.note ?? null })),
       chunk_sweep: sweep,
       luks,
@@ -429,6 +593,12 @@ async function main(): Promise<void> {
       const v = results[k];
       console.log(`${k.padEnd(30)} ${typeof v === 'number' ? v.toFixed(3) : 'n/a'}`);
     }
+    console.log('');
+    console.log('as fractions of this machine\'s limits (1 = at the limit):');
+    for (const [k, v] of Object.entries(results.vs_limits)) console.log(`  ${k.padEnd(28)} ${v.toFixed(3)}`);
+    console.log(`incr_bitmap_vs_full_server     ${results.incr_bitmap_vs_full_server.toFixed(3)}`);
+    console.log('goal (issue 15):');
+    for (const [k, v] of Object.entries(results.goal)) console.log(`  ${k.padEnd(28)} ${v === null ? 'n/a' : v ? 'met' : 'NOT met'}`);
     console.log(`results written to ${args.out}`);
   } finally {
     if (!args.keep) await fsp.rm(work, { recursive: true, force: true });

@@ -15,6 +15,8 @@
  *       out.length >= plain.length + 16; ciphertext -> out[0..n), tag -> out[n..n+16).
  *   open(key, iv, aad, ct, tag, out): boolean
  *       out.length >= ct.length; plaintext -> out[0..n); false when the tag does not authenticate.
+ *   addressMod(bytes, m): number
+ *       the address of bytes[0] modulo m: lets JavaScript align views for O_DIRECT I/O.
  *
  * All arguments are Uint8Array (Buffer included), possibly views into a SharedArrayBuffer.
  * key 32 bytes, iv 12 bytes, tag 16 bytes; wrong sizes throw a TypeError. out may be exactly the
@@ -202,6 +204,27 @@ static napi_value open_(napi_env env, napi_callback_info info) {
   return result;
 }
 
+/*
+ * addressMod(bytes, m): the address of bytes[0] modulo m (1 <= m <= 2^20). JavaScript cannot see
+ * addresses; O_DIRECT I/O needs buffers aligned to the device's block size, so callers allocate a
+ * little more and start their view at (m - addressMod(view, m)) % m. The backing memory of an
+ * ArrayBuffer never moves (also not when transferred to a worker), so the answer stays valid.
+ */
+static napi_value address_mod(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2];
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc != 2)
+    return throw_type(env, "addressMod(bytes, m) takes two arguments");
+  bytes_t b;
+  if (!get_bytes(env, argv[0], "addressMod: bytes must be a Uint8Array", &b)) return NULL;
+  uint32_t m = 0;
+  if (napi_get_value_uint32(env, argv[1], &m) != napi_ok || m < 1 || m > (1u << 20))
+    return throw_type(env, "addressMod: m must be an integer in 1..2^20");
+  napi_value result;
+  napi_create_uint32(env, (uint32_t)((uintptr_t)b.data % m), &result);
+  return result;
+}
+
 /* ---------- module ---------- */
 
 static EVP_CIPHER_CTX *new_ctx(int enc) {
@@ -232,6 +255,7 @@ NAPI_MODULE_INIT(/* napi_env env, napi_value exports */) {
   napi_property_descriptor props[] = {
       {"seal", NULL, seal, NULL, NULL, NULL, napi_enumerable, NULL},
       {"open", NULL, open_, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"addressMod", NULL, address_mod, NULL, NULL, NULL, napi_enumerable, NULL},
   };
   if (napi_define_properties(env, exports, sizeof props / sizeof props[0], props) != napi_ok)
     return throw_error(env, "rsvault_native: napi_define_properties failed");

@@ -39,4 +39,19 @@ describe('loadConfig', () => {
     expect(() => loadConfig({ importDirs: 'relative/dir' }, {})).toThrow(/invalid import directory/);
     expect(() => loadConfig({ verifySchedule: 'every tuesday' }, {})).toThrow(/invalid verify schedule/);
   });
+
+  it('accepts test-only knobs only with RSVAULT_TEST_MODE=1, and LUKS iterations never below 1000', () => {
+    expect(() => loadConfig({}, { RSVAULT_LUKS_ITERATIONS: '1000' })).toThrow(/test-only setting.*RSVAULT_TEST_MODE=1/);
+    expect(() => loadConfig({}, { RSVAULT_CLOCK_OFFSET_MS: '86400000' })).toThrow(/RSVAULT_CLOCK_OFFSET_MS is a test-only setting/);
+    expect(() => loadConfig({}, { RSVAULT_TEST_MODE: '1', RSVAULT_LUKS_ITERATIONS: '999' })).toThrow(/at least 1000/);
+    const t = loadConfig({}, { RSVAULT_TEST_MODE: '1', RSVAULT_LUKS_ITERATIONS: '1000', RSVAULT_CLOCK_OFFSET_MS: '-5' }).test;
+    expect(t).toMatchObject({ enabled: true, luksIterations: 1000, clockOffsetMs: -5 });
+    expect(loadConfig({}, {}).test).toMatchObject({ enabled: false, luksIterations: undefined, clockOffsetMs: 0 });
+  });
+
+  it('token throttling: flags and env, defaults that leave room for many logins', () => {
+    expect(loadConfig({}, {})).toMatchObject({ tokenRateLimit: 600, tokenFailureLimit: 20, tokenFailureWindowSec: 300 });
+    expect(loadConfig({ tokenFailureLimit: '5' }, { RSVAULT_TOKEN_FAILURE_LIMIT: '9', RSVAULT_TOKEN_RATE_LIMIT: '50' })).toMatchObject({ tokenRateLimit: 50, tokenFailureLimit: 5 });
+    expect(() => loadConfig({ tokenRateLimit: '0' }, {})).toThrow(/token rate limit/);
+  });
 });

@@ -3,8 +3,17 @@
  * Flags win over the environment, the environment over defaults. Invalid values raise ConfigError,
  * which the CLI prints as one line and exits with code 2.
  */
+import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { Cron } from 'croner';
+
+export type ChunkStoreKind = 'fs' | 'blob' | 's3';
+
+/** Where vault chunks and manifests live. Secrets (keys, connection strings) come only from env or files. */
+export type ChunkStoreConfig =
+  | { kind: 'fs'; /** Root of the vault stores; undefined = each vault's directory under <dataDir>/vaults (the embedded layout). */ dir?: string | undefined }
+  | { kind: 'blob'; url?: string | undefined; container: string; accountName?: string | undefined; accountKey?: string | undefined; connectionString?: string | undefined }
+  | { kind: 's3'; endpoint?: string | undefined; bucket: string; region: string; accessKeyId?: string | undefined; secretAccessKey?: string | undefined; forcePathStyle?: boolean | undefined };
 
 export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
 export type Role = 'all' | 'api' | 'worker' | 'scheduler';
@@ -45,7 +54,36 @@ export interface Config {
    * settings, recovery points, restore outputs); 443 = no port in the URLs. Undefined = the port the server listens on.
    */
   keyvaultPublicPort?: number | undefined;
+  /** The chunk store of every vault (default fs: `<dataDir>/vaults/<uid>`). */
+  chunkStore: ChunkStoreConfig;
+  /** The second copy of GeoRedundant vaults (none: GeoRedundant vaults keep one copy, as LocallyRedundant). */
+  secondaryStore: ChunkStoreConfig | undefined;
+  /**
+   * Token endpoint throttling: at most `tokenRateLimit` token requests per minute per source address and client id,
+   * and at most `tokenFailureLimit` failed client-credential attempts per client id (and per source address) in
+   * `tokenFailureWindowSec` seconds. Beyond either: 429 with Retry-After.
+   */
+  tokenRateLimit: number;
+  tokenFailureLimit: number;
+  tokenFailureWindowSec: number;
+  /**
+   * Test-only knobs: accepted only with RSVAULT_TEST_MODE=1 (a start-up error otherwise).
+   * luksIterations: PBKDF2 count of the LUKS key slots rsvault writes (never below 1000);
+   * clockOffsetMs: moves the scheduler's clock; importCheckDelayMs: a pause between a disk import's path check and its
+   * use (lets a test race a symlink swap against the check).
+   */
+  test: TestKnobs;
 }
+
+export interface TestKnobs {
+  enabled: boolean;
+  luksIterations?: number | undefined;
+  clockOffsetMs: number;
+  importCheckDelayMs: number;
+}
+
+/** The LUKS PBKDF2 floor: no knob may go below it. */
+export const MIN_LUKS_ITERATIONS = 1000;
 
 /** Sundays 03:00 UTC. */
 export const DEFAULT_VERIFY_SCHEDULE = '0 0 3 * * 0';
@@ -68,6 +106,15 @@ export interface ConfigFlags {
   verifySchedule?: string | undefined;
   keyvaultHostSuffix?: string | undefined;
   keyvaultPublicPort?: string | number | undefined;
+  chunkStore?: string | undefined;
+  secondaryChunkStore?: string | undefined;
+  blobUrl?: string | undefined;
+  blobContainer?: string | undefined;
+  s3Endpoint?: string | undefined;
+  s3Bucket?: string | undefined;
+  s3Region?: string | undefined;
+  tokenRateLimit?: string | number | undefined;
+  tokenFailureLimit?: string | number | undefined;
 }
 
 const LOG_LEVELS: readonly LogLevel[] = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
@@ -152,5 +199,103 @@ export function loadConfig(flags: ConfigFlags = {}, env: NodeJS.ProcessEnv = pro
     }
   }
 
-  return { dataDir, port, listen, dbUrl, vaultHostSuffix, blobHostSuffix, logLevel, role, tokenLifetimeSec: Number(lifetimeText), importDirs, scheduleCatchUpHours: Number(catchUpText), verifySchedule, keyvaultPublicPort };
+  const chunkStore = loadChunkStoreConfig(pick(flags.chunkStore, env.RSVAULT_CHUNK_STORE) ?? 'fs', env, 'RSVAULT_', { blobUrl: flags.blobUrl, blobContainer: flags.blobContainer, s3Endpoint: flags.s3Endpoint, s3Bucket: flags.s3Bucket, s3Region: flags.s3Region });
+  const secondaryKind = pick(flags.secondaryChunkStore, env.RSVAULT_SECONDARY_CHUNK_STORE) ?? 'none';
+  let secondaryStore: ChunkStoreConfig | undefined;
+  if (secondaryKind !== 'none') {
+    secondaryStore = loadChunkStoreConfig(secondaryKind, env, 'RSVAULT_SECONDARY_', {});
+    if (secondaryStore.kind === 'fs' && !secondaryStore.dir) secondaryStore = { kind: 'fs', dir: path.join(dataDir, 'secondary') };
+    if (JSON.stringify(secondaryStore) === JSON.stringify(chunkStore)) throw new ConfigError('the secondary chunk store is the primary one: give it another location (RSVAULT_SECONDARY_*)');
+  }
+
+  const intIn = (text: string, min: number, max: number, what: string): number => {
+    if (!/^\d+$/.test(text) || Number(text) < min || Number(text) > max) throw new ConfigError(`invalid ${what} '${text}': an integer ${min}-${max}`);
+    return Number(text);
+  };
+  const tokenRateLimit = intIn(pick(flags.tokenRateLimit, env.RSVAULT_TOKEN_RATE_LIMIT) ?? '600', 1, 1_000_000, 'token rate limit (--token-rate-limit or RSVAULT_TOKEN_RATE_LIMIT)');
+  const tokenFailureLimit = intIn(pick(flags.tokenFailureLimit, env.RSVAULT_TOKEN_FAILURE_LIMIT) ?? '20', 1, 1_000_000, 'token failure limit (--token-failure-limit or RSVAULT_TOKEN_FAILURE_LIMIT)');
+  const tokenFailureWindowSec = intIn(env.RSVAULT_TOKEN_FAILURE_WINDOW_SEC ?? '300', 1, 86_400, 'RSVAULT_TOKEN_FAILURE_WINDOW_SEC');
+
+  return {
+    dataDir, port, listen, dbUrl, vaultHostSuffix, blobHostSuffix, logLevel, role, tokenLifetimeSec: Number(lifetimeText), importDirs, scheduleCatchUpHours: Number(catchUpText), verifySchedule, keyvaultPublicPort, chunkStore, secondaryStore,
+    tokenRateLimit, tokenFailureLimit, tokenFailureWindowSec, test: testKnobs(env),
+  };
+}
+
+/** A secret from `<NAME>` or the file named by `<NAME>_FILE` (trailing newline dropped). Never echoed in errors. */
+function secret(env: NodeJS.ProcessEnv, name: string): string | undefined {
+  const direct = env[name];
+  if (direct) return direct;
+  const file = env[`${name}_FILE`];
+  if (!file) return undefined;
+  try {
+    return readFileSync(file, 'utf8').replace(/\r?\n$/, '');
+  } catch (e) {
+    throw new ConfigError(`cannot read ${name}_FILE (${(e as NodeJS.ErrnoException).code ?? 'error'})`);
+  }
+}
+
+/**
+ * One chunk store's settings: `kind` fs|blob|s3 and `<prefix>FS_DIR`, `<prefix>BLOB_*`, `<prefix>S3_*` variables
+ * (prefix RSVAULT_ for the primary, RSVAULT_SECONDARY_ for the secondary, RSVAULT_TARGET_ for `admin copy-store`).
+ */
+export function loadChunkStoreConfig(
+  kind: string,
+  env: NodeJS.ProcessEnv,
+  prefix: string,
+  flags: { blobUrl?: string | undefined; blobContainer?: string | undefined; s3Endpoint?: string | undefined; s3Bucket?: string | undefined; s3Region?: string | undefined; fsDir?: string | undefined },
+): ChunkStoreConfig {
+  const what = prefix === 'RSVAULT_' ? 'chunk store' : `${prefix.slice(8, -1).toLowerCase()} chunk store`;
+  if (kind === 'fs') {
+    const dir = pick(flags.fsDir, env[`${prefix}FS_DIR`]);
+    if (dir !== undefined && !path.isAbsolute(dir)) throw new ConfigError(`invalid ${what} directory '${dir}': use an absolute path (${prefix}FS_DIR)`);
+    return { kind: 'fs', dir };
+  }
+  if (kind === 'blob') {
+    const connectionString = secret(env, `${prefix}BLOB_CONNECTION_STRING`);
+    const url = pick(flags.blobUrl, env[`${prefix}BLOB_URL`]);
+    const container = pick(flags.blobContainer, env[`${prefix}BLOB_CONTAINER`]) ?? 'rsvault';
+    if (!/^[a-z0-9](?!.*--)[a-z0-9-]{1,61}[a-z0-9]$/.test(container)) throw new ConfigError(`invalid ${what} container '${container}': 3-63 lowercase letters, digits and single hyphens (${prefix}BLOB_CONTAINER)`);
+    if (!connectionString && !url) throw new ConfigError(`the ${what} is Azure Blob but has no address: set ${prefix}BLOB_URL (with ${prefix}BLOB_ACCOUNT_KEY or a SAS) or ${prefix}BLOB_CONNECTION_STRING`);
+    if (url && !/^https?:\/\/[^\s]+$/.test(url)) throw new ConfigError(`invalid ${what} URL: expected http(s)://… (${prefix}BLOB_URL)`);
+    return { kind: 'blob', url, container, accountName: env[`${prefix}BLOB_ACCOUNT_NAME`] || undefined, accountKey: secret(env, `${prefix}BLOB_ACCOUNT_KEY`), connectionString };
+  }
+  if (kind === 's3') {
+    const bucket = pick(flags.s3Bucket, env[`${prefix}S3_BUCKET`]);
+    if (!bucket || !/^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/.test(bucket)) throw new ConfigError(`invalid or missing ${what} bucket '${bucket ?? ''}': 3-63 lowercase letters, digits, dots and hyphens (${prefix}S3_BUCKET)`);
+    const endpoint = pick(flags.s3Endpoint, env[`${prefix}S3_ENDPOINT`]);
+    if (endpoint && !/^https?:\/\/[^\s]+$/.test(endpoint)) throw new ConfigError(`invalid ${what} endpoint: expected http(s)://… (${prefix}S3_ENDPOINT)`);
+    const ps = env[`${prefix}S3_FORCE_PATH_STYLE`];
+    return {
+      kind: 's3', bucket, endpoint, region: pick(flags.s3Region, env[`${prefix}S3_REGION`]) ?? 'us-east-1',
+      accessKeyId: env[`${prefix}S3_ACCESS_KEY_ID`] || undefined, secretAccessKey: secret(env, `${prefix}S3_SECRET_ACCESS_KEY`),
+      forcePathStyle: ps === undefined || ps === '' ? undefined : ps === 'true' || ps === '1',
+    };
+  }
+  throw new ConfigError(`invalid ${what} '${kind}': one of fs, blob, s3${prefix === 'RSVAULT_' ? '' : ', none'}`);
+}
+
+/** Test-only knobs: refused unless RSVAULT_TEST_MODE=1, so a production server can never run with them. */
+export function testKnobs(env: NodeJS.ProcessEnv): TestKnobs {
+  const enabled = env.RSVAULT_TEST_MODE === '1';
+  const knob = (name: string): string | undefined => {
+    const v = env[name];
+    if (v === undefined || v === '') return undefined;
+    if (!enabled) throw new ConfigError(`${name} is a test-only setting: it is refused unless RSVAULT_TEST_MODE=1 is set too`);
+    return v;
+  };
+  const luksText = knob('RSVAULT_LUKS_ITERATIONS');
+  if (luksText !== undefined && (!/^\d+$/.test(luksText) || Number(luksText) < MIN_LUKS_ITERATIONS)) {
+    throw new ConfigError(`invalid RSVAULT_LUKS_ITERATIONS '${luksText}': an integer of at least ${MIN_LUKS_ITERATIONS}`);
+  }
+  const offsetText = knob('RSVAULT_CLOCK_OFFSET_MS');
+  if (offsetText !== undefined && !/^-?\d+$/.test(offsetText)) throw new ConfigError(`invalid RSVAULT_CLOCK_OFFSET_MS '${offsetText}': an integer (milliseconds)`);
+  const delayText = knob('RSVAULT_TEST_IMPORT_CHECK_DELAY_MS');
+  if (delayText !== undefined && !/^\d+$/.test(delayText)) throw new ConfigError(`invalid RSVAULT_TEST_IMPORT_CHECK_DELAY_MS '${delayText}': an integer (milliseconds)`);
+  return {
+    enabled,
+    luksIterations: luksText !== undefined ? Number(luksText) : undefined,
+    clockOffsetMs: offsetText !== undefined ? Number(offsetText) : 0,
+    importCheckDelayMs: delayText !== undefined ? Number(delayText) : 0,
+  };
 }

@@ -5,7 +5,7 @@
 import https from 'node:https';
 import path from 'node:path';
 import { existsSync } from 'node:fs';
-import { ConfigError, loadConfig, type Config, type ConfigFlags } from './config.js';
+import { ConfigError, loadChunkStoreConfig, loadConfig, type ChunkStoreConfig, type Config, type ConfigFlags } from './config.js';
 import { createLogger, type Logger } from './platform/log.js';
 import { createMetrics } from './platform/metrics.js';
 import { openDatabase, migrate, type Migration, DatabaseConfigError } from './platform/db/index.js';
@@ -13,7 +13,7 @@ import { platformMigrations, Settings } from './platform/db/kv.js';
 import { createHttpApp, tuneServer } from './platform/http/app.js';
 import { registerPortal } from './platform/http/static.js';
 import { AsyncOperations } from './platform/http/async-ops.js';
-import { registerAuth, TokenKeys, TokenService, armUnauthorized } from './platform/auth/index.js';
+import { registerAuth, TokenKeys, TokenService, armUnauthorized, RouteAuthorizationError } from './platform/auth/index.js';
 import { initInstallation, writeFileAtomic } from './platform/install.js';
 import { IdentityService, IdentityStore, identityMigrations, registerIdentityRoutes } from './identity/index.js';
 import { ResourceService, ResourceStore, resourceMigrations, registerResourceRoutes, registerDeploymentRoutes, deploymentMigrations, failInterruptedDeployments } from './resources/index.js';
@@ -22,7 +22,9 @@ import { KeyVaultServiceImpl, KeyVaultStore, VaultUrls, keyvaultMigrations, regi
 import { ComputeService, ComputeStore, computeMigrations, registerComputeRoutes, DISK_TYPE, VM_TYPE, CLASSIC_VM_TYPE } from './compute/index.js';
 import { EmbeddedQueue, Scheduler, jobsMigrations, offsetClock } from './platform/jobs/index.js';
 import { createRecovery, recoveryMigrations } from './recovery/index.js';
-import { runCli } from './cli/index.js';
+import { ChunkStores } from './platform/chunk-stores.js';
+import { runCli, type CopyStoreFlags } from './cli/index.js';
+import { copyStore } from './engine/index.js';
 
 export interface RunningServer {
   port: number;
@@ -34,6 +36,7 @@ const MIGRATIONS: Migration[] = [...platformMigrations, ...identityMigrations, .
 
 export async function startServer(config: Config, log: Logger = createLogger(config.logLevel)): Promise<RunningServer> {
   const install = await initInstallation(config.dataDir, config.vaultHostSuffix, config.blobHostSuffix);
+  if (install.caUnconstrained) log.warn({ ca: install.caPath }, 'the installation CA predates name constraints (it could vouch for any host name); regenerate it as README "Hardening" describes');
   const database = openDatabase(config.dbUrl);
   const applied = await migrate(database.db, MIGRATIONS);
   if (applied.length) log.info({ migrations: applied }, 'database migrated');
@@ -52,7 +55,7 @@ export async function startServer(config: Config, log: Logger = createLogger(con
     graph: () => ['https://graph.microsoft.com/', ...origins().map((o) => o + '/')],
     vault: () => [...new Set([vaultUrls.resource(), `https://${config.vaultHostSuffix}:${port}`, `https://${config.vaultHostSuffix}`])],
     storage: () => ['https://storage.azure.com/'],
-  }, config.tokenLifetimeSec);
+  }, config.tokenLifetimeSec, () => identity.tenantId);
 
   const ops = new AsyncOperations(database.db, log);
   const interrupted = await ops.failInterrupted();
@@ -72,12 +75,12 @@ export async function startServer(config: Config, log: Logger = createLogger(con
   registerAuth(app, { tokens, authorizer: identity, challenge: { vault: keyVaultChallenge({ tenantId: () => identity.tenantId, port: () => port, vaultHostSuffix: config.vaultHostSuffix }) } });
   app.get('/healthz', { config: { plane: 'public' } }, async () => ({ status: 'ok' }));
   app.get('/metrics', { config: { plane: 'public' } }, async (_req, reply) => reply.type(metrics.registry.contentType).send(await metrics.registry.metrics()));
-  registerIdentityRoutes(app, { identity, tokens });
-  registerResourceRoutes(app, { resources, ops });
+  registerIdentityRoutes(app, { identity, tokens, throttle: { requestsPerMinute: config.tokenRateLimit, failureLimit: config.tokenFailureLimit, failureWindowSec: config.tokenFailureWindowSec } });
+  registerResourceRoutes(app, { resources, ops, checkAccess: (c, scope, action) => identity.checkAccess(c, scope, action) });
   registerKeyVaultRoutes(app, { keyvault, resources });
   registerKeyVaultDataRoutes(app, { keyvault });
-  // Compute: disks as image files under {dataDir}/disks; RSVAULT_LUKS_ITERATIONS forces low PBKDF2 counts (tests only).
-  const luksIter = Number(process.env.RSVAULT_LUKS_ITERATIONS ?? '') || undefined;
+  // Compute: disks as image files under {dataDir}/disks; RSVAULT_LUKS_ITERATIONS forces low PBKDF2 counts (test mode only, ≥ 1000).
+  const luksIter = config.test.luksIterations;
   // Storage accounts (restore targets) under {dataDir}/storage; template deployments create resources through the ARM routes.
   const storage = new StorageService(new StorageStore(database.db), resources, { dataDir: config.dataDir, sealer: install.sealer, blobHostSuffix: config.blobHostSuffix });
   resources.registerDeleter(STORAGE_TYPE, async (id) => void (await storage.deleteAccountById(id)));
@@ -101,7 +104,8 @@ export async function startServer(config: Config, log: Logger = createLogger(con
   registerDeploymentRoutes(app, { db: database.db, resources, ops, parseOwnBlobUrl: ownBlobUrl });
   // Disk imports from a blob URL are authorized for the requesting principal (RBAC read on the account, or a SAS).
   const compute = new ComputeService(new ComputeStore(database.db), resources, {
-    dataDir: config.dataDir, sealer: install.sealer, luksIterations: luksIter, importDirs: config.importDirs, vaultUrls, keyvault,
+    dataDir: config.dataDir, sealer: install.sealer, luksIterations: luksIter, importDirs: config.importDirs, vaultUrls, keyvault, importCheckDelayMs: config.test.importCheckDelayMs,
+    onImportChecked: (src) => log.warn({ src }, 'test mode: disk import path checked; pausing before use'),
     resolveSourceUri: (u, caller) => storage.resolveBlobUrl(u, { caller, checkAccess: (c, scope, action) => identity.checkAccess(c, scope, action), target: 'properties.creationData.sourceUri' }),
   });
   if (config.role === 'all' || config.role === 'api') {
@@ -117,12 +121,16 @@ export async function startServer(config: Config, log: Logger = createLogger(con
   });
   resources.registerDeleter(CLASSIC_VM_TYPE, async (id) => void (await compute.deleteClassicVm(id)));
   registerComputeRoutes(app, { compute, ops, keyvault });
-  // Recovery Services + the job queue and scheduler. RSVAULT_CLOCK_OFFSET_MS / RSVAULT_SCHEDULER_TICK_MS /
-  // RSVAULT_RETENTION_CRON / RSVAULT_QUEUE_LEASE_MS move the scheduler's clock, cadence and job leases (tests only).
-  const clock = offsetClock(Number(process.env.RSVAULT_CLOCK_OFFSET_MS ?? '') || 0);
+  // Recovery Services + the job queue and scheduler. RSVAULT_CLOCK_OFFSET_MS (test mode only) / RSVAULT_SCHEDULER_TICK_MS /
+  // RSVAULT_RETENTION_CRON / RSVAULT_QUEUE_LEASE_MS move the scheduler's clock, cadence and job leases (tests).
+  const clock = offsetClock(config.test.clockOffsetMs);
   const queue = new EmbeddedQueue(database.db, { log, leaseMs: Number(process.env.RSVAULT_QUEUE_LEASE_MS ?? '') || undefined });
   const scheduler = new Scheduler(queue, { clock, tickMs: Number(process.env.RSVAULT_SCHEDULER_TICK_MS ?? '') || 15_000, log });
-  const recovery = createRecovery({ db: database.db, resources, identity, keyvault, compute, storage, ops, queue, sealer: install.sealer, dataDir: config.dataDir, log, clock });
+  // Vault chunk stores: fs | Azure Blob | S3 (+ the secondary of GeoRedundant vaults), from --chunk-store & co.
+  const chunkStores = new ChunkStores(config.chunkStore, config.secondaryStore);
+  log.info({ chunkStore: chunkStores.describe() }, 'vault chunk stores');
+  if (!config.secondaryStore) log.info('no secondary chunk store configured: GeoRedundant vaults keep a single copy (--secondary-chunk-store)');
+  const recovery = createRecovery({ db: database.db, resources, identity, keyvault, compute, storage, ops, queue, sealer: install.sealer, dataDir: config.dataDir, log, clock, chunkStores });
   recovery.registerRoutes(app);
   if (config.role === 'all' || config.role === 'worker') {
     recovery.startWorkers(queue);
@@ -212,7 +220,7 @@ async function serve(flags: ConfigFlags): Promise<void> {
     server = await startServer(config, log);
   } catch (e) {
     const err = e as NodeJS.ErrnoException;
-    if (e instanceof DatabaseConfigError || e instanceof ConfigError) {
+    if (e instanceof DatabaseConfigError || e instanceof ConfigError || e instanceof RouteAuthorizationError) {
       process.stderr.write(`rsvault: ${err.message}\n`);
       process.exit(2);
     }
@@ -253,8 +261,52 @@ async function serve(flags: ConfigFlags): Promise<void> {
   process.on('SIGTERM', () => stop('SIGTERM'));
 }
 
+/** `rsvault admin copy-store`: copies every vault's store (chunks, fossils, manifests) to another store, verified. */
+async function adminCopyStore(flags: CopyStoreFlags): Promise<void> {
+  let config: Config;
+  let target: ChunkStoreConfig;
+  try {
+    config = loadConfig(flags);
+    target = loadChunkStoreConfig(flags.to, process.env, 'RSVAULT_TARGET_', {
+      fsDir: flags.toDir, blobUrl: flags.toBlobUrl, blobContainer: flags.toBlobContainer, s3Endpoint: flags.toS3Endpoint, s3Bucket: flags.toS3Bucket, s3Region: flags.toS3Region,
+    });
+    if (target.kind === 'fs' && !target.dir) throw new ConfigError('an fs target needs a directory: --to-dir or RSVAULT_TARGET_FS_DIR');
+    if (JSON.stringify(target) === JSON.stringify(config.chunkStore)) throw new ConfigError('the target is the configured chunk store itself');
+  } catch (e) {
+    if (e instanceof ConfigError) {
+      process.stderr.write(`rsvault: ${e.message}\n`);
+      process.exit(2);
+    }
+    throw e;
+  }
+  const stores = new ChunkStores(config.chunkStore, undefined);
+  const targets = new ChunkStores(target, undefined);
+  const uids = flags.vault ?? (await stores.vaultsIn(config.chunkStore, config.dataDir));
+  let failed = 0;
+  const total = { vaults: 0, chunks: 0, fossils: 0, meta: 0, bytes: 0 };
+  for (const uid of uids) {
+    const localDir = path.join(config.dataDir, 'vaults', uid);
+    try {
+      const src = await stores.openOne(config.chunkStore, uid, localDir);
+      const dst = await targets.openOne(target, uid, localDir);
+      const st = await copyStore(src, dst, { verify: flags.verify });
+      total.vaults++;
+      total.chunks += st.chunks;
+      total.fossils += st.fossils;
+      total.meta += st.meta;
+      total.bytes += st.bytes;
+      process.stdout.write(`${JSON.stringify({ vault: uid, ...st, verified: flags.verify })}\n`);
+    } catch (e) {
+      failed++;
+      process.stderr.write(`rsvault: copying vault ${uid} failed: ${(e as Error).message}\n`);
+    }
+  }
+  process.stdout.write(`${JSON.stringify({ from: stores.describe(), to: targets.describe(), ...total, failed })}\n`);
+  process.exit(failed ? 1 : 0);
+}
+
 process.on('unhandledRejection', (e) => {
   process.stderr.write(`rsvault: unhandled rejection: ${(e as Error)?.stack ?? String(e)}\n`);
 });
 
-await runCli(process.argv, { serve });
+await runCli(process.argv, { serve, adminCopyStore });

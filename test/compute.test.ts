@@ -123,7 +123,9 @@ describe('disks and VMs', () => {
     expect(imp.properties.diskSizeBytes).toBe(8 * MiB);
     expect(imp.properties.rsvault.imagePath).not.toBe(path.join(tmp, 'os.raw'));
     const ref = await importDisk('datadisk', path.join(tmp, 'data.raw'), { referenceInPlace: true });
-    expect(ref.properties.rsvault.imagePath).toBe(path.join(tmp, 'data.raw'));
+    // In place = a hard link in the disk store to the checked inode (pinned: a later swap of the source path changes nothing).
+    expect(statSync(ref.properties.rsvault.imagePath).ino).toBe(statSync(path.join(tmp, 'data.raw')).ino);
+    expect(path.dirname(ref.properties.rsvault.imagePath)).toBe(path.join(s.dataDir, 'disks'));
     const list = await s.client.list<Disk>(`${rgPath()}/providers/Microsoft.Compute/disks`, { query: q });
     expect(list.map((x) => x.id.split('/').pop()).sort()).toEqual(['datadisk', 'empty1', 'osdisk']);
   });

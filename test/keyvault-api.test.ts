@@ -67,7 +67,7 @@ describe('management plane', () => {
     for (const bad of ['ab', 'a'.repeat(25), '1abc', 'ab--cd', 'abc-', 'a_bc']) {
       const r = await s.client.send('PUT', vpath(bad), { query: q, body: body() });
       expect(r.status, bad).toBe(400);
-      expect(errOf(r).code).toBe('InvalidResourceName');
+      expect(errOf(r).code).toBe('VaultNameNotValid');
     }
     await s.client.request('PUT', `/subscriptions/${sub}/resourcegroups/${RG}-2`, { query: { 'api-version': '2021-04-01' }, body: { location: 'local' } });
     const dup = await s.client.send('PUT', vpath(V.toUpperCase(), `${RG}-2`), { query: q, body: body() });

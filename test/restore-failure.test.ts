@@ -134,7 +134,7 @@ describe('bad input on the new endpoints (a code, nothing written, alive)', () =
   });
 
   it('storage accounts, SAS and blobs', async () => {
-    expect(await errOf(s.client.send('PUT', saId('Bad_Name'), { query: ST, body: { location: 'local' } }))).toMatchObject({ status: 400, code: 'InvalidResourceName' });
+    expect(await errOf(s.client.send('PUT', saId('Bad_Name'), { query: ST, body: { location: 'local' } }))).toMatchObject({ status: 400, code: 'AccountNameInvalid' });
     expect(await errOf(s.client.send('PUT', saId(`stnoloc${suffix}`), { query: ST, body: {} }))).toMatchObject({ status: 400, code: 'InvalidRequestContent' });
     expect(await errOf(s.client.send('PUT', saId(`stq${suffix}`), { query: ST, body: { location: 'local', properties: { quotaBytes: 'lots' } } }))).toMatchObject({ status: 400, code: 'InvalidRequestContent' });
     expect(await errOf(s.client.send('PUT', saId(`stsku${suffix}`), { query: ST, body: { location: 'local', sku: { name: 'Gold' } } }))).toMatchObject({ status: 400, code: 'InvalidRequestContent' });

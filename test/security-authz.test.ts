@@ -172,7 +172,7 @@ describe('item 1: backup cannot reach a VM of another resource group', () => {
     const cfg = { RSVAULT_CONFIG_DIR: path.join(tmp, 'cfg-evil') };
     const login = await cli(cfg, 'login', '--server', s.origin, '--service-principal', '-u', evil.appId, '-p', evil.secret, '--tenant', s.creds.tenantId, '--ca-file', s.creds.caPath);
     expect(login.code, login.stderr).toBe(0);
-    const r = await cli(cfg, 'backup', 'protection', 'enable-for-vm', '--vault-name', 'rsv-evil', '-g', RG1, '--vm', vmId(VM_A), '-p', 'DefaultPolicy', '--subscription', sub());
+    const r = await cli(cfg, 'backup', 'protection', 'enable-for-vm', '--vault-name', 'rsv-evil', '-g', RG1, '--vm', vmId(VM_A), '-p', 'DefaultPolicy');
     expect(r.code).toBe(1);
     expect(r.stderr).toMatch(/^ERROR: \(AuthorizationFailed\) .*'Microsoft\.Compute\/virtualMachines\/write' over scope '[^']*\/resourceGroups\/rg-sec2\/providers\/Microsoft\.Compute\/virtualMachines\/vm-a'/m);
     expect((await s.client.send('GET', itemPath('rsv-evil', VM_A), { query: bk })).status).toBe(404);
@@ -281,11 +281,18 @@ describe('item 1: backup cannot reach a VM of another resource group', () => {
     const ok = await newSp('sec-bc-and-rg2');
     await assign(ok.id, 'Backup Contributor', rgPath(RG1));
     await assign(ok.id, 'Contributor', rgPath(RG2));
-    const st = await opStatus(ok.c, await enable(ok.c, RSV_OPEN, VM_A));
+    // VM_A is held by rsv-ok now (the test above), and a VM is protected by one vault at a time: a fresh encrypted VM.
+    const held = await enable(ok.c, RSV_OPEN, VM_A);
+    expect(held.status, JSON.stringify(held.body)).toBe(409);
+    expect(errOf(held).code).toBe('UserErrorVmAlreadyProtectedInAnotherVault');
+    const VM_D = 'vm-d';
+    await f2.vm(VM_D, 4 * MiB);
+    await f2.encrypt(VM_D, KV_VICTIM);
+    const st = await opStatus(ok.c, await enable(ok.c, RSV_OPEN, VM_D));
     expect(st.status, JSON.stringify(st.error)).toBe('Succeeded');
-    const job = await backupJob(ok.c, RSV_OPEN, VM_A);
+    const job = await backupJob(ok.c, RSV_OPEN, VM_D);
     expect(job.properties.status, JSON.stringify(job.properties.errorDetails)).toBe('Completed');
-    const rp = await ok.c.request<RecoveryPoint>('GET', `${itemPath(RSV_OPEN, VM_A)}/recoveryPoints/${job.properties.extendedInfo.propertyBag['Recovery Point Id']}`, { query: bk });
+    const rp = await ok.c.request<RecoveryPoint>('GET', `${itemPath(RSV_OPEN, VM_D)}/recoveryPoints/${job.properties.extendedInfo.propertyBag['Recovery Point Id']}`, { query: bk });
     expect(rp.properties.keyAndSecret!.bekDetails.secretData.length).toBeGreaterThan(10);
   }, 120_000);
 });

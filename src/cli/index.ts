@@ -28,10 +28,47 @@ export interface ServeFlags {
   verifySchedule?: string;
   keyvaultHostSuffix?: string;
   keyvaultPublicPort?: string;
+  chunkStore?: string;
+  secondaryChunkStore?: string;
+  blobUrl?: string;
+  blobContainer?: string;
+  s3Endpoint?: string;
+  s3Bucket?: string;
+  s3Region?: string;
+  tokenRateLimit?: string;
+  tokenFailureLimit?: string;
+}
+
+export interface CopyStoreFlags extends ServeFlags {
+  to: string;
+  toDir?: string;
+  toBlobUrl?: string;
+  toBlobContainer?: string;
+  toS3Endpoint?: string;
+  toS3Bucket?: string;
+  toS3Region?: string;
+  vault?: string[];
+  verify: boolean;
 }
 
 export interface CliDeps {
   serve(flags: ServeFlags): Promise<void>;
+  /** `rsvault admin copy-store`: runs in the composition root like `serve` (it opens the server's stores). */
+  adminCopyStore?(flags: CopyStoreFlags): Promise<void>;
+}
+
+const STORE_HELP = [
+  '--chunk-store <kind>', 'where vault chunks and manifests live: fs | blob | s3 (env RSVAULT_CHUNK_STORE; default fs). Connection: RSVAULT_BLOB_URL, RSVAULT_BLOB_CONTAINER, RSVAULT_BLOB_ACCOUNT_KEY[_FILE] or RSVAULT_BLOB_CONNECTION_STRING[_FILE]; RSVAULT_S3_ENDPOINT, RSVAULT_S3_BUCKET, RSVAULT_S3_REGION, RSVAULT_S3_ACCESS_KEY_ID, RSVAULT_S3_SECRET_ACCESS_KEY[_FILE]; RSVAULT_FS_DIR',
+] as const;
+
+function storeOptions(c: Command): Command {
+  return c
+    .option(STORE_HELP[0], STORE_HELP[1])
+    .option('--blob-url <url>', 'Azure Blob service URL of the chunk store, e.g. https://acct.blob.core.windows.net (env RSVAULT_BLOB_URL)')
+    .option('--blob-container <name>', 'container of the chunk store (env RSVAULT_BLOB_CONTAINER; default rsvault)')
+    .option('--s3-endpoint <url>', 'S3 endpoint of the chunk store (env RSVAULT_S3_ENDPOINT; default AWS)')
+    .option('--s3-bucket <name>', 'bucket of the chunk store (env RSVAULT_S3_BUCKET)')
+    .option('--s3-region <region>', 'S3 region (env RSVAULT_S3_REGION; default us-east-1)');
 }
 
 const ARM_RG_API = '2021-04-01';
@@ -106,7 +143,7 @@ export function buildProgram(deps: CliDeps): Command {
     .showHelpAfterError()
     .exitOverride();
 
-  program
+  const serveCmd = program
     .command('serve')
     .description('Run the rsvault server (ARM API, token endpoint, Key Vault, backup engine) with embedded defaults.')
     .option('--data-dir <dir>', 'data directory (env RSVAULT_DATA_DIR; default ./.rsvault)')
@@ -122,7 +159,32 @@ export function buildProgram(deps: CliDeps): Command {
     .option('--import-dirs <dirs>', 'comma-separated server directories whose image files may be imported as disks by path (env RSVAULT_IMPORT_DIRS; default <data-dir>/import)')
     .option('--schedule-catch-up-hours <h>', 'at start, run the latest scheduled backup missed in the last <h> hours while the server was down (env RSVAULT_SCHEDULE_CATCHUP_HOURS; default 168; 0 = never)')
     .option('--verify-schedule <cron>', "when every vault's Verify job runs: a cron pattern in UTC with seconds, or 'off' (env RSVAULT_VERIFY_SCHEDULE; default '0 0 3 * * 0', Sundays 03:00)")
+    .option('--token-rate-limit <n>', 'token endpoint requests per minute per source address and client id, then 429 + Retry-After (env RSVAULT_TOKEN_RATE_LIMIT; default 600)')
+    .option('--token-failure-limit <n>', 'failed client-credential attempts per client id and per source address in RSVAULT_TOKEN_FAILURE_WINDOW_SEC (default 300 s), then 429 + Retry-After (env RSVAULT_TOKEN_FAILURE_LIMIT; default 20)');
+  storeOptions(serveCmd)
+    .option('--secondary-chunk-store <kind>', 'second copy of GeoRedundant vaults: none | fs | blob | s3 (env RSVAULT_SECONDARY_CHUNK_STORE; default none). Connection: the RSVAULT_SECONDARY_* twins of the variables above (fs: RSVAULT_SECONDARY_FS_DIR, default <data-dir>/secondary)')
     .action(async (flags: ServeFlags) => deps.serve(flags));
+
+  const admin = program.command('admin').description('Server administration that runs on the server host (not over HTTPS).');
+  storeOptions(
+    admin
+      .command('copy-store')
+      .description('Copy every vault\'s chunks, fossils and manifests from the configured chunk store to another, reading each object back to verify. Stop the server first; re-run to resume. Then start the server with the target as --chunk-store.')
+      .option('--data-dir <dir>', 'data directory (env RSVAULT_DATA_DIR; default ./.rsvault)'),
+  )
+    .requiredOption('--to <kind>', 'target store: fs | blob | s3; its settings come from --to-* flags and RSVAULT_TARGET_* variables (the twins of RSVAULT_BLOB_*, RSVAULT_S3_*, RSVAULT_FS_DIR)')
+    .option('--to-dir <dir>', 'target fs directory (absolute; env RSVAULT_TARGET_FS_DIR)')
+    .option('--to-blob-url <url>', 'target Azure Blob service URL (env RSVAULT_TARGET_BLOB_URL)')
+    .option('--to-blob-container <name>', 'target container (env RSVAULT_TARGET_BLOB_CONTAINER; default rsvault)')
+    .option('--to-s3-endpoint <url>', 'target S3 endpoint (env RSVAULT_TARGET_S3_ENDPOINT)')
+    .option('--to-s3-bucket <name>', 'target bucket (env RSVAULT_TARGET_S3_BUCKET)')
+    .option('--to-s3-region <region>', 'target S3 region (env RSVAULT_TARGET_S3_REGION)')
+    .option('--vault <uid...>', 'only these vault uids (default: every vault found in the source)')
+    .option('--no-verify', 'do not read objects back from the target')
+    .action(async (flags: CopyStoreFlags) => {
+      if (!deps.adminCopyStore) throw new Error('`rsvault admin` is started through bin/rsvault.js');
+      await deps.adminCopyStore(flags);
+    });
 
   // ---- login / account -----------------------------------------------------------------------------------------
   program

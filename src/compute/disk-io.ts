@@ -218,9 +218,13 @@ async function pipeline(
 }
 
 /** Copies `src` to `dst` leaving all-zero 1 MiB ranges as holes (sparse); returns the size. */
-export async function sparseCopy(src: string, dst: string): Promise<number> {
-  const a = await open(src, 'r');
-  const b = await open(dst, 'wx', 0o600);
+/** Copies `src` (a path, or a file already opened and checked by the caller, which keeps ownership of it) sparsely. */
+export async function sparseCopy(src: string | FileHandle, dst: string): Promise<number> {
+  const a = typeof src === 'string' ? await open(src, 'r') : src;
+  const b = await open(dst, 'wx', 0o600).catch(async (e: unknown) => {
+    if (typeof src === 'string') await a.close();
+    throw e;
+  });
   try {
     const size = (await a.stat()).size;
     const buf = Buffer.alloc(1 << 20);
@@ -234,7 +238,7 @@ export async function sparseCopy(src: string, dst: string): Promise<number> {
     await b.sync();
     return size;
   } finally {
-    await a.close();
+    if (typeof src === 'string') await a.close();
     await b.close();
   }
 }

@@ -8,6 +8,7 @@ import type { Readable } from 'node:stream';
 import { open } from 'node:fs/promises';
 import { ArmError, armErrors } from '../platform/http/errors.js';
 import { requireArmApiVersion } from '../platform/http/api-version.js';
+import { parseByteRange, unsatisfiableRange } from '../platform/http/range.js';
 import { originOf } from '../platform/http/app.js';
 import { paginate } from '../platform/http/paging.js';
 import { accepted, type AsyncOperations } from '../platform/http/async-ops.js';
@@ -361,15 +362,20 @@ export function registerComputeRoutes(app: FastifyInstance, deps: ComputeRouteDe
   const V = 'Microsoft.Compute/virtualMachines';
   const dId = (p: P) => `/subscriptions/${p.sub}/resourceGroups/${p.rg}/providers/Microsoft.Compute/disks/${p.name}`;
   const vId = (p: P) => `/subscriptions/${p.sub}/resourceGroups/${p.rg}/providers/Microsoft.Compute/virtualMachines/${p.name}`;
-  const opUrl = (req: FastifyRequest, sub: string, loc: string, op: string) => `${originOf(req)}/subscriptions/${sub}/providers/Microsoft.Compute/locations/${encodeURIComponent(loc)}/operationStatuses/${op}?api-version=2022-08-01`;
+  const opUrl = (req: FastifyRequest, sub: string, loc: string, op: string, api = '2022-08-01') => `${originOf(req)}/subscriptions/${sub}/providers/Microsoft.Compute/locations/${encodeURIComponent(loc)}/operationStatuses/${op}?api-version=${encodeURIComponent(api)}`;
   const notFound = (type: string, p: P) => armErrors.notFound(type, p.name, p.rg);
 
   // ---- disks ----
   app.put(DISK, { config: { action: `${D}/write` } }, async (req, reply) => {
     requireArmApiVersion(req.url);
     const p = req.params as P;
-    const { disk, created } = await compute.createOrUpdateDisk(p.sub, p.rg, p.name, { ...parseDiskInput(body(req)), caller: req.caller });
-    return reply.code(created ? 201 : 200).send(diskView(disk));
+    const { disk } = await compute.createOrUpdateDisk(p.sub, p.rg, p.name, { ...parseDiskInput(body(req)), caller: req.caller });
+    // Disks_CreateOrUpdate (DiskRP 2022-07-02 and later) answers 200 or 202 with the Disk, never 201: a 202 with
+    // Azure-AsyncOperation + Location as Azure does; the disk is complete when the PUT returns, so the operation has
+    // already succeeded and the client's final GET reads it.
+    const op = await ops.start(`${D}/write`, disk.id, async () => undefined);
+    const api = queryOf(req).get('api-version') ?? '2022-07-02';
+    return accepted(reply, { asyncOperation: opUrl(req, p.sub, disk.location, op, api), location: `${originOf(req)}/subscriptions/${p.sub}/operationresults/${op}?api-version=${encodeURIComponent(api)}` }, 1, diskView(disk));
   });
   app.get(DISK, { config: { action: `${D}/read` } }, async (req) => {
     requireArmApiVersion(req.url);
@@ -446,13 +452,13 @@ export function registerComputeRoutes(app: FastifyInstance, deps: ComputeRouteDe
     let start = 0;
     let end = size - 1;
     const range = req.headers['x-ms-range'] ?? req.headers.range;
-    if (typeof range === 'string') {
-      const m = /^bytes=(\d+)-(\d*)$/.exec(range.trim());
-      if (!m || Number(m[1]) >= size) {
-        return reply.code(416).header('content-range', `bytes */${size}`).send({ error: { code: 'InvalidRange', message: `The range '${range}' cannot be satisfied for ${size} bytes.` } });
-      }
-      start = Number(m[1]);
-      end = m[2] ? Math.min(size - 1, Number(m[2])) : size - 1;
+    const r = parseByteRange(range, size);
+    if (r === 'unsatisfiable') {
+      const u = unsatisfiableRange(size, range!);
+      return reply.code(u.status).headers(u.headers).send(u.body);
+    }
+    if (r) {
+      ({ start, end } = r);
       void reply.code(206).header('content-range', `bytes ${start}-${end}/${size}`);
     }
     void reply.header('accept-ranges', 'bytes').header('content-type', 'application/octet-stream').header('x-ms-blob-type', 'PageBlob').header('content-length', String(end - start + 1));
@@ -533,7 +539,7 @@ export function registerComputeRoutes(app: FastifyInstance, deps: ComputeRouteDe
   });
 
   // ---- guest I/O ----
-  app.post(`${VM}/guestIo/write`, { config: { action: `${V}/guestIo/action` } }, async (req) => {
+  app.post(`${VM}/guestIo/write`, { config: { action: `${V}/guestIo/action`, body: 'bytes' } }, async (req) => {
     requireArmApiVersion(req.url);
     const q = queryOf(req);
     const sel = guestSel(q);
@@ -599,7 +605,7 @@ export function registerComputeRoutes(app: FastifyInstance, deps: ComputeRouteDe
         throw e;
       }
     });
-    void reply.header('azure-asyncoperation', opUrl(req, p.sub, vm.location, op));
+    void reply.header('azure-asyncoperation', opUrl(req, p.sub, vm.location, op)).header('retry-after', '1');
     return reply.code(existing ? 200 : 201).send(extView(row));
   });
   app.get(EXT, { config: { action: `${V}/extensions/read` } }, async (req) => {

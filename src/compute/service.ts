@@ -3,7 +3,8 @@
  * changed-block tracking and before-write hooks, disk access (SAS) grants. Azure Disk Encryption lives in ade.ts.
  */
 import { mkdirSync } from 'node:fs';
-import { open, unlink, stat, rename, realpath, readdir } from 'node:fs/promises';
+import { open, unlink, stat, lstat, link, rename, realpath, readdir, readlink, type FileHandle } from 'node:fs/promises';
+import { constants as fsConstants } from 'node:fs';
 import path from 'node:path';
 import { randomBytes, randomUUID } from 'node:crypto';
 import { ArmError, armErrors } from '../platform/http/errors.js';
@@ -42,6 +43,10 @@ export interface ComputeOptions {
   vaultUrls?: VaultUrls | undefined;
   /** Where the platform fetches the BEK (and unwraps it with the KEK) of an encrypted disk at VM start / attach. */
   keyvault?: KeyVaultService | undefined;
+  /** Test mode only: pause between a disk import's path check and its use (a test swaps the path in the window). */
+  importCheckDelayMs?: number | undefined;
+  /** Test mode only: told when an import passed its path check (before the delay), so a test knows when to swap. */
+  onImportChecked?: ((src: string) => void) | undefined;
 }
 
 export interface DiskInput {
@@ -246,7 +251,7 @@ export class ComputeService {
     }
 
     const uniqueId = randomUUID();
-    let imagePath = path.join(this.disksDir, `${uniqueId}.img`);
+    const imagePath = path.join(this.disksDir, `${uniqueId}.img`);
     let owned = 1;
     let format: 'raw' | 'luks1' = 'raw';
     let size: number;
@@ -273,41 +278,82 @@ export class ComputeService {
           src = resolved;
         }
         if (!src) throw armErrors.invalidContent("Disk creation with createOption 'Import' requires 'creationData.sourceUri' (an absolute file path or file:// URL on the server).", 'properties.creationData.sourceUri');
-        let st;
-        try {
-          st = await stat(src);
-        } catch {
-          throw new ArmError(400, 'InvalidParameter', `The source image '${src}' does not exist or cannot be read by the server.`, { target: 'properties.creationData.sourceUri', recommendation: 'Give an absolute path of a raw or LUKS1 image file readable by the rsvault server.' });
-        }
-        if (!st.isFile()) throw new ArmError(400, 'InvalidParameter', `The source image '${src}' is not a regular file.`, { target: 'properties.creationData.sourceUri' });
-        if (!input.internal && src === input.sourcePath && !(await this.importablePath(src))) {
-          const dirs = (this.opts.importDirs ?? []).join(', ') || '(none configured)';
-          throw new ArmError(403, 'ImportPathNotAllowed', `The source image '${src}' is not inside an import directory of this server (${dirs}); other server files cannot be imported by path.`, {
+        const checked = !input.internal && src === input.sourcePath;
+        const dirs = (this.opts.importDirs ?? []).join(', ') || '(none configured)';
+        const notAllowed = (why: string) =>
+          new ArmError(403, 'ImportPathNotAllowed', `The source image '${src}' ${why}; other server files cannot be imported by path.`, {
             target: 'properties.creationData.sourceUri',
             recommendation: `Copy the image into an import directory (${dirs}; set by rsvault serve --import-dirs / RSVAULT_IMPORT_DIRS), or upload it: rsvault disk create --for-upload --upload-size-bytes <n>, then grant-access --access-level Write.`,
           });
+        // Pin the file before checking it: one descriptor opened without following a final symbolic link; the check
+        // looks at the path of what that descriptor really is, and every later read uses the descriptor (or, in place,
+        // a hard link proven to be the same inode). A path swapped after the check cannot change what is imported.
+        let fh: FileHandle;
+        try {
+          fh = await open(src, fsConstants.O_RDONLY | fsConstants.O_NOFOLLOW | fsConstants.O_NONBLOCK);
+        } catch (e) {
+          if ((e as NodeJS.ErrnoException).code === 'ELOOP') throw checked ? notAllowed('is a symbolic link (links are not followed)') : new ArmError(400, 'InvalidParameter', `The source image '${src}' is a symbolic link.`, { target: 'properties.creationData.sourceUri' });
+          throw new ArmError(400, 'InvalidParameter', `The source image '${src}' does not exist or cannot be read by the server.`, { target: 'properties.creationData.sourceUri', recommendation: 'Give an absolute path of a raw or LUKS1 image file readable by the rsvault server.' });
         }
-        if (st.size === 0 || st.size % 512 !== 0) throw new ArmError(400, 'InvalidParameter', `The source image '${src}' has ${st.size} bytes; a disk image must be a non-empty multiple of 512 bytes.`, { target: 'properties.creationData.sourceUri' });
-        const head = Buffer.alloc(8);
-        const fh = await open(src, 'r');
-        await fh.read(head, 0, 8, 0).finally(() => fh.close());
-        if (isLuksHeader(head)) {
-          if (head.readUInt16BE(6) !== 1) throw new ArmError(400, 'UnsupportedDiskFormat', `The source image '${src}' is LUKS version ${head.readUInt16BE(6)}; only LUKS1 (and raw) images can be imported.`, { recommendation: 'Convert it: cryptsetup convert --type luks1 <image> (needs --pbkdf pbkdf2 and 512-byte sectors).' });
-          format = 'luks1';
-        }
-        if (input.referenceInPlace) {
-          imagePath = path.resolve(src);
-          owned = 0;
-          const clash = await this.store.db.selectFrom('compute_disks').select('id').where('image_path', '=', imagePath).executeTakeFirst();
-          if (clash) throw new ArmError(409, 'Conflict', `The image '${imagePath}' is already used by disk '${clash.id}'.`);
-        } else if (input.moveSource) {
-          await rename(src, imagePath);
-        } else {
-          await sparseCopy(src, imagePath);
+        try {
+          const st = await fh.stat();
+          if (!st.isFile()) throw new ArmError(400, 'InvalidParameter', `The source image '${src}' is not a regular file.`, { target: 'properties.creationData.sourceUri' });
+          if (checked) {
+            const real = await pathOfOpenFile(fh, src);
+            if (real !== path.resolve(src)) throw notAllowed('has a symbolic link in its path (links are not followed)');
+            if (!(await this.importablePath(real))) throw notAllowed(`is not inside an import directory of this server (${dirs})`);
+            // Test mode only (RSVAULT_TEST_IMPORT_CHECK_DELAY_MS): widen the window between check and use so a test can swap the path.
+            if (this.opts.importCheckDelayMs) {
+              this.opts.onImportChecked?.(src);
+              await new Promise((r) => setTimeout(r, this.opts.importCheckDelayMs));
+            }
+          }
+          if (st.size === 0 || st.size % 512 !== 0) throw new ArmError(400, 'InvalidParameter', `The source image '${src}' has ${st.size} bytes; a disk image must be a non-empty multiple of 512 bytes.`, { target: 'properties.creationData.sourceUri' });
+          const head = Buffer.alloc(8);
+          await fh.read(head, 0, 8, 0);
+          if (isLuksHeader(head)) {
+            if (head.readUInt16BE(6) !== 1) throw new ArmError(400, 'UnsupportedDiskFormat', `The source image '${src}' is LUKS version ${head.readUInt16BE(6)}; only LUKS1 (and raw) images can be imported.`, { recommendation: 'Convert it: cryptsetup convert --type luks1 <image> (needs --pbkdf pbkdf2 and 512-byte sectors).' });
+            format = 'luks1';
+          }
+          const sameInode = async (file: string) => {
+            const l = await lstat(file).catch(() => undefined);
+            return l !== undefined && l.isFile() && l.ino === st.ino && l.dev === st.dev;
+          };
+          if (input.referenceInPlace) {
+            // In place = a hard link in the disk store to the checked inode (no copy; the source path keeps showing the
+            // same data). Later reads go through the link, which nobody but rsvault can replace.
+            owned = 0;
+            for (const other of await this.store.db.selectFrom('compute_disks').select(['id', 'image_path']).where('owned', '=', 0).execute()) {
+              if (path.resolve(other.image_path) === path.resolve(src) || (await sameInode(other.image_path))) throw new ArmError(409, 'Conflict', `The image '${path.resolve(src)}' is already used by disk '${other.id}'.`);
+            }
+            try {
+              await link(src, imagePath);
+            } catch (e) {
+              throw new ArmError(409, 'ImportInPlaceNotPossible', `The source image '${src}' cannot be referenced in place: ${(e as NodeJS.ErrnoException).code === 'EXDEV' ? "it is on another filesystem than the server's disk store" : 'the server cannot link it'} (${this.disksDir}).`, {
+                target: 'properties.creationData.referenceInPlace',
+                recommendation: 'Import it without referenceInPlace (the image is copied), or keep import directories on the data directory\'s filesystem.',
+              });
+            }
+            if (!(await sameInode(imagePath))) {
+              await unlink(imagePath).catch(() => undefined);
+              throw notAllowed('was replaced while it was being imported');
+            }
+          } else if (input.moveSource) {
+            await rename(src, imagePath);
+            if (!(await sameInode(imagePath))) {
+              await unlink(imagePath).catch(() => undefined);
+              throw new ArmError(409, 'Conflict', `The source image '${src}' was replaced while it was being imported.`);
+            }
+          } else {
+            await sparseCopy(fh, imagePath);
+          }
+          size = st.size;
+        } finally {
+          await fh.close();
         }
         const payload = format === 'luks1' ? await luksPayloadOffset(imagePath) : 0;
         if (payload === undefined) throw new ArmError(400, 'UnsupportedDiskFormat', `The source image '${src}' has a LUKS header rsvault cannot read.`);
-        size = st.size - payload;
+        size -= payload;
         break;
       }
       default:
@@ -505,7 +551,8 @@ export class ComputeService {
       await this.store.db.deleteFrom('compute_disks').where('id_norm', '=', norm(id)).execute();
       await this.store.db.deleteFrom('compute_bitmaps').where('disk_id_norm', '=', norm(id)).execute();
       await this.store.db.deleteFrom('compute_disk_access').where('disk_id_norm', '=', norm(id)).execute();
-      if (d.owned) await unlink(d.imagePath).catch(() => undefined);
+      // Owned images, and the store's hard link of an image referenced in place (the source path keeps its data).
+      if (d.owned || path.dirname(path.resolve(d.imagePath)) === path.resolve(this.disksDir)) await unlink(d.imagePath).catch(() => undefined);
       this.keyCache.delete(norm(id));
     });
     await this.resources.unindex(d.id);
@@ -519,7 +566,12 @@ export class ComputeService {
       throw new ArmError(409, 'OperationNotAllowed', `Write access can only be granted to a disk created with createOption 'Upload' (disk '${d.name}' is ${d.state}).`);
     }
     if (access === 'Read' && d.managedBy) {
-      throw new ArmError(409, 'OperationNotAllowed', `Disk '${d.name}' is attached to VM '${d.managedBy}'; stop (deallocate) the VM or detach the disk before exporting it.`);
+      // As in Azure: the disk of a deallocated VM can be exported (the VM cannot start while the SAS is active);
+      // a running or merely stopped VM still holds it.
+      const vm = await this.getVm(d.managedBy);
+      if (vm && vm.powerState !== 'deallocated') {
+        throw new ArmError(409, 'OperationNotAllowed', `Disk '${d.name}' is attached to VM '${d.managedBy}', which is ${vm.powerState}; deallocate the VM (rsvault vm deallocate) or detach the disk before exporting it.`);
+      }
     }
     const token = randomBytes(24).toString('base64url');
     await this.store.db.insertInto('compute_disk_access').values({ token, disk_id_norm: norm(id), access, expires_at: Date.now() + seconds * 1000, created_at: Date.now() }).execute();
@@ -728,6 +780,11 @@ export class ComputeService {
     const vm = await this.requireVm(id);
     const state: PowerState = action === 'start' || action === 'restart' ? 'running' : action === 'powerOff' ? 'stopped' : 'deallocated';
     if (state === 'running') {
+      for (const x of this.vmDisks(vm)) {
+        const d = await this.getDisk(x.diskId);
+        const sas = d?.state === 'ActiveSAS' ? await this.store.db.selectFrom('compute_disk_access').select('token').where('disk_id_norm', '=', norm(d.id)).where('expires_at', '>', Date.now()).executeTakeFirst() : undefined;
+        if (d && sas) throw new ArmError(409, 'OperationNotAllowed', `VM '${vm.name}' cannot start while its disk '${d.name}' is being exported (an access SAS is active).`, { recommendation: `End the export first: rsvault disk revoke-access -g ${d.resourceGroup} -n ${d.name}` });
+      }
       const keys = await this.platformKeys(vm.name, this.vmDisks(vm).map((x) => ({ id: x.diskId, os: x.os })), vm.props.storageProfile.osDisk.encryptionSettings);
       for (const k of keys) await this.withDiskLock(k.disk.id, () => this.setVolumeKey(k.disk, k.key));
     }
@@ -1127,6 +1184,11 @@ function describeChange(a: FileStamp | undefined, b: FileStamp | undefined): str
   if (!a || a.ino !== b.ino) return 'image file replaced outside rsvault (inode changed)';
   if (a.size !== b.size) return `image size changed outside rsvault (${a.size} → ${b.size} bytes)`;
   return 'image modified outside rsvault (mtime changed)';
+}
+
+/** The path an open file really has (Linux: /proc/self/fd), so a check looks at what was opened, not at a name. */
+async function pathOfOpenFile(fh: FileHandle, fallback: string): Promise<string> {
+  return readlink(`/proc/self/fd/${fh.fd}`).catch(() => realpath(fallback));
 }
 
 /** True when `file` is `dir` or lies under it, both with symlinks resolved. */

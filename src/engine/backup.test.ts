@@ -51,9 +51,18 @@ describe('backup → restore round trips', () => {
     expect(manifest.imageDigest?.equals(imageDigest(data, CS))).toBe(true);
     expect(manifest.imageDigest?.equals(sha256(data))).toBe(false);
     expect(await countChunks(storeRoot)).toBe(stats.chunksNew);
+    // Sealed chunks leave aligned slots: every one (odd sizes included) is written with O_DIRECT.
+    expect(store.writeCounters).toEqual({ direct: stats.chunksNew, buffered: 0 });
     const target = path.join(dir, 'restored.img');
     const rs = await restoreImage({ store, keys, manifest, target });
     expect(rs.holes).toBe(stats.holes);
+    // Whole chunks are written with O_DIRECT from aligned slots; the short last one (777 B) through the page cache.
+    expect(rs.directWrites).toBe(rs.chunks - 1);
+    // The buffered path (directIO off, or a filesystem refusing O_DIRECT) restores the same bytes.
+    const buffered = path.join(dir, 'restored-buffered.img');
+    const rb = await restoreImage({ store, keys, manifest, target: buffered, directIO: false });
+    expect(rb.directWrites ?? 0).toBe(0);
+    expect((await fsp.readFile(buffered)).equals(data)).toBe(true);
     const back = await fsp.readFile(target);
     expect(back.equals(data)).toBe(true);
     expect(await isSparse(target)).toBe(true);

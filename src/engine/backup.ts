@@ -28,6 +28,8 @@ import type { ChunkStore } from './store.js';
 import { TaskGroup } from './tasks.js';
 
 export const DEFAULT_CHUNK_SIZE = 4 * 1024 * 1024;
+/** Alignment of sealed-chunk slots, for stores that write with O_DIRECT (PutOptions.alignedTail). */
+const OUT_ALIGN = 4096;
 
 export interface BackupOptions {
   store: ChunkStore;
@@ -122,7 +124,8 @@ export async function backupImage(options: BackupOptions): Promise<BackupResult>
     const eagerSeal = !previous;
     const putConcurrency = options.putConcurrency ?? 4;
     const inPool = new SlotPool(Math.max(2, options.readAhead ?? pool.size * 2 + 2), chunkSize);
-    const outPool = new LentSlotPool(putConcurrency + pool.size, chunkSize + SEAL_OVERHEAD);
+    // Output slots aligned for O_DIRECT (with the native addon): a store can write them without a page-cache copy.
+    const outPool = new LentSlotPool(putConcurrency + pool.size, chunkSize + SEAL_OVERHEAD, OUT_ALIGN);
     const touchSem = new Semaphore(32);
     const ids = new Uint8Array(count * 32);
     const progress = new ProgressTracker(size, options.onProgress, options.progressIntervalMs);
@@ -197,7 +200,7 @@ export async function backupImage(options: BackupOptions): Promise<BackupResult>
         };
         // The output slot goes back as soon as the store has the bytes (onDataTaken), while the
         // store flushes them: the next chunk is sealed into it meanwhile.
-        if (await store.putIfAbsent(hex, outPool.buffer(sealedSlot, sealedLen), { onDataTaken: taken })) {
+        if (await store.putIfAbsent(hex, outPool.buffer(sealedSlot, sealedLen), { onDataTaken: taken, ...(outPool.aligned ? { alignedTail: OUT_ALIGN } : {}) })) {
           stats.chunksNew++;
           stats.bytesNew += len;
           stats.bytesStored += sealedLen;

@@ -14,7 +14,7 @@ import { FsChunkStore } from './fs-store.js';
 import { collectGarbage } from './gc.js';
 import { readManifestFile, type Manifest } from './manifest.js';
 import { generateMasterKey, generateStoreKeys, wrapStoreKeys } from './seal.js';
-import { ageChunks, countChunks, tempDir, writeImage } from './testdata/helpers.js';
+import { countChunks, tempDir, writeImage } from './testdata/helpers.js';
 import { verifyManifest, verifyStore } from './verify.js';
 
 const CHILD = fileURLToPath(new URL('./testdata/crash-child.ts', import.meta.url));
@@ -150,9 +150,8 @@ describe('crash safety', () => {
       let prev = (await backupImage({ store, keys, source: image, chunkSize: CS })).manifest;
       let sweptTotal = 0;
       for (let run = 0; run < 20; run++) {
-        // Everything in the store is old; `prev` is pruned (not live), so only touches protect
-        // the chunks the next backup reuses from it.
-        await ageChunks(storeRoot, new Date(Date.now() - 3_600_000));
+        // `prev` is pruned (not live): only fossil generations protect the chunks the next
+        // backup reuses from it (what GC fossilizes under it, reads resurrect).
         const bitmap = new ChangedBlockBitmap(chunks * CS);
         const fh = await fsp.open(image, 'r+');
         for (let i = 0; i < 4; i++) {
@@ -176,6 +175,10 @@ describe('crash safety', () => {
       // GC did real work: the replaced chunks of pruned manifests went away.
       expect(sweptTotal).toBeGreaterThan(0);
       expect(await countChunks(storeRoot)).toBeLessThanOrEqual(chunks + 8 + 4);
+      await collectGarbage({ store, liveManifests: [live, prev], cutoff: new Date(), safetyMarginMs: 0 });
+      await collectGarbage({ store, liveManifests: [live, prev], cutoff: new Date(), safetyMarginMs: 0 });
+      expect(await countChunks(storeRoot)).toBe(chunks + 8);
+      expect(await fsp.readdir(path.join(storeRoot, 'trash'))).toEqual([]);
     } finally {
       await t.dispose();
     }

@@ -5,30 +5,35 @@
  * ```
  * chunks/<first 4 hex of id>/<id>          committed objects (fan-out: at most 65,536 directories)
  * chunks/<first 4 hex of id>/.tmp-<id>-<r> an object being written (never listed; GC removes old ones)
- * trash/<id>                               an object GC is deciding about (see delete)
+ * trash/<id>                               a fossil (GC's two-step delete, see gc.ts)
+ * <metaDir>/<name>                         metadata objects (default <root>/meta; a vault keeps its
+ *                                          manifests beside the store: metaDir = the vault's dir)
  * ```
  * Writes: temp file (O_EXCL) → write → fdatasync → rename over the final name. The directory
  * holding the new name is remembered and fsynced by `sync()` (the commit point), together with
- * `chunks/` when a fan-out directory was created. The caller's buffer is released
- * (`onDataTaken`) as soon as the bytes are in the page cache; the fdatasync and the rename run
+ * `chunks/` when a fan-out directory was created. When the caller's buffer is aligned
+ * (`PutOptions.alignedTail`) the write uses O_DIRECT: the bytes go from the caller's memory to the
+ * device without a page-cache copy (padded to 4 KiB, then truncated to size; fdatasync still
+ * follows, for the file's metadata and the device cache). The caller's buffer is released
+ * (`onDataTaken`) as soon as the write returned; the fdatasync and the rename run
  * while the caller goes on (at most `maxPendingObjects` at once), so the disk writes back one
  * chunk while the CPU seals the next, instead of after the last one. A name never appears before
  * its bytes are durable: a crash (even a power cut) leaves only temp files, never a named chunk
  * with unwritten data that a later backup would dedup against. While an object is pending,
  * every operation on its id waits for it first.
  *
- * Conditional delete (GC sweep) is made atomic against `touch` with a rename: the object is first
- * renamed into `trash/`, then its mtime is read there. A touch that happened before the rename is
- * visible in that mtime and the object is renamed back; a touch after the rename finds nothing and
- * reports the object absent, so its backup writes it again. Any read that misses an object also
- * looks in `trash/` and moves it back, so a GC killed between its two renames loses nothing.
+ * Fossils: `fossilize` renames a chunk into `trash/`, `resurrect` renames it back; both are atomic,
+ * so a chunk is always in one of the two places while GC and readers race. Any read that misses
+ * a chunk also looks in `trash/` and moves it back.
  */
 import { constants as fsc, promises as fsp } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import path from 'node:path';
+import type { FileHandle } from 'node:fs/promises';
 import { ChunkStoreError } from './errors.js';
+import { addressMod } from './native.js';
 import { Semaphore } from './store-wrappers.js';
-import { MTIME_SLACK_MS, assertChunkId, isChunkId, type ChunkStat, type ChunkStore, type DeleteOptions, type DeleteResult, type PutOptions } from './store.js';
+import { assertChunkId, assertMetaName, assertMetaPrefix, isChunkId, isMetaName, type ChunkStat, type ChunkStore, type DeleteResult, type PutOptions } from './store.js';
 
 const TRANSIENT_CODES = new Set(['EAGAIN', 'EBUSY', 'EMFILE', 'ENFILE', 'EINTR', 'ETIMEDOUT', 'ECONNRESET']);
 
@@ -50,25 +55,94 @@ export interface FsChunkStoreOptions {
   fsyncObjects?: boolean;
   /** Objects written whose fdatasync + rename is still running, at most (default 32). */
   maxPendingObjects?: number;
+  /**
+   * Write objects with O_DIRECT when the caller's buffer allows it (`PutOptions.alignedTail`,
+   * checked with the native addon) — default: as `fsyncObjects`. The bytes go from the caller's
+   * buffer to the device without a copy into the page cache (that copy cost more CPU than hashing
+   * and sealing together: bench/README.md). Filesystems that refuse O_DIRECT fall back to buffered
+   * writes, once and for all.
+   */
+  directIO?: boolean;
+  /** Where metadata objects live (default `<root>/meta`). May contain `root` itself (never listed). */
+  metaDir?: string;
 }
+
+/** What the puts of a store did (for tests and the bench). */
+export interface FsWriteCounters {
+  direct: number;
+  buffered: number;
+}
+
+/** O_DIRECT granularity used: the page size, a multiple of every usual logical block size. */
+const DIRECT_ALIGN = 4096;
 
 export class FsChunkStore implements ChunkStore {
   readonly description: string;
   private readonly chunksDir: string;
   private readonly trashDir: string;
+  private readonly metaDir: string;
   private readonly knownDirs = new Set<string>();
   private dirtyDirs = new Set<string>();
   private readonly fsyncObjects: boolean;
   /** Objects being flushed and renamed, by id: operations on such an id wait for it. */
   private readonly pending = new Map<string, Promise<void>>();
   private readonly pendingSlots: Semaphore;
+  private direct: boolean;
+  readonly writeCounters: FsWriteCounters = { direct: 0, buffered: 0 };
 
   private constructor(readonly root: string, options: FsChunkStoreOptions) {
     this.description = `fs:${root}`;
     this.chunksDir = path.join(root, 'chunks');
     this.trashDir = path.join(root, 'trash');
+    this.metaDir = path.resolve(options.metaDir ?? path.join(root, 'meta'));
     this.fsyncObjects = options.fsyncObjects ?? true;
     this.pendingSlots = new Semaphore(Math.max(1, options.maxPendingObjects ?? 32));
+    this.direct = (options.directIO ?? this.fsyncObjects) && typeof fsc.O_DIRECT === 'number';
+  }
+
+  /**
+   * The padded, aligned view of `data` for an O_DIRECT write, or undefined when the caller's
+   * buffer does not allow one (no hint, no addon, misaligned, no room for the padding).
+   */
+  private directView(data: Uint8Array, options: PutOptions): Uint8Array | undefined {
+    const align = options.alignedTail;
+    if (!this.direct || align === undefined || align < DIRECT_ALIGN || align % DIRECT_ALIGN !== 0 || data.length === 0) return undefined;
+    if (addressMod(data, DIRECT_ALIGN) !== 0) return undefined;
+    const padded = Math.ceil(data.length / DIRECT_ALIGN) * DIRECT_ALIGN;
+    if (data.byteOffset + padded > data.buffer.byteLength) return undefined;
+    const view = new Uint8Array(data.buffer, data.byteOffset, padded);
+    view.fill(0, data.length); // the padding is cut off again, but never carries stale memory to disk
+    return view;
+  }
+
+  /** Write `data` to a new temp file with O_DIRECT from `view` (its padded form). False: not supported here. */
+  private async writeDirect(tmp: string, data: Uint8Array, view: Uint8Array): Promise<FileHandle | undefined> {
+    let fh: FileHandle;
+    try {
+      fh = await fsp.open(tmp, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL | fsc.O_DIRECT, 0o600);
+    } catch (err) {
+      if (errCode(err) !== 'EINVAL') throw err;
+      this.direct = false; // this filesystem refuses O_DIRECT (some create the file first)
+      await fsp.rm(tmp, { force: true });
+      return undefined;
+    }
+    try {
+      let written = 0;
+      while (written < view.length) {
+        const { bytesWritten } = await fh.write(view, written, view.length - written, written);
+        if (bytesWritten === 0 || bytesWritten % DIRECT_ALIGN !== 0) throw Object.assign(new Error(`short O_DIRECT write (${bytesWritten} bytes)`), { code: 'EIO' });
+        written += bytesWritten;
+      }
+      if (view.length !== data.length) await fh.truncate(data.length);
+      return fh;
+    } catch (err) {
+      await fh.close().catch(() => undefined);
+      if (errCode(err) !== 'EINVAL') throw err;
+      // Refused at write time (alignment rules of this device): the temp file is rewritten buffered.
+      this.direct = false;
+      await fsp.rm(tmp, { force: true });
+      return undefined;
+    }
   }
 
   /** Wait until `id` is not being written (its put's outcome is its own caller's business). */
@@ -80,8 +154,10 @@ export class FsChunkStore implements ChunkStore {
   static async open(root: string, options: FsChunkStoreOptions = {}): Promise<FsChunkStore> {
     const store = new FsChunkStore(path.resolve(root), options);
     try {
-      await fsp.mkdir(store.chunksDir, { recursive: true });
-      await fsp.mkdir(store.trashDir, { recursive: true });
+      // Owner-only (0700 dirs, 0600 objects): the store holds sealed chunks, but nobody else needs to list or read them.
+      await fsp.mkdir(store.chunksDir, { recursive: true, mode: 0o700 });
+      await fsp.mkdir(store.trashDir, { recursive: true, mode: 0o700 });
+      await fsp.mkdir(store.metaDir, { recursive: true, mode: 0o700 });
       await fsyncDir(store.root);
     } catch (err) {
       throw classify(err, `open store ${root}`);
@@ -97,8 +173,9 @@ export class FsChunkStore implements ChunkStore {
     return path.join(this.chunksDir, id.slice(0, 4), id);
   }
 
-  /** Move an object back from trash/ if a GC left it there. True if it is now in place. */
-  private async resurrect(id: string): Promise<boolean> {
+  /** Move an object back from trash/ (a fossil). True if it is now in place. */
+  async resurrect(id: string): Promise<boolean> {
+    assertChunkId(id);
     try {
       await fsp.access(path.join(this.trashDir, id));
     } catch {
@@ -118,7 +195,7 @@ export class FsChunkStore implements ChunkStore {
   private async ensureDir(dir: string): Promise<void> {
     if (this.knownDirs.has(dir)) return;
     try {
-      await fsp.mkdir(dir);
+      await fsp.mkdir(dir, { mode: 0o700 });
       this.dirtyDirs.add(this.chunksDir);
     } catch (err) {
       if (errCode(err) !== 'EEXIST') throw err;
@@ -142,9 +219,13 @@ export class FsChunkStore implements ChunkStore {
     const tmp = path.join(dir, `.tmp-${id}-${randomBytes(6).toString('hex')}`);
     try {
       await this.ensureDir(dir);
-      const fh = await fsp.open(tmp, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL, 0o600);
+      const view = this.directView(data, options);
+      const directFh = view ? await this.writeDirect(tmp, data, view) : undefined;
+      const fh = directFh ?? (await fsp.open(tmp, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL, 0o600));
+      if (directFh) this.writeCounters.direct++;
+      else this.writeCounters.buffered++;
       try {
-        let written = 0;
+        let written = directFh ? data.length : 0; // O_DIRECT: already written (and cut to size)
         while (written < data.length) {
           const { bytesWritten } = await fh.write(data, written, data.length - written);
           written += bytesWritten;
@@ -262,29 +343,129 @@ export class FsChunkStore implements ChunkStore {
     }
   }
 
-  async delete(id: string, options: DeleteOptions = {}): Promise<DeleteResult> {
+  async delete(id: string): Promise<DeleteResult> {
     assertChunkId(id);
     if (this.pending.size > 0) await this.settled(id);
-    const live = this.pathOf(id);
     try {
-      if (options.unmodifiedSince === undefined) {
-        await fsp.unlink(live);
-        this.dirtyDirs.add(this.dirOf(id));
-        return 'deleted';
-      }
-      const trashed = path.join(this.trashDir, id);
-      await fsp.rename(live, trashed);
-      const st = await fsp.stat(trashed);
-      if (st.mtimeMs >= options.unmodifiedSince.getTime() - MTIME_SLACK_MS) {
-        await fsp.rename(trashed, live);
-        return 'kept';
-      }
-      await fsp.unlink(trashed);
+      await fsp.unlink(this.pathOf(id));
       this.dirtyDirs.add(this.dirOf(id));
       return 'deleted';
     } catch (err) {
       if (errCode(err) === 'ENOENT') return 'absent';
       throw classify(err, `delete ${id}`);
+    }
+  }
+
+  async fossilize(id: string): Promise<boolean> {
+    assertChunkId(id);
+    if (this.pending.size > 0) await this.settled(id);
+    try {
+      await fsp.rename(this.pathOf(id), path.join(this.trashDir, id));
+      this.dirtyDirs.add(this.dirOf(id));
+      this.dirtyDirs.add(this.trashDir);
+      return true;
+    } catch (err) {
+      if (errCode(err) === 'ENOENT') return false;
+      throw classify(err, `fossilize ${id}`);
+    }
+  }
+
+  async *listFossils(): AsyncIterable<string> {
+    let names: string[];
+    try {
+      names = await fsp.readdir(this.trashDir);
+    } catch (err) {
+      if (errCode(err) === 'ENOENT') return;
+      throw classify(err, 'list fossils');
+    }
+    for (const n of names) if (isChunkId(n)) yield n;
+  }
+
+  async deleteFossil(id: string): Promise<boolean> {
+    assertChunkId(id);
+    try {
+      await fsp.unlink(path.join(this.trashDir, id));
+      this.dirtyDirs.add(this.trashDir);
+      return true;
+    } catch (err) {
+      if (errCode(err) === 'ENOENT') return false;
+      throw classify(err, `delete fossil ${id}`);
+    }
+  }
+
+  private metaPath(name: string): string {
+    assertMetaName(name);
+    return path.join(this.metaDir, ...name.split('/'));
+  }
+
+  async putMeta(name: string, data: Uint8Array): Promise<void> {
+    const file = this.metaPath(name);
+    try {
+      // Create missing parents one by one, fsyncing each parent that gained an entry.
+      const segs = name.split('/').slice(0, -1);
+      let dir = this.metaDir;
+      for (const seg of segs) {
+        const next = path.join(dir, seg);
+        try {
+          await fsp.mkdir(next, { mode: 0o700 });
+          await fsyncDir(dir);
+        } catch (err) {
+          if (errCode(err) !== 'EEXIST') throw err;
+        }
+        dir = next;
+      }
+      await writeFileDurable(file, data);
+    } catch (err) {
+      throw classify(err, `put metadata ${name}`);
+    }
+  }
+
+  async getMeta(name: string): Promise<Buffer> {
+    const file = this.metaPath(name);
+    try {
+      return await fsp.readFile(file);
+    } catch (err) {
+      throw classify(err, `get metadata ${name}`);
+    }
+  }
+
+  async *listMeta(prefix: string): AsyncIterable<string> {
+    assertMetaPrefix(prefix);
+    // Walk from the deepest whole directory of the prefix.
+    const cut = prefix.lastIndexOf('/');
+    const base = cut < 0 ? '' : prefix.slice(0, cut);
+    const walk = async function* (this: FsChunkStore, rel: string): AsyncGenerator<string> {
+      const abs = rel === '' ? this.metaDir : path.join(this.metaDir, ...rel.split('/'));
+      if (abs === this.root) return; // the chunk store itself may sit inside metaDir
+      let entries;
+      try {
+        entries = await fsp.readdir(abs, { withFileTypes: true });
+      } catch (err) {
+        if (errCode(err) === 'ENOENT' || errCode(err) === 'ENOTDIR') return;
+        throw classify(err, 'list metadata');
+      }
+      for (const e of entries.sort((a, b) => (a.name < b.name ? -1 : 1))) {
+        const name = rel === '' ? e.name : `${rel}/${e.name}`;
+        if (!isMetaName(name)) continue; // temp files (.name.tmp-…) and anything foreign
+        if (e.isDirectory()) {
+          if (name.startsWith(prefix) || prefix.startsWith(`${name}/`)) yield* walk.call(this, name);
+        } else if (e.isFile() && name.startsWith(prefix)) {
+          yield name;
+        }
+      }
+    };
+    yield* walk.call(this, base);
+  }
+
+  async deleteMeta(name: string): Promise<boolean> {
+    const file = this.metaPath(name);
+    try {
+      await fsp.unlink(file);
+      await fsyncDir(path.dirname(file));
+      return true;
+    } catch (err) {
+      if (errCode(err) === 'ENOENT') return false;
+      throw classify(err, `delete metadata ${name}`);
     }
   }
 
@@ -296,11 +477,12 @@ export class FsChunkStore implements ChunkStore {
     try {
       // Fan-out directories first, then chunks/ itself (it records newly created fan-out dirs).
       const chunksDirty = dirs.includes(this.chunksDir);
-      const fanout = dirs.filter((d) => d !== this.chunksDir);
+      const fanout = dirs.filter((d) => d !== this.chunksDir && d !== this.trashDir);
       for (let i = 0; i < fanout.length; i += 16) {
         await Promise.all(fanout.slice(i, i + 16).map((d) => fsyncDir(d)));
       }
       if (chunksDirty) await fsyncDir(this.chunksDir);
+      if (dirs.includes(this.trashDir)) await fsyncDir(this.trashDir);
     } catch (err) {
       for (const d of dirs) this.dirtyDirs.add(d);
       throw classify(err, 'sync');
@@ -334,8 +516,7 @@ export class FsChunkStore implements ChunkStore {
     };
     const dirs = await fsp.readdir(this.chunksDir).catch(() => [] as string[]);
     for (const d of dirs) await sweepDir(path.join(this.chunksDir, d), (n) => n.startsWith('.tmp-'));
-    // Objects a crashed GC left in trash/ that nobody asked for since: they were unreferenced.
-    await sweepDir(this.trashDir, (n) => isChunkId(n));
+    // trash/ holds fossils: GC's generations decide about them, never their mtimes.
     return removed;
   }
 }

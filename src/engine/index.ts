@@ -4,13 +4,22 @@
  */
 export { ChunkStoreError, EngineError, isNotFound } from './errors.js';
 export type { ChunkStoreErrorKind, EngineErrorCode, EngineErrorDetails } from './errors.js';
-export { isChunkId } from './store.js';
-export type { ChunkStore, ChunkStat, DeleteOptions, DeleteResult } from './store.js';
+export { isChunkId, isMetaName } from './store.js';
+export type { ChunkStore, ChunkStat, DeleteResult } from './store.js';
 export { FsChunkStore, writeFileDurable } from './fs-store.js';
 export type { FsChunkStoreOptions } from './fs-store.js';
 export { withRetry, withConcurrencyLimit, Semaphore } from './store-wrappers.js';
 export type { RetryOptions } from './store-wrappers.js';
 export { runChunkStoreConformance } from './store-conformance.js';
+export { ObjectChunkStore } from './object-store.js';
+export type { ObjectBackend, ObjectHead } from './object-store.js';
+export { AzureBlobBackend, openAzureBlobStore } from './azure-blob-store.js';
+export type { AzureBlobOptions } from './azure-blob-store.js';
+export { S3Backend, openS3Store } from './s3-store.js';
+export type { S3Options } from './s3-store.js';
+export { replicatedStore } from './replicate.js';
+export { copyStore } from './copy-store.js';
+export type { CopyStoreStats, CopyStoreOptions } from './copy-store.js';
 export type { StoreFixture, TestApi } from './store-conformance.js';
 export {
   generateStoreKeys,
@@ -34,7 +43,7 @@ export {
 } from './seal.js';
 export type { ChunkHash, StoreKeys } from './seal.js';
 export { ChangedBlockBitmap, BITMAP_BLOCK_SIZE } from './bitmap.js';
-export { Manifest, encodeManifest, decodeManifest, writeManifestFile, readManifestFile, MIN_CHUNK_SIZE, MAX_CHUNK_SIZE, MANIFEST_VERSION, MANIFEST_VERSION_AUTH } from './manifest.js';
+export { Manifest, encodeManifest, decodeManifest, writeManifestFile, readManifestFile, writeManifest, readManifest, MIN_CHUNK_SIZE, MAX_CHUNK_SIZE, MANIFEST_VERSION, MANIFEST_VERSION_AUTH } from './manifest.js';
 export type { WriteManifestOptions } from './manifest.js';
 export { manifestKeyOf, bindingOf, writeFileExclusive } from './manifest-auth.js';
 export type { MacContext } from './manifest-auth.js';
@@ -49,7 +58,7 @@ export { restoreImage, restoreToStream, ImageReader } from './restore.js';
 export type { RestoreOptions, RestoreStats } from './restore.js';
 export { verifyManifest, verifyStore } from './verify.js';
 export type { ManifestVerifyReport, StoreVerifyReport, ChunkProblem, VerifyManifestOptions, VerifyStoreOptions } from './verify.js';
-export { collectGarbage } from './gc.js';
+export { collectGarbage, FOSSIL_INDEX } from './gc.js';
 export type { GcOptions, GcStats } from './gc.js';
 export { CryptoPool, InlineCrypto, sharedCryptoPool, defaultWorkerCount } from './pool.js';
 export type { CryptoRunner } from './pool.js';

@@ -8,6 +8,7 @@ import { EngineError } from './errors.js';
 import { writeFileDurable } from './fs-store.js';
 import { macEqual, macOf, writeFileExclusive, type MacContext } from './manifest-auth.js';
 import type { ChunkHash } from './seal.js';
+import type { ChunkStore } from './store.js';
 
 export const MANIFEST_MAGIC = Buffer.from('RSVMFST\0', 'latin1');
 /** Version 1: trailer = SHA-256 of the file (unkeyed). Still read; written only without a MAC context. */
@@ -188,4 +189,14 @@ export async function writeManifestFile(file: string, m: Manifest, options: Writ
 
 export async function readManifestFile(file: string, mac?: MacContext): Promise<Manifest> {
   return decodeManifest(await fsp.readFile(file), mac);
+}
+
+/** Write a manifest as metadata object `name` of a store (atomic and durable there): the commit point. */
+export async function writeManifest(store: Pick<ChunkStore, 'putMeta'>, name: string, m: Manifest, mac?: MacContext): Promise<void> {
+  await store.putMeta(name, encodeManifest(m, mac));
+}
+
+/** Read manifest `name` of a store (`NotFound` ChunkStoreError when absent). */
+export async function readManifest(store: Pick<ChunkStore, 'getMeta'>, name: string, mac?: MacContext): Promise<Manifest> {
+  return decodeManifest(await store.getMeta(name), mac);
 }

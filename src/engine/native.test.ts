@@ -2,7 +2,7 @@ import { createCipheriv, randomBytes } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import { describe, it, expect } from 'vitest';
-import { nativeGcm, nativeStatus, type NativeGcm } from './native.js';
+import { addressMod, nativeGcm, nativeStatus, type NativeGcm } from './native.js';
 
 // CI builds the addon (npm install runs scripts/build-native.mjs), so a missing addon is a failure,
 // not a skip. With RSVAULT_NATIVE=0 the loader must report it as disabled instead.
@@ -60,6 +60,29 @@ describe('native AES-256-GCM addon', () => {
   it('is built and loads', () => {
     expect(nativeGcm, nativeStatus()).toBeDefined();
     expect(nativeStatus()).toMatch(/^native/);
+  });
+
+  it('addressMod tells a view\'s address modulo m, consistently across views, SharedArrayBuffers and transfers', () => {
+    const g = gcm();
+    expect(typeof g.addressMod).toBe('function');
+    const ab = new ArrayBuffer(3 * 4096);
+    const base = addressMod(new Uint8Array(ab), 4096);
+    expect(base).toBeGreaterThanOrEqual(0);
+    for (const off of [1, 17, 4095, 4096, 5000]) expect(addressMod(new Uint8Array(ab, off), 4096)).toBe(((base ?? 0) + off) % 4096);
+    // The view a LentSlotPool derives from it is aligned.
+    const aligned = new Uint8Array(ab, (4096 - (base ?? 0)) % 4096);
+    expect(addressMod(aligned, 4096)).toBe(0);
+    expect(addressMod(aligned, 512)).toBe(0);
+    expect(addressMod(Buffer.from(new SharedArrayBuffer(8192), 3), 1)).toBe(0);
+    // A transferred ArrayBuffer keeps its memory (what the output slots rely on).
+    const { port1, port2 } = new MessageChannel();
+    port1.postMessage(ab, [ab]);
+    port1.close();
+    port2.close();
+    expect(ab.byteLength).toBe(0);
+    expect(() => g.addressMod?.(new Uint8Array(8), 0)).toThrow(TypeError);
+    expect(() => g.addressMod?.(new Uint8Array(8), 1 << 21)).toThrow(TypeError);
+    expect(() => g.addressMod?.(new Uint16Array(8) as unknown as Uint8Array, 16)).toThrow(TypeError);
   });
 
   for (const kind of KINDS) {

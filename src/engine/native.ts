@@ -12,6 +12,8 @@ export interface NativeGcm {
   seal(key: Uint8Array, iv: Uint8Array, aad: Uint8Array, plain: Uint8Array, out: Uint8Array): void;
   /** Decrypts ct into out[0..ct.length); returns false when the tag does not authenticate (out is then unspecified). */
   open(key: Uint8Array, iv: Uint8Array, aad: Uint8Array, ct: Uint8Array, tag: Uint8Array, out: Uint8Array): boolean;
+  /** The address of bytes[0] modulo m (absent in addons built before it existed). */
+  addressMod?(bytes: Uint8Array, m: number): number;
 }
 
 /** From this file (src/engine/ or dist/engine/) to the addon. */
@@ -44,6 +46,15 @@ function load(): NativeGcm | undefined {
 }
 
 export const nativeGcm: NativeGcm | undefined = load();
+
+/**
+ * The address of `bytes[0]` modulo `m`, or undefined without the addon. O_DIRECT needs aligned
+ * buffers and JavaScript cannot see addresses: callers allocate `m` bytes more and start their view
+ * at `(m - addressMod) % m`. An ArrayBuffer's memory never moves, not even when transferred.
+ */
+export function addressMod(bytes: Uint8Array, m: number): number | undefined {
+  return typeof nativeGcm?.addressMod === 'function' ? nativeGcm.addressMod(bytes, m) : undefined;
+}
 
 /** Which AES-GCM path is in use, for logs and bench output. */
 export function nativeStatus(): string {

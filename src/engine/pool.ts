@@ -18,6 +18,7 @@ import { fileURLToPath, pathToFileURL } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import { handleRequest, transferablesOf, type OkResponse, type RequestBody, type SlotRef, type WorkerRequest, type WorkerResponse } from './crypto-ops.js';
 import { EngineError } from './errors.js';
+import { addressMod } from './native.js';
 
 export type { OkResponse, RequestBody, SlotRef, WorkerRequest, WorkerResponse } from './crypto-ops.js';
 
@@ -182,17 +183,26 @@ export function sharedCryptoPool(): CryptoPool {
   return shared;
 }
 
-/** A fixed set of equal slots in one SharedArrayBuffer; acquire waits when all are in use. */
+/**
+ * A fixed set of equal slots in one SharedArrayBuffer; acquire waits when all are in use. With
+ * `align` (a power of two dividing `slotSize`) and the native addon, every slot starts at an
+ * `align`-aligned address (`aligned`), for O_DIRECT I/O from the slots.
+ */
 export class SlotPool {
   readonly sab: SharedArrayBuffer;
+  readonly aligned: boolean;
+  private readonly base: number;
   private readonly free: number[] = [];
   private readonly waiters: Array<(slot: number) => void> = [];
 
   constructor(
     readonly count: number,
     readonly slotSize: number,
+    align = 0,
   ) {
-    this.sab = new SharedArrayBuffer(count * slotSize);
+    this.aligned = align > 0 && slotSize % align === 0 && addressMod(new Uint8Array(1), align) !== undefined;
+    this.sab = new SharedArrayBuffer(count * slotSize + (this.aligned ? align : 0));
+    this.base = this.aligned ? (align - (addressMod(new Uint8Array(this.sab, 0, 1), align) ?? 0)) % align : 0;
     for (let i = count - 1; i >= 0; i--) this.free.push(i);
   }
 
@@ -208,12 +218,12 @@ export class SlotPool {
     else this.free.push(slot);
   }
 
-  ref(slot: number, len: number): SlotRef {
-    return { sab: this.sab, off: slot * this.slotSize, len };
+  ref(slot: number, len: number, at = 0): SlotRef {
+    return { sab: this.sab, off: this.base + slot * this.slotSize + at, len };
   }
 
-  buffer(slot: number, len = this.slotSize): Buffer {
-    return Buffer.from(this.sab, slot * this.slotSize, len);
+  buffer(slot: number, len = this.slotSize, at = 0): Buffer {
+    return Buffer.from(this.sab, this.base + slot * this.slotSize + at, len);
   }
 }
 
@@ -222,17 +232,30 @@ export class SlotPool {
  * slot's buffer to a worker request (the request transfers it, which detaches it here); give the
  * response's `out` back with `adopt` before reading the slot. A buffer lost with a failed or dead
  * worker is replaced on `release`, so the pool never shrinks and never grows.
+ *
+ * With `align` (a power of two, e.g. 4096) and the native addon (it alone can see addresses), every
+ * slot starts at an `align`-aligned address and has room up to the next multiple of `align` after
+ * `slotSize` bytes (`alignedTail`): a store may write it with O_DIRECT, padding the tail. Without
+ * the addon the slots are unaligned and `aligned` is false.
  */
 export class LentSlotPool {
   private readonly bufs: Array<ArrayBuffer | undefined>;
+  private readonly offs: number[];
   private readonly free: number[] = [];
   private readonly waiters: Array<(slot: number) => void> = [];
+  /** Bytes allocated per slot. */
+  private readonly allocSize: number;
+  readonly aligned: boolean;
 
   constructor(
     readonly count: number,
     readonly slotSize: number,
+    readonly align = 0,
   ) {
+    this.aligned = align > 0 && addressMod(new Uint8Array(1), align) !== undefined;
+    this.allocSize = this.aligned ? Math.ceil(slotSize / align) * align + align : slotSize;
     this.bufs = new Array<ArrayBuffer | undefined>(count).fill(undefined);
+    this.offs = new Array<number>(count).fill(0);
     for (let i = count - 1; i >= 0; i--) this.free.push(i);
   }
 
@@ -244,31 +267,39 @@ export class LentSlotPool {
 
   release(slot: number): void {
     const b = this.bufs[slot];
-    if (b && b.byteLength !== this.slotSize) this.bufs[slot] = undefined; // detached: lost in transit
+    if (b && b.byteLength !== this.allocSize) this.bufs[slot] = undefined; // detached: lost in transit
     const w = this.waiters.shift();
     if (w) w(slot);
     else this.free.push(slot);
   }
 
+  private place(slot: number, b: ArrayBuffer): void {
+    this.bufs[slot] = b;
+    this.offs[slot] = this.aligned ? (this.align - (addressMod(new Uint8Array(b, 0, 1), this.align) ?? 0)) % this.align : 0;
+  }
+
   private buf(slot: number): ArrayBuffer {
     let b = this.bufs[slot];
-    if (!b || b.byteLength !== this.slotSize) {
-      b = new ArrayBuffer(this.slotSize);
-      this.bufs[slot] = b;
+    if (!b || b.byteLength !== this.allocSize) {
+      b = new ArrayBuffer(this.allocSize);
+      this.place(slot, b);
     }
     return b;
   }
 
   ref(slot: number, len: number): SlotRef {
-    return { sab: this.buf(slot), off: 0, len };
+    const b = this.buf(slot);
+    return { sab: b, off: this.offs[slot] ?? 0, len };
   }
 
   /** Take back the buffer a worker returned for `slot` (the response's `out`). */
   adopt(slot: number, out: ArrayBuffer | undefined): void {
-    if (out && out.byteLength === this.slotSize) this.bufs[slot] = out;
+    if (out && out.byteLength === this.allocSize) this.place(slot, out);
   }
 
+  /** The slot's first `len` bytes; with `aligned`, the view's buffer extends to the next multiple of `align`. */
   buffer(slot: number, len = this.slotSize): Buffer {
-    return Buffer.from(this.buf(slot), 0, len);
+    const b = this.buf(slot);
+    return Buffer.from(b, this.offs[slot] ?? 0, len);
   }
 }

@@ -4,7 +4,7 @@
  */
 import { setTimeout as sleep } from 'node:timers/promises';
 import { ChunkStoreError } from './errors.js';
-import type { ChunkStat, ChunkStore, DeleteOptions, DeleteResult, PutOptions } from './store.js';
+import type { ChunkStat, ChunkStore, DeleteResult, PutOptions } from './store.js';
 
 export interface RetryOptions {
   /** Attempts after the first (default 5). */
@@ -36,6 +36,25 @@ export function withRetry(inner: ChunkStore, options: RetryOptions = {}): ChunkS
       }
     }
   }
+  function retriedListing(open: () => AsyncIterable<string>): AsyncIterable<string> {
+    return {
+      async *[Symbol.asyncIterator]() {
+        for (let attempt = 0; ; attempt++) {
+          let yielded = false;
+          try {
+            for await (const id of open()) {
+              yielded = true;
+              yield id;
+            }
+            return;
+          } catch (err) {
+            if (yielded || !(err instanceof ChunkStoreError) || err.kind !== 'Transient' || attempt >= retries) throw err;
+            await sleep(Math.min(max, base * 2 ** attempt));
+          }
+        }
+      },
+    };
+  }
   const store: ChunkStore = {
     description: `retry(${inner.description})`,
     putIfAbsent: async (id, data, o) => {
@@ -61,25 +80,17 @@ export function withRetry(inner: ChunkStore, options: RetryOptions = {}): ChunkS
     has: (id) => run(() => inner.has(id)),
     touch: (id) => run(() => inner.touch(id)),
     stat: (id) => run(() => inner.stat(id)),
-    delete: (id, o) => run(() => inner.delete(id, o)),
+    delete: (id) => run(() => inner.delete(id)),
     sync: () => run(() => inner.sync()),
-    list: () => ({
-      async *[Symbol.asyncIterator]() {
-        for (let attempt = 0; ; attempt++) {
-          let yielded = false;
-          try {
-            for await (const id of inner.list()) {
-              yielded = true;
-              yield id;
-            }
-            return;
-          } catch (err) {
-            if (yielded || !(err instanceof ChunkStoreError) || err.kind !== 'Transient' || attempt >= retries) throw err;
-            await sleep(Math.min(max, base * 2 ** attempt));
-          }
-        }
-      },
-    }),
+    list: () => retriedListing(() => inner.list()),
+    fossilize: (id) => run(() => inner.fossilize(id)),
+    resurrect: (id) => run(() => inner.resurrect(id)),
+    listFossils: () => retriedListing(() => inner.listFossils()),
+    deleteFossil: (id) => run(() => inner.deleteFossil(id)),
+    putMeta: (name, data) => run(() => inner.putMeta(name, data)),
+    getMeta: (name) => run(() => inner.getMeta(name)),
+    listMeta: (prefix) => retriedListing(() => inner.listMeta(prefix)),
+    deleteMeta: (name) => run(() => inner.deleteMeta(name)),
   };
   if (inner.removeStaleTemporaries) {
     const f = inner.removeStaleTemporaries.bind(inner);
@@ -135,9 +146,17 @@ export function withConcurrencyLimit(inner: ChunkStore, limit: number): ChunkSto
     has: (id: string): Promise<boolean> => sem.run(() => inner.has(id)),
     touch: (id: string): Promise<boolean> => sem.run(() => inner.touch(id)),
     stat: (id: string): Promise<ChunkStat> => sem.run(() => inner.stat(id)),
-    delete: (id: string, o?: DeleteOptions): Promise<DeleteResult> => sem.run(() => inner.delete(id, o)),
+    delete: (id: string): Promise<DeleteResult> => sem.run(() => inner.delete(id)),
     sync: () => sem.run(() => inner.sync()),
     list: () => inner.list(),
+    fossilize: (id) => sem.run(() => inner.fossilize(id)),
+    resurrect: (id) => sem.run(() => inner.resurrect(id)),
+    listFossils: () => inner.listFossils(),
+    deleteFossil: (id) => sem.run(() => inner.deleteFossil(id)),
+    putMeta: (name, data) => sem.run(() => inner.putMeta(name, data)),
+    getMeta: (name) => sem.run(() => inner.getMeta(name)),
+    listMeta: (prefix) => inner.listMeta(prefix),
+    deleteMeta: (name) => sem.run(() => inner.deleteMeta(name)),
   };
   if (inner.removeStaleTemporaries) {
     const f = inner.removeStaleTemporaries.bind(inner);

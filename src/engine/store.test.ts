@@ -1,8 +1,11 @@
-import { promises as fsp } from 'node:fs';
+import { existsSync, promises as fsp } from 'node:fs';
+import { createHash, randomFillSync } from 'node:crypto';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { ChunkStoreError } from './errors.js';
 import { FsChunkStore } from './fs-store.js';
+import { addressMod } from './native.js';
+import { LentSlotPool } from './pool.js';
 import { runChunkStoreConformance } from './store-conformance.js';
 import { withConcurrencyLimit, withRetry } from './store-wrappers.js';
 import type { ChunkStore } from './store.js';
@@ -34,6 +37,14 @@ function fakeStore(overrides: Partial<ChunkStore>): ChunkStore {
     delete: fail,
     sync: async () => undefined,
     list: () => ({ async *[Symbol.asyncIterator]() {} }),
+    fossilize: fail,
+    resurrect: fail,
+    listFossils: () => ({ async *[Symbol.asyncIterator]() {} }),
+    deleteFossil: fail,
+    putMeta: fail,
+    getMeta: fail,
+    listMeta: () => ({ async *[Symbol.asyncIterator]() {} }),
+    deleteMeta: fail,
     ...overrides,
   };
 }
@@ -115,12 +126,12 @@ describe('fs store specifics', () => {
     }
   });
 
-  it('an object left in trash/ by a crashed GC is moved back by any read', async () => {
+  it('a fossil (trash/) is moved back by any read', async () => {
     const t = await tempDir();
     try {
       const s = await FsChunkStore.open(t.dir);
       await s.putIfAbsent(ID, Buffer.from('keep me'));
-      // Simulate GC killed between its rename to trash/ and its decision.
+      // GC fossilized it under a backup that still uses it.
       await fsp.rename(path.join(t.dir, 'chunks', ID.slice(0, 4), ID), path.join(t.dir, 'trash', ID));
       expect((await s.get(ID)).toString()).toBe('keep me');
       expect(await fsp.readdir(path.join(t.dir, 'trash'))).toEqual([]);
@@ -222,5 +233,90 @@ describe('fs store: flushing behind the caller', () => {
     await expect(store.putIfAbsent(ID, Buffer.from('x'), { onDataTaken: () => released++ })).rejects.toMatchObject({ kind: 'Transient' });
     expect(calls).toBe(1);
     expect(released).toBe(1);
+  });
+});
+
+describe('fs store: O_DIRECT writes from aligned buffers', () => {
+  const MiB = 1024 * 1024;
+  /** Random bytes in an aligned slot of a pool (the backup's sealed-chunk slots), with room for the padding. */
+  function alignedData(len: number): { pool: LentSlotPool; data: Buffer } {
+    const pool = new LentSlotPool(1, len, 4096);
+    const data = pool.buffer(0, len);
+    randomFillSync(data);
+    // Garbage where the padding goes: it must not reach the object.
+    new Uint8Array(data.buffer, data.byteOffset + len, data.buffer.byteLength - data.byteOffset - len).fill(0xee);
+    return { pool, data };
+  }
+
+  it('an aligned buffer with the alignedTail hint is written with O_DIRECT, exactly its bytes, durable by name', async () => {
+    expect(addressMod(new Uint8Array(1), 4096), 'the native addon (it alone sees addresses)').toBeDefined();
+    const t = await tempDir();
+    try {
+      const store = await FsChunkStore.open(t.dir);
+      for (const len of [4 * MiB + 36, 4096, 1, 12345]) {
+        const { pool, data } = alignedData(len);
+        expect(pool.aligned).toBe(true);
+        expect(addressMod(data, 4096)).toBe(0);
+        const id = createHash('sha256').update(data).digest('hex');
+        let taken = false;
+        expect(await store.putIfAbsent(id, data, { alignedTail: 4096, onDataTaken: () => (taken = true) })).toBe(true);
+        expect(taken).toBe(true);
+        expect((await store.stat(id)).size).toBe(len);
+        expect((await store.get(id)).equals(data)).toBe(true);
+      }
+      expect(store.writeCounters).toEqual({ direct: 4, buffered: 0 });
+      // Nothing but committed objects is left (no temp file from the O_DIRECT path).
+      const names = (await fsp.readdir(path.join(t.dir, 'chunks'), { recursive: true })).filter((n) => n.includes('.tmp-'));
+      expect(names).toEqual([]);
+    } finally {
+      await t.dispose();
+    }
+  });
+
+  it('falls back to buffered writes: no hint, a misaligned buffer, no room for padding, directIO off, no fsync', async () => {
+    const t = await tempDir();
+    try {
+      const store = await FsChunkStore.open(path.join(t.dir, 'a'));
+      const len = 64 * 1024 + 36;
+      const cases: Array<[Uint8Array, Parameters<FsChunkStore['putIfAbsent']>[2]]> = [];
+      cases.push([alignedData(len).data, {}]); // no hint
+      const misaligned = alignedData(len + 1).data.subarray(1); // one byte past the alignment
+      cases.push([misaligned, { alignedTail: 4096 }]);
+      const big = Buffer.alloc(8192);
+      randomFillSync(big);
+      cases.push([new Uint8Array(big.buffer, big.byteOffset, big.length), { alignedTail: 4096 }]); // Node pool memory: unaligned
+      for (const [data, opts] of cases) {
+        const id = createHash('sha256').update(data).digest('hex');
+        expect(await store.putIfAbsent(id, data, opts)).toBe(true);
+        expect((await store.get(id)).equals(Buffer.from(data))).toBe(true);
+      }
+      expect(store.writeCounters).toEqual({ direct: 0, buffered: 3 });
+      for (const opts of [{ directIO: false }, { fsyncObjects: false }]) {
+        const s = await FsChunkStore.open(path.join(t.dir, JSON.stringify(opts).replace(/\W/g, '')), opts);
+        const { data } = alignedData(len);
+        const id = createHash('sha256').update(data).digest('hex');
+        expect(await s.putIfAbsent(id, data, { alignedTail: 4096 })).toBe(true);
+        expect((await s.get(id)).equals(data)).toBe(true);
+        expect(s.writeCounters).toEqual({ direct: 0, buffered: 1 });
+      }
+    } finally {
+      await t.dispose();
+    }
+  });
+
+  it('works the same on tmpfs (/dev/shm): O_DIRECT where the kernel allows it, else buffered, same bytes', async () => {
+    const shm = '/dev/shm';
+    const dir = await fsp.mkdtemp(path.join(shm, 'rsvault-direct-')).catch(() => undefined);
+    if (dir === undefined) return expect(existsSync(shm)).toBe(false); // no tmpfs here: nothing to test
+    try {
+      const store = await FsChunkStore.open(dir);
+      const { data } = alignedData(1 * MiB + 36);
+      const id = createHash('sha256').update(data).digest('hex');
+      expect(await store.putIfAbsent(id, data, { alignedTail: 4096 })).toBe(true);
+      expect((await store.get(id)).equals(data)).toBe(true);
+      expect(store.writeCounters.direct + store.writeCounters.buffered).toBe(1);
+    } finally {
+      await fsp.rm(dir, { recursive: true, force: true });
+    }
   });
 });

@@ -6,23 +6,27 @@ import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { Type, type Static } from '@sinclair/typebox';
 import { randomUUID } from 'node:crypto';
 import { ArmError, HttpError } from '../platform/http/errors.js';
-import { originOf } from '../platform/http/app.js';
+import { originOf, type RouteConfig } from '../platform/http/app.js';
 import { paginate } from '../platform/http/paging.js';
 import { requireArmApiVersion } from '../platform/http/api-version.js';
+import { DEFAULT_THROTTLE, FailureThrottle, rateLimitConfig, type ThrottleSettings } from '../platform/http/throttle.js';
+import rateLimit from '@fastify/rate-limit';
 import type { TokenService, Plane } from '../platform/auth/index.js';
-import { normAud } from '../platform/auth/index.js';
+import { authorizationFailed, normAud } from '../platform/auth/index.js';
 import { BUILT_IN_ROLES, findRole, type Principal, type RoleAssignment, type RoleDefinition } from './model.js';
 import { graphNotFound, type IdentityService } from './service.js';
 
 export interface IdentityRouteDeps {
   identity: IdentityService;
   tokens: TokenService;
+  /** Token endpoint throttling (default DEFAULT_THROTTLE). */
+  throttle?: ThrottleSettings | undefined;
 }
 
 /** Errors of the token endpoint, in Azure AD's shape. */
 export class AadError extends HttpError {
-  constructor(status: number, code: string, readonly aadsts: number, message: string) {
-    super(status, code, message);
+  constructor(status: number, code: string, readonly aadsts: number, message: string, headers?: Record<string, string>) {
+    super(status, code, message, headers);
   }
   toBody() {
     const now = new Date().toISOString().replace('T', ' ').replace(/\.\d+Z$/, 'Z');
@@ -111,6 +115,21 @@ export function registerIdentityRoutes(app: FastifyInstance, deps: IdentityRoute
     app.get(p, { config: pub }, async () => jwksOf(tokens));
   }
 
+  const throttle = deps.throttle ?? DEFAULT_THROTTLE;
+  // Per client id / user name: the limit; per source address (any client id): 4× the limit, so one address cannot
+  // spray guesses over many client ids, nor lock out every local client with a handful of typos.
+  const byName = new FailureThrottle(throttle.failureLimit, throttle.failureWindowSec * 1000);
+  const byAddr = new FailureThrottle(throttle.failureLimit * 4, throttle.failureWindowSec * 1000);
+  const failures = {
+    retryAfter: (name: string, addr: string) => Math.max(byName.retryAfter([name]), byAddr.retryAfter([addr])),
+    fail: (name: string, addr: string) => {
+      byName.fail([name]);
+      byAddr.fail([addr]);
+    },
+  };
+  const tooMany = (retryAfter: number, aadsts: number, message: string) => {
+    return new AadError(429, 'temporarily_unavailable', aadsts, message, { 'retry-after': String(retryAfter) });
+  };
   const tokenHandler = async (req: FastifyRequest) => {
     const params = (req.params ?? {}) as { tenant?: string };
     if (params.tenant) requireTenant(params.tenant);
@@ -136,15 +155,26 @@ export function registerIdentityRoutes(app: FastifyInstance, deps: IdentityRoute
     if (grant === 'client_credentials') {
       if (!clientId) throw new AadError(400, 'invalid_request', 900144, "The request body must contain the following parameter: 'client_id'.");
       if (!clientSecret) throw new AadError(401, 'invalid_client', 7000218, "The request body must contain the following parameter: 'client_assertion' or 'client_secret'.");
+      // Locked out (too many failed secrets for this client id or from this address): refused before the secret is checked.
+      const keys = [`client:${clientId.toLowerCase()}`, req.ip] as const;
+      const wait = failures.retryAfter(...keys);
+      if (wait > 0) throw tooMany(wait, 50053, `Too many failed sign-in attempts for application '${clientId}' or from this address; try again in ${wait} seconds.`);
       const r = await identity.authenticateClient(clientId, clientSecret);
       if (!r.ok) {
+        failures.fail(...keys);
         if (r.reason === 'unknown_client') throw new AadError(400, 'unauthorized_client', 700016, `Application with identifier '${clientId}' was not found in the directory '${identity.tenantId}'.`);
         throw new AadError(401, 'invalid_client', 7000215, `Invalid client secret provided. Ensure the secret being sent in the request is the client secret value, not the client secret ID, for a secret added to app '${clientId}'.`);
       }
       principal = r.principal;
     } else if (grant === 'password') {
+      const keys = [`user:${(form.username ?? '').toLowerCase()}`, req.ip] as const;
+      const wait = failures.retryAfter(...keys);
+      if (wait > 0) throw tooMany(wait, 50053, `Too many failed sign-in attempts for this user or from this address; try again in ${wait} seconds.`);
       const user = form.username && form.password ? await identity.authenticateUser(form.username, form.password) : undefined;
-      if (!user) throw new AadError(400, 'invalid_grant', 50126, 'Error validating credentials due to invalid username or password.');
+      if (!user) {
+        failures.fail(...keys);
+        throw new AadError(400, 'invalid_grant', 50126, 'Error validating credentials due to invalid username or password.');
+      }
       principal = user;
     } else {
       throw new AadError(400, 'unsupported_grant_type', 70003, `The app requested an unsupported grant type '${grant}'.`);
@@ -168,9 +198,15 @@ export function registerIdentityRoutes(app: FastifyInstance, deps: IdentityRoute
       access_token: token,
     };
   };
-  for (const p of ['/:tenant/oauth2/v2.0/token', '/:tenant/oauth2/token']) {
-    app.post(p, { config: pub }, tokenHandler);
-  }
+  // Throttled per source address + client id (@fastify/rate-limit, registered in this scope only): 429 + Retry-After.
+  const clientOf = (req: FastifyRequest) => String(((req.body ?? {}) as TokenFormT).client_id ?? ((req.body ?? {}) as TokenFormT).username ?? '').toLowerCase();
+  void app.register(async (scope) => {
+    await scope.register(rateLimit, { global: false });
+    const limit = rateLimitConfig(throttle.requestsPerMinute, (req) => `${req.ip}|${clientOf(req)}`, (after) => tooMany(after, 90055, `There are too many token requests from this address for this client; try again in ${after} seconds.`));
+    for (const p of ['/:tenant/oauth2/v2.0/token', '/:tenant/oauth2/token']) {
+      scope.post(p, { config: { ...pub, rateLimit: limit } }, tokenHandler);
+    }
+  });
 
   // ---- Cloud metadata (az cloud register autodetect) --------------------------------------------------------------
   app.get('/metadata/endpoints', { config: pub }, async (req) => {
@@ -194,24 +230,33 @@ export function registerIdentityRoutes(app: FastifyInstance, deps: IdentityRoute
     authorizationSource: 'RoleBased',
     managedByTenants: [],
   });
-  const arm = (action?: string) => ({ plane: 'arm' as const, ...(action ? { action } : {}) });
+  // Without an action: open to any authenticated caller (the lists show only what the caller may see).
+  const arm = (action?: string): RouteConfig => (action ? { plane: 'arm', action } : { plane: 'arm', open: 'authenticated' });
+  // Azure lists (and shows) every subscription where the caller holds any role assignment at or below it
+  // (identity.maySeeSubscription); a caller without one gets 403 AuthorizationFailed for the subscription's read.
+  const SUB_READ = 'Microsoft.Resources/subscriptions/read';
+  const visibleSubscription = async (req: FastifyRequest, sub: string) => {
+    if (!(await identity.maySeeSubscription(req.caller!, sub))) throw authorizationFailed(req.caller!, SUB_READ, `/subscriptions/${sub}`);
+    const s = (await identity.subscriptions()).find((x) => x.id.toLowerCase() === sub.toLowerCase());
+    if (!s) throw new ArmError(404, 'SubscriptionNotFound', `The subscription '${sub}' could not be found.`);
+    return s;
+  };
   app.get('/subscriptions', { config: arm() }, async (req) => {
     requireArmApiVersion(req.url);
     const subs = await identity.subscriptions();
     const visible = [];
-    for (const s of subs) if (await identity.checkAccess(req.caller!, `/subscriptions/${s.id}`, 'Microsoft.Resources/subscriptions/read')) visible.push(subView(s));
+    for (const s of subs) if (await identity.maySeeSubscription(req.caller!, s.id)) visible.push(subView(s));
     return { value: visible, count: { type: 'Total', value: visible.length } };
   });
-  app.get('/subscriptions/:sub', { config: arm('Microsoft.Resources/subscriptions/read') }, async (req) => {
+  app.get('/subscriptions/:sub', { config: arm() }, async (req) => {
     requireArmApiVersion(req.url);
     const { sub } = req.params as { sub: string };
-    const s = (await identity.subscriptions()).find((x) => x.id.toLowerCase() === sub.toLowerCase());
-    if (!s) throw new ArmError(404, 'SubscriptionNotFound', `The subscription '${sub}' could not be found.`);
-    return subView(s);
+    return subView(await visibleSubscription(req, sub));
   });
-  app.get('/subscriptions/:sub/locations', { config: arm('Microsoft.Resources/subscriptions/read') }, async (req) => {
+  app.get('/subscriptions/:sub/locations', { config: arm() }, async (req) => {
     requireArmApiVersion(req.url);
     const { sub } = req.params as { sub: string };
+    await visibleSubscription(req, sub);
     return { value: LOCATIONS.map((l) => ({ id: `/subscriptions/${sub}/locations/${l}`, name: l, displayName: l, regionalDisplayName: l, metadata: { regionType: 'Physical' } })) };
   });
   app.get('/tenants', { config: arm() }, async (req) => {
@@ -330,14 +375,15 @@ export function registerIdentityRoutes(app: FastifyInstance, deps: IdentityRoute
   }
 
   // ---- Graph-lite ---------------------------------------------------------------------------------------------------
-  const g = { plane: 'graph' as const };
+  const g = { plane: 'graph' as const, open: 'authenticated' as const }; // Graph-lite: any signed-in caller, as in Entra ID
   const spView = (p: Principal) => ({
     id: p.objectId,
     appId: p.appId,
     displayName: p.displayName,
     appDisplayName: p.displayName,
     servicePrincipalNames: p.appId ? [p.appId] : [],
-    servicePrincipalType: p.builtIn && p.displayName !== 'rsvault-bootstrap-admin' ? 'ManagedIdentity' : 'Application',
+    // Azure's first-party services (the Backup Management Service among them) are 'Application' principals, as apps.
+    servicePrincipalType: 'Application',
     accountEnabled: true,
     appOwnerOrganizationId: p.tenantId,
     createdDateTime: new Date(p.createdAt).toISOString(),
@@ -400,6 +446,26 @@ export function registerIdentityRoutes(app: FastifyInstance, deps: IdentityRoute
     if (!p || p.type !== 'ServicePrincipal' || p.builtIn) throw graphNotFound(id);
     await identity.deletePrincipal(p.objectId);
     return reply.code(204).send();
+  });
+
+  // directoryObjects/getByIds: the objects of the given ids (unknown ids are left out), each with its @odata.type;
+  // `types` narrows to user / servicePrincipal. az calls it to show principal names (role assignment list).
+  const GetByIds = Type.Object({ ids: Type.Array(Type.String({ maxLength: 128 }), { maxItems: 1000 }), types: Type.Optional(Type.Array(Type.String({ maxLength: 64 }), { maxItems: 10 })) }, { additionalProperties: true });
+  app.post('/v1.0/directoryObjects/getByIds', { schema: { body: GetByIds }, config: g }, async (req) => {
+    const b = req.body as Static<typeof GetByIds>;
+    const types = (b.types ?? []).map((t) => t.toLowerCase().replace(/^#?microsoft\.graph\./, ''));
+    for (const t of types) {
+      if (!['user', 'serviceprincipal', 'group', 'application', 'device', 'directoryobject', 'directoryobjectpartnerreference'].includes(t)) throw new ArmError(400, 'Request_BadRequest', `Invalid type '${t}' in 'types': use user, servicePrincipal, group, application or device.`, { target: 'types' });
+    }
+    const want = (kind: string) => types.length === 0 || types.includes(kind) || types.includes('directoryobject');
+    const value: Record<string, unknown>[] = [];
+    for (const id of [...new Set(b.ids)]) {
+      const p = await identity.principal(id);
+      if (!p) continue;
+      if (p.type === 'ServicePrincipal' && want('serviceprincipal')) value.push({ '@odata.type': '#microsoft.graph.servicePrincipal', ...spView(p) });
+      else if (p.type === 'User' && want('user')) value.push({ '@odata.type': '#microsoft.graph.user', ...userView(p) });
+    }
+    return { '@odata.context': odata(req, 'directoryObjects'), value };
   });
 
   app.get('/v1.0/users', { config: g }, async (req) => {

@@ -35,8 +35,6 @@ export type ClientAuthResult =
 export class IdentityService implements Authorizer {
   private tenant = '';
   private subscription = '';
-  /** Serialises the changes that can remove an Owner, so two of them cannot both pass the last-Owner check. */
-  private ownerChanges: Promise<unknown> = Promise.resolve();
 
   constructor(
     private readonly store: IdentityStore,
@@ -156,10 +154,9 @@ export class IdentityService implements Authorizer {
   }
   /** Deletes a principal and its role assignments; refused when it holds the subscription's last Owner assignment. */
   async deletePrincipal(objectId: string): Promise<void> {
-    await this.serialOwnerChange(async () => {
-      await this.assertNotLastOwner(await this.store.assignmentsOf(objectId));
-      if (!(await this.store.deletePrincipal(objectId))) throw graphNotFound(objectId);
-    });
+    const r = await this.store.deletePrincipalUnlessLastOwner(objectId.toLowerCase(), this.subscriptionOwner());
+    if (r === 'last') throw this.lastOwner((await this.store.assignmentsOf(objectId.toLowerCase())).find((a) => a.roleDefinitionId === OWNER_ROLE_ID)?.name ?? objectId);
+    if (r === 'absent') throw graphNotFound(objectId);
   }
   subscriptions() {
     return this.store.subscriptions();
@@ -257,32 +254,34 @@ export class IdentityService implements Authorizer {
    * Owner assignment of the subscription is never removed: 409 LastOwnerCannotBeRemoved.
    */
   async deleteAssignment(urlScope: string, name: string): Promise<RoleAssignment | undefined> {
-    return this.serialOwnerChange(async () => {
-      const a = await this.assignmentAt(urlScope, name);
-      if (!a) return undefined;
-      await this.assertNotLastOwner([a]);
-      await this.store.deleteAssignment(a.name);
-      return a;
-    });
+    const a = await this.assignmentAt(urlScope, name);
+    if (!a) return undefined;
+    const r = await this.store.deleteAssignmentUnlessLast(a.name, this.subscriptionOwner());
+    if (r === 'last') throw this.lastOwner(a.name);
+    return r === 'deleted' ? a : undefined;
   }
 
-  private serialOwnerChange<T>(fn: () => Promise<T>): Promise<T> {
-    const run = this.ownerChanges.then(fn, fn);
-    this.ownerChanges = run.catch(() => undefined);
-    return run;
+  /** The subscription's Owner assignments (Owner at the subscription's own scope): at least one must stay. */
+  private subscriptionOwner(): { roleId: string; scopeNorm: string } {
+    return { roleId: OWNER_ROLE_ID, scopeNorm: normScope(`/subscriptions/${this.subscription}`) };
   }
 
-  /** Throws when removing `removing` would leave the subscription without an Owner assignment at its own scope. */
-  private async assertNotLastOwner(removing: RoleAssignment[]): Promise<void> {
+  private lastOwner(name: string): ArmError {
     const subScope = `/subscriptions/${this.subscription}`;
-    const isSubOwner = (a: RoleAssignment) => a.roleDefinitionId === OWNER_ROLE_ID && normScope(a.scope) === normScope(subScope);
-    const gone = removing.filter(isSubOwner);
-    if (!gone.length) return;
-    const left = (await this.store.allAssignments()).filter((a) => isSubOwner(a) && !gone.some((g) => g.name === a.name));
-    if (left.length) return;
-    throw new ArmError(409, 'LastOwnerCannotBeRemoved', `The role assignment '${gone[0]!.name}' is the last Owner assignment of subscription '${this.subscription}': removing it would leave nobody who can assign roles.`, {
+    return new ArmError(409, 'LastOwnerCannotBeRemoved', `The role assignment '${name}' is the last Owner assignment of subscription '${this.subscription}': removing it would leave nobody who can assign roles.`, {
       recommendation: `Assign Owner to another principal first: rsvault role assignment create --assignee <principal> --role Owner --scope ${subScope}`,
     });
+  }
+
+  /**
+   * May `caller` see the subscription `subscriptionId` (GET /subscriptions, GET /subscriptions/{id}, its locations)?
+   * As in Azure: any role assignment at, above or below the subscription's scope is enough — a Reader of one resource
+   * group lists the subscription (so `az login` / `rsvault login` select it), without reading anything else in it.
+   */
+  async maySeeSubscription(caller: Caller, subscriptionId: string): Promise<boolean> {
+    if (caller.internal) return true;
+    const sub = `/subscriptions/${subscriptionId}`;
+    return (await this.store.assignmentsOf(caller.objectId)).some((a) => findRole(a.roleDefinitionId) !== undefined && (scopeCovers(a.scope, sub) || scopeCovers(sub, a.scope)));
   }
 
   async checkAccess(caller: Caller, scope: string, action: string): Promise<boolean> {

@@ -1,5 +1,5 @@
 /** Identity tables (Kysely). */
-import type { Kysely } from 'kysely';
+import { PostgresAdapter, type Kysely } from 'kysely';
 import type { Db, Migration } from '../platform/db/index.js';
 import type { Principal, PrincipalType, RoleAssignment } from './model.js';
 
@@ -154,12 +154,6 @@ export class IdentityStore {
     if (type) q = q.where('type', '=', type);
     return (await q.execute()).map(toPrincipal);
   }
-  async deletePrincipal(objectId: string): Promise<boolean> {
-    const r = await this.db.deleteFrom('identity_principals').where('object_id', '=', objectId).where('built_in', '=', 0).executeTakeFirst();
-    await this.db.deleteFrom('identity_role_assignments').where('principal_id', '=', objectId).execute();
-    return Number(r.numDeletedRows) > 0;
-  }
-
   async addCredential(id: string, principalId: string, hash: string, displayName: string, endAt: number | null) {
     await this.db.insertInto('identity_credentials').values({ id, principal_id: principalId, secret_hash: hash, display_name: displayName, end_at: endAt, created_at: Date.now() }).execute();
   }
@@ -192,6 +186,74 @@ export class IdentityStore {
     const r = await this.db.selectFrom('identity_role_assignments').selectAll().where('name', '=', name.toLowerCase()).executeTakeFirst();
     return r ? toAssignment(r) : undefined;
   }
+  /**
+   * Deletes the assignment `name` unless it is one of `owner` (a role id at the scope `ownerScopeNorm`) and the last
+   * one: 'deleted', 'absent', or 'last' (nothing deleted). Atomic in the database, so API processes sharing it cannot
+   * both pass the check: the decision is one conditional DELETE whose count runs in the same statement (atomic under
+   * SQLite's single writer), and on PostgreSQL it runs in a transaction that first locks the owner rows
+   * (SELECT … FOR UPDATE: the second transaction waits, then counts what the first left).
+   */
+  async deleteAssignmentUnlessLast(name: string, owner: { roleId: string; scopeNorm: string }): Promise<'deleted' | 'absent' | 'last'> {
+    const n = name.toLowerCase();
+    return this.ownerChange(owner, async (db) => {
+      const r = await db
+        .deleteFrom('identity_role_assignments')
+        .where('name', '=', n)
+        .where((eb) => eb.or([eb('role_definition_id', '!=', owner.roleId), eb('scope_norm', '!=', owner.scopeNorm), eb(this.ownerCount(db, owner), '>', 1)]))
+        .executeTakeFirst();
+      if (Number(r.numDeletedRows) > 0) return 'deleted';
+      const still = await db.selectFrom('identity_role_assignments').select('name').where('name', '=', n).executeTakeFirst();
+      return still ? 'last' : 'absent';
+    });
+  }
+
+  /**
+   * Deletes a (non built-in) principal and all its role assignments, unless it holds the last `owner` assignment:
+   * then nothing changes and 'last' is returned. Atomic as deleteAssignmentUnlessLast (one conditional DELETE of its
+   * assignments decides).
+   */
+  async deletePrincipalUnlessLastOwner(objectId: string, owner: { roleId: string; scopeNorm: string }): Promise<'deleted' | 'absent' | 'last'> {
+    return this.ownerChange(owner, async (db) => {
+      const p = await db.selectFrom('identity_principals').select('object_id').where('object_id', '=', objectId).where('built_in', '=', 0).executeTakeFirst();
+      if (!p) return 'absent';
+      // Its assignments go only when it holds no owner assignment, or another principal still holds one.
+      await db
+        .deleteFrom('identity_role_assignments')
+        .where('principal_id', '=', objectId)
+        .where((eb) =>
+          eb.or([
+            eb.not(eb.exists(eb.selectFrom('identity_role_assignments as mine').select('mine.name').where('mine.principal_id', '=', objectId).where('mine.role_definition_id', '=', owner.roleId).where('mine.scope_norm', '=', owner.scopeNorm))),
+            eb(this.ownerCount(db, owner, objectId), '>', 0),
+          ]),
+        )
+        .execute();
+      const left = await db.selectFrom('identity_role_assignments').select('name').where('principal_id', '=', objectId).executeTakeFirst();
+      if (left) return 'last';
+      await db.deleteFrom('identity_principals').where('object_id', '=', objectId).execute();
+      return 'deleted';
+    });
+  }
+
+  /**
+   * Runs a change that may remove an owner assignment. PostgreSQL: in a transaction holding the owner rows locked.
+   * SQLite: as is — its conditional DELETE is atomic on its own, and a transaction held across awaits would only
+   * make other connections wait on the file lock.
+   */
+  private async ownerChange<T>(owner: { roleId: string; scopeNorm: string }, fn: (db: Kysely<IdentityTables>) => Promise<T>): Promise<T> {
+    if (!(this.db.getExecutor().adapter instanceof PostgresAdapter)) return fn(this.db);
+    return this.db.transaction().execute(async (tx) => {
+      await tx.selectFrom('identity_role_assignments').select('name').where('role_definition_id', '=', owner.roleId).where('scope_norm', '=', owner.scopeNorm).forUpdate().execute();
+      return fn(tx);
+    });
+  }
+
+  /** (SELECT count(*) of owner assignments [of principals other than `except`]) as a subquery. */
+  private ownerCount(db: Kysely<IdentityTables>, owner: { roleId: string; scopeNorm: string }, except?: string) {
+    let q = db.selectFrom('identity_role_assignments as o').select((eb) => eb.fn.countAll<number>().as('n')).where('o.role_definition_id', '=', owner.roleId).where('o.scope_norm', '=', owner.scopeNorm);
+    if (except !== undefined) q = q.where('o.principal_id', '!=', except);
+    return q;
+  }
+
   async deleteAssignment(name: string): Promise<boolean> {
     const r = await this.db.deleteFrom('identity_role_assignments').where('name', '=', name.toLowerCase()).executeTakeFirst();
     return Number(r.numDeletedRows) > 0;

@@ -86,7 +86,8 @@ export function registerKeyVaultDataRoutes(app: FastifyInstance, deps: { keyvaul
         if (!API_VERSION.test(v)) throw kvErrors.badParameter(`The specified version (${v}) is not recognized. Consider using the latest supported version (2025-07-01).`);
       });
 
-      const cfg = { config: { plane: 'vault' as const } };
+      // Any caller with a vault token reaches the handler; the service checks the vault's access policies (or RBAC mode).
+      const cfg = { config: { plane: 'vault' as const, open: 'authenticated' as const } };
       const who = (req: FastifyRequest): KvPrincipal => ({ objectId: req.caller!.objectId, tenantId: req.caller!.tenantId, appId: req.caller!.appId });
       const ctx = (req: FastifyRequest) => ({ base: originOf(req) });
       const P = (req: FastifyRequest) => req.params as Params;

@@ -197,6 +197,18 @@ export function registerKeyVaultRoutes(app: FastifyInstance, deps: { keyvault: K
     const { sub } = req.params as P;
     return paginate((await kv.listDeletedVaults(sub)).map(deletedView), new URL(req.url, originOf(req)));
   });
+  // Managed HSMs are not offered by rsvault: their lists exist (empty, with the paging shape) so that clients listing
+  // vaults and HSMs together (az keyvault list / list-deleted) work.
+  const noHsms = async (req: FastifyRequest) => {
+    requireArmApiVersion(req.url);
+    const { sub, rg } = req.params as P & { rg?: string };
+    resources.requireSubscription(sub);
+    if (rg) await resources.requireGroup(sub, rg);
+    return paginate([], new URL(req.url, originOf(req)));
+  };
+  app.get('/subscriptions/:sub/providers/Microsoft.KeyVault/deletedManagedHSMs', { config: { action: 'Microsoft.KeyVault/deletedManagedHSMs/read' } }, noHsms);
+  app.get('/subscriptions/:sub/providers/Microsoft.KeyVault/managedHSMs', { config: { action: 'Microsoft.KeyVault/managedHSMs/read' } }, noHsms);
+  app.get('/subscriptions/:sub/resourceGroups/:rg/providers/Microsoft.KeyVault/managedHSMs', { config: { action: 'Microsoft.KeyVault/managedHSMs/read' } }, noHsms);
   const DV = '/subscriptions/:sub/providers/Microsoft.KeyVault/locations/:loc/deletedVaults/:name';
   app.get(DV, { config: { action: 'Microsoft.KeyVault/deletedVaults/read' } }, async (req) => {
     requireArmApiVersion(req.url);
@@ -219,7 +231,7 @@ export function registerKeyVaultRoutes(app: FastifyInstance, deps: { keyvault: K
   });
 
   // ---- rsvault extension: access-policy templates (the portal's "Configure from template"; CLI --template) ----------
-  app.get('/providers/Microsoft.KeyVault/accessPolicyTemplates', { config: { plane: 'arm' } }, async (req: FastifyRequest) => {
+  app.get('/providers/Microsoft.KeyVault/accessPolicyTemplates', { config: { plane: 'arm', open: 'authenticated' } }, async (req: FastifyRequest) => {
     requireArmApiVersion(req.url);
     return { value: ACCESS_POLICY_TEMPLATES.map((t) => ({ name: t.name, description: t.description, permissions: t.permissions })) };
   });

@@ -197,7 +197,8 @@ export class KeyVaultServiceImpl implements KeyVaultService {
   async createOrUpdateVault(sub: string, rg: string, name: string, input: VaultInput): Promise<{ vault: Vault; created: boolean }> {
     const group = await this.d.resources.requireGroup(sub, rg);
     const nameErr = vaultNameError(name);
-    if (nameErr) throw armErrors.invalidName('vault', name, nameErr);
+    // Azure's code and wording (VaultNameNotValid), with rsvault's precise reason.
+    if (nameErr) throw new ArmError(400, 'VaultNameNotValid', `The vault name '${name}' is invalid. A vault's name must be between 3-24 alphanumeric characters. The name must begin with a letter, end with a letter or digit, and not contain consecutive hyphens (${nameErr.replace(/\.$/, '')}).`, { target: 'name' });
     const id = vaultArmId(sub, group.name, name);
     const existing = await this.d.store.vaultByName(name);
     const p = input.properties ?? {};

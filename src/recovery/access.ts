@@ -40,6 +40,9 @@ export const protectNeeds = (vmId: string): Need[] => [
   { action: vmAction(vmId, 'read'), scope: vmId },
 ];
 
+/** What seeing a VM among a vault's protectable items needs on it (as reading the VM itself). */
+export const readNeeds = (vmId: string): Need[] => [{ action: vmAction(vmId, 'read'), scope: vmId }];
+
 /** What reading a recovery point's key and secret backup (and restoring them) needs on the source VM. */
 export const keyNeeds = (vmId: string): Need[] => [{ action: vmAction(vmId, 'read'), scope: vmId }];
 

@@ -6,11 +6,11 @@
  * over (chunks already stored are reused). Commit order: chunks durable (engine) → manifests durable → the recovery
  * point row in one transaction with the item and job updates. A recovery point exists iff its row exists.
  */
-import { rm, readdir, stat } from 'node:fs/promises';
+import { rm, readdir, readFile, stat } from 'node:fs/promises';
 import path from 'node:path';
 import {
   backupImage, collectGarbage, createSnapshot, ChangedBlockBitmap, writeManifestFile, MIN_CHUNK_SIZE, DEFAULT_CHUNK_SIZE,
-  type Manifest, type Snapshot,
+  type ChunkStore, type Manifest, type Snapshot,
 } from '../engine/index.js';
 import { allocatePointId, diskSlot, manifestMac, readPointIndex, readPointManifest, writePointIndex } from './integrity.js';
 import type { JobContext } from '../platform/jobs/index.js';
@@ -56,6 +56,22 @@ const snapshotFileOf = (image: string, name: string): boolean => {
   const base = path.basename(image);
   return name.startsWith(`${base}.snap-`) && /^[0-9a-f]{12}(\.cow)?$/.test(name.slice(base.length + 6));
 };
+
+/**
+ * Copies a recovery point's manifests and index file (written under the vault's directory) into the vault's chunk
+ * store as metadata objects `manifests/<rp>/<file>`, so an object store (and a GeoRedundant vault's secondary)
+ * holds everything a restore needs next to the chunks. The embedded fs store keeps its metadata in the vault's
+ * directory itself: identical bytes already there are not rewritten.
+ */
+async function mirrorPoint(store: ChunkStore, rpDir: string, rpId: string): Promise<void> {
+  for (const name of await readdir(rpDir)) {
+    if (name.startsWith('.')) continue;
+    const data = await readFile(path.join(rpDir, name));
+    const meta = `manifests/${rpId}/${name}`;
+    const there = await store.getMeta(meta).catch(() => undefined);
+    if (!there?.equals(data)) await store.putMeta(meta, data);
+  }
+}
 
 export class Protection {
   /** Images with a live snapshot in this process (count per resolved path): their side files are never stale. */
@@ -126,7 +142,11 @@ export class Protection {
     if (!vmRef || vmRef.vmName.toLowerCase() !== ref.vmName.toLowerCase() || vmRef.resourceGroup.toLowerCase() !== ref.resourceGroup.toLowerCase()) {
       throw new ArmError(400, 'BMSUserErrorInvalidInput', `properties.sourceResourceId '${vmId}' does not match the protected item name '${itemName(ref)}'.`, { target: 'properties.sourceResourceId' });
     }
-    if (!(stop || stopByEmptyPolicy)) await requireAccess(this.s.d.identity, caller, protectNeeds(vmId));
+    if (!(stop || stopByEmptyPolicy)) {
+      await requireAccess(this.s.d.identity, caller, protectNeeds(vmId));
+      // Refused at once (409), before any job: the preflight of the job checks it again.
+      await this.s.requireNotProtectedElsewhere(v, vmId);
+    }
     if (stop || stopByEmptyPolicy) {
       if (!existing) throw recoveryErrors.itemNotFound(itemName(ref));
       return this.s.d.ops.start('Microsoft.RecoveryServices/vaults/backupFabrics/protectionContainers/protectedItems/write', this.s.itemId(v, ref), async (opId) => {
@@ -158,14 +178,18 @@ export class Protection {
           await this.s.db.updateTable('recovery_items').set({ policy_name: policy.name_norm, protection_state: state, deferred_delete_at: null, extended_json: ext, updated_at: t }).where('id_norm', '=', existing.id_norm).execute();
         } else {
           const vm = await this.s.d.compute.getVm(vmId);
-          await this.s.db
-            .insertInto('recovery_items')
-            .values({
-              id_norm: itemKey(v.id_norm, ref), vault_norm: v.id_norm, vm_id: vm?.id ?? vmId, vm_rg: vm?.resourceGroup ?? ref.resourceGroup, vm_name: vm?.name ?? ref.vmName, classic: 0,
-              policy_name: policy.name_norm, protection_state: 'IRPending', last_backup_status: '', last_backup_time: null, last_rp_id: null, health_json: null, extended_json: ext,
-              deferred_delete_at: null, created_at: t, updated_at: t,
-            })
-            .execute();
+          // The check and the insert in one transaction: two enables of one VM into two vaults cannot both land.
+          await this.s.db.transaction().execute(async (tx) => {
+            await this.s.requireNotProtectedElsewhere(v, vmId, tx);
+            await tx
+              .insertInto('recovery_items')
+              .values({
+                id_norm: itemKey(v.id_norm, ref), vault_norm: v.id_norm, vm_id: vm?.id ?? vmId, vm_rg: vm?.resourceGroup ?? ref.resourceGroup, vm_name: vm?.name ?? ref.vmName, classic: 0,
+                policy_name: policy.name_norm, protection_state: 'IRPending', last_backup_status: '', last_backup_time: null, last_rp_id: null, health_json: null, extended_json: ext,
+                deferred_delete_at: null, created_at: t, updated_at: t,
+              })
+              .execute();
+          });
         }
         await this.s.finishJob(job.id, 'Completed');
         return { jobId: job.id };
@@ -205,8 +229,11 @@ export class Protection {
   }
 
   private async removeManifests(v: VaultRow, points: PointRow[]): Promise<void> {
-    const { dir } = await this.s.vaultStore(v);
-    for (const p of points) await rm(path.join(dir, 'manifests', p.id), { recursive: true, force: true });
+    const { store, dir } = await this.s.vaultStore(v);
+    for (const p of points) {
+      await rm(path.join(dir, 'manifests', p.id), { recursive: true, force: true });
+      for await (const name of store.listMeta(`manifests/${p.id}/`)) await store.deleteMeta(name); // the store's copy
+    }
   }
 
   // ---- backup ---------------------------------------------------------------------------------------------------
@@ -396,6 +423,7 @@ export class Protection {
         jobId: job.id, time: t, expiry: params.expiry, rule: params.rule, rpType: 'CrashConsistent', encrypted: plan.encrypted ? 1 : 0,
         encryptionMechanism: plan.encrypted ? 'SinglePass' : 'None', keysSealed: sealed, sizeBytes: stored, vm: vmConfig, disks: records,
       });
+      await mirrorPoint(store, rpDir, rpId);
       const j0 = (await s.getJob(job.id))!;
       const tasks = (JSON.parse(j0.tasks_json) as JobTask[]).map((x) => (x.taskId === TASK_TRANSFER ? { ...x, status: 'Completed' as const, endTime: t, progressPercentage: 100 } : x));
       await s.db.transaction().execute(async (tx) => {
@@ -547,7 +575,7 @@ export class Protection {
         for (const p of points) for (const d of JSON.parse(p.disks_json) as DiskRecord[]) yield await readPointManifest(dir, keys, p, d);
       }
       const stats = await collectGarbage({ store, liveManifests: live(), cutoff, safetyMarginMs: 0 });
-      this.s.d.log.info({ vault: v.name, swept: stats.swept, bytes: stats.bytesSwept }, 'vault garbage collected');
+      this.s.d.log.info({ vault: v.name, fossilized: stats.fossilized, swept: stats.swept }, 'vault garbage collected');
     });
     const p = next.catch((e: unknown) => this.s.d.log.error({ err: e, vault: v.name }, 'garbage collection failed'));
     this.gcRunning.set(v.id_norm, p);

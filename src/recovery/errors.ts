@@ -33,6 +33,7 @@ export const NUMERIC_CODES: Record<string, number> = {
   UserErrorRecoveryPointTampered: 400324,
   UserErrorVerifyFoundDamagedData: 400325,
   UserErrorVerifyFoundUnauthenticatedManifests: 400326,
+  UserErrorVmAlreadyProtectedInAnotherVault: 400327,
   BackUpOperationFailed: 500001,
   RestoreFailed: 500003,
   InternalServerError: 500002,
@@ -94,6 +95,10 @@ export const recoveryErrors = {
   inProgress: (item: string) =>
     new RecoveryError(409, 'UserErrorBackupOperationInProgress', `Unable to initiate backup as another backup operation is currently in progress for '${item}'.`, {
       recommendation: 'Wait for the running job to finish (rsvault backup job list --status InProgress) or cancel it (rsvault backup job stop --name <job>), then retry.',
+    }),
+  protectedElsewhere: (vmId: string, otherVaultId: string) =>
+    new RecoveryError(409, 'UserErrorVmAlreadyProtectedInAnotherVault', `The virtual machine '${vmName(vmId)}' is already protected by another Recovery Services vault ('${otherVaultId}'); a VM can be protected by one vault at a time.`, {
+      recommendation: `Stop protection of the VM in that vault and delete its backup data (rsvault backup protection disable --vault-name ${vmName(otherVaultId)} --delete-backup-data true; a soft-deleted item holds the VM until it is purged), then retry.`,
     }),
   vaultHasItems: (vault: string, what: string) =>
     new RecoveryError(409, 'UserErrorVaultHasProtectedItems', `${what}: the Recovery Services vault '${vault}' has protected items.`, {

@@ -11,6 +11,7 @@ import { RecoveryStore } from './store.js';
 import { registerRecoveryRoutes } from './routes.js';
 import { registerIntegrityRoutes } from './integrity-routes.js';
 import { VaultIntegrity, QUEUE_VERIFY, QUEUE_VERIFY_SCHEDULED } from './verify-job.js';
+import { registerEncryptionConfigRoutes } from './encryption-config.js';
 import { VAULT_TYPE } from './model.js';
 
 export { recoveryMigrations, RecoveryStore } from './store.js';
@@ -53,6 +54,7 @@ export function createRecovery(deps: Omit<RecoveryDeps, 'store'> & { store?: Rec
     registerRoutes(app) {
       registerRecoveryRoutes(app, { recovery: service, protection, restore, ops: deps.ops });
       registerIntegrityRoutes(app, { recovery: service, integrity });
+      registerEncryptionConfigRoutes(app, service);
     },
     startWorkers(queue) {
       void protection.cleanStaleSnapshots().then(

@@ -7,12 +7,13 @@ import { ArmError, armErrors } from '../platform/http/errors.js';
 import { requireArmApiVersion } from '../platform/http/api-version.js';
 import { originOf } from '../platform/http/app.js';
 import { paginate } from '../platform/http/paging.js';
-import { accepted, type AsyncOperations } from '../platform/http/async-ops.js';
+import { accepted, retryAfterWhileRunning, type AsyncOperations } from '../platform/http/async-ops.js';
 import { containerName, filterDate, itemName, parseContainerName, parseFilter, requireNames, shortContainerName, type VmRef } from './model.js';
 import { RecoveryError, recoveryErrors } from './errors.js';
 import { RecoveryService, refOfItem, type ItemRow, type JobRow, type VaultRow } from './service.js';
 import type { Protection } from './backup.js';
 import type { Restore } from './restore.js';
+import { applyEncryptionConfig, encryptionInputOf, normIdentity } from './encryption-config.js';
 import { containerView, itemView, jobView, policyView, pointView, protectableView, storageConfigView, vaultConfigView, vaultView } from './views.js';
 
 export interface RecoveryRouteDeps {
@@ -84,7 +85,12 @@ export function registerRecoveryRoutes(app: FastifyInstance, deps: RecoveryRoute
     const v = await vault(req);
     const b = bodyObject(req, '{"tags": {...}}');
     if (b.properties !== undefined && b.properties !== null && !isObj(b.properties)) throw armErrors.invalidContent("'properties' must be an object.", 'properties');
-    const nv = await svc.patchVault(v, { tags: tagsOf(b), properties: (b.properties ?? undefined) as Record<string, unknown> | undefined });
+    if (b.identity !== undefined && b.identity !== null && (!isObj(b.identity) || typeof b.identity.type !== 'string')) throw armErrors.invalidContent("'identity' must be an object such as {\"type\": \"SystemAssigned\"}.", 'identity');
+    const identity = isObj(b.identity) ? normIdentity(b.identity) : undefined;
+    // properties.encryption (az backup vault encryption update): the vault's customer-managed key, checked and
+    // recorded as backupResourceEncryptionConfig before anything else of the PATCH is written.
+    if (isObj(b.properties) && isObj(b.properties.encryption)) await applyEncryptionConfig(svc, identity ? { ...v, identity_json: JSON.stringify(identity) } : v, encryptionInputOf(b.properties.encryption));
+    const nv = await svc.patchVault(v, { tags: tagsOf(b), identity, properties: (b.properties ?? undefined) as Record<string, unknown> | undefined });
     return vaultView(nv, await protectedCount(nv));
   });
   app.get(V, { config: { action: `${RS}/read` } }, async (req) => {
@@ -201,8 +207,9 @@ export function registerRecoveryRoutes(app: FastifyInstance, deps: RecoveryRoute
     }
     return op;
   };
-  const statusView = async (v: VaultRow, opId: string) => {
+  const statusView = async (v: VaultRow, opId: string, reply: FastifyReply) => {
     const op = await opOf(v, opId);
+    retryAfterWhileRunning(reply, op.status);
     const job = await svc.db.selectFrom('recovery_jobs').select('id').where('op_id', '=', opId).executeTakeFirst();
     const jobId = (op.result as { jobId?: string } | undefined)?.jobId ?? job?.id;
     return {
@@ -232,17 +239,17 @@ export function registerRecoveryRoutes(app: FastifyInstance, deps: RecoveryRoute
   };
   const opParams = (req: FastifyRequest) => req.params as VP & { op: string };
 
-  app.get(`${V}/backupOperations/:op`, { config: { action: `${RS}/backupOperations/read` } }, async (req) => {
+  app.get(`${V}/backupOperations/:op`, { config: { action: `${RS}/backupOperations/read` } }, async (req, reply) => {
     requireArmApiVersion(req.url);
-    return statusView(await vault(req), opParams(req).op);
+    return statusView(await vault(req), opParams(req).op, reply);
   });
   app.get(`${V}/backupOperationResults/:op`, { config: { action: `${RS}/backupOperationResults/read` } }, async (req, reply) => {
     requireArmApiVersion(req.url);
     return resultReply(req, reply, await vault(req), opParams(req).op, async () => undefined);
   });
-  app.get(`${V}/backupPolicies/:policy/operations/:op`, { config: { action: `${RS}/backupPolicies/operationsStatus/read` } }, async (req) => {
+  app.get(`${V}/backupPolicies/:policy/operations/:op`, { config: { action: `${RS}/backupPolicies/operationsStatus/read` } }, async (req, reply) => {
     requireArmApiVersion(req.url);
-    return statusView(await vault(req), opParams(req).op);
+    return statusView(await vault(req), opParams(req).op, reply);
   });
   app.get(`${V}/backupPolicies/:policy/operationResults/:op`, { config: { action: `${RS}/backupPolicies/operationResults/read` } }, async (req, reply) => {
     requireArmApiVersion(req.url);
@@ -261,9 +268,9 @@ export function registerRecoveryRoutes(app: FastifyInstance, deps: RecoveryRoute
     requireArmApiVersion(req.url);
     return resultReply(req, reply, await vault(req), opParams(req).op, async () => undefined);
   });
-  app.get(`${I}/operationsStatus/:op`, { config: { action: `${RS}/backupFabrics/protectionContainers/protectedItems/operationsStatus/read` } }, async (req) => {
+  app.get(`${I}/operationsStatus/:op`, { config: { action: `${RS}/backupFabrics/protectionContainers/protectedItems/operationsStatus/read` } }, async (req, reply) => {
     requireArmApiVersion(req.url);
-    return statusView(await vault(req), opParams(req).op);
+    return statusView(await vault(req), opParams(req).op, reply);
   });
   app.get(`${I}/operationResults/:op`, { config: { action: `${RS}/backupFabrics/protectionContainers/protectedItems/operationResults/read` } }, async (req, reply) => {
     requireArmApiVersion(req.url);
@@ -297,7 +304,7 @@ export function registerRecoveryRoutes(app: FastifyInstance, deps: RecoveryRoute
     requireArmApiVersion(req.url);
     const v = await vault(req);
     const f = parseFilter(q(req).$filter);
-    let list = await svc.protectables(v);
+    let list = await svc.protectables(v, req.caller!); // only the VMs the caller may read
     for (const c of f) {
       const val = c.value.toLowerCase();
       if (c.field === 'backupmanagementtype' && val !== 'azureiaasvm') list = [];

@@ -11,14 +11,14 @@ import type { AsyncOperations } from '../platform/http/async-ops.js';
 import type { Logger } from '../platform/log.js';
 import type { Sealer } from '../platform/crypto.js';
 import type { Caller } from '../platform/auth/index.js';
-import { keyNeeds, mayAccess } from './access.js';
+import { keyNeeds, mayAccess, readNeeds } from './access.js';
 import type { Clock, JobQueue, ScheduleSource } from '../platform/jobs/index.js';
 import type { ResourceService } from '../resources/index.js';
 import type { IdentityService } from '../identity/index.js';
 import { KeyVaultError, formatMissing, parseObjectUrl, type KeyVaultService, type KvPrincipal } from '../keyvault/index.js';
 import type { ComputeService, Vm } from '../compute/index.js';
 import type { StorageService } from '../storage/index.js';
-import { FsChunkStore, generateStoreKeys, storeKeysFromBytes, storeKeysToBytes, type StoreKeys } from '../engine/index.js';
+import { FsChunkStore, generateStoreKeys, storeKeysFromBytes, storeKeysToBytes, type ChunkStore, type StoreKeys } from '../engine/index.js';
 import { defaultPolicy, scheduleCron, validatePolicy, type IaasVmPolicy } from './policy.js';
 import { RecoveryError, recoveryErrors, canonicalCode } from './errors.js';
 import { containerName, itemName, normLocation, requireVaultName, shortContainerName, SOFT_DELETE_DAYS, VAULT_TYPE, type VmRef } from './model.js';
@@ -44,6 +44,14 @@ export interface RecoveryDeps {
   dataDir: string;
   log: Logger;
   clock: Clock;
+  /**
+   * Opens a vault's chunk store (primary, plus the secondary for GeoRedundant vaults) as the server is configured;
+   * absent = the embedded fs layout under the vault's directory.
+   */
+  chunkStores?: {
+    open(uid: string, o: { localDir: string; geo: boolean }): Promise<ChunkStore>;
+    removeVault(uid: string): Promise<void>;
+  } | undefined;
 }
 
 export interface JobTask {
@@ -84,7 +92,7 @@ export const refOfItem = (r: ItemRow): VmRef => ({ resourceGroup: r.vm_rg, vmNam
 
 export class RecoveryService {
   readonly db: RecoveryStore['db'];
-  private readonly stores = new Map<string, Promise<{ store: FsChunkStore; keys: StoreKeys; dir: string }>>();
+  private readonly stores = new Map<string, Promise<{ store: ChunkStore; keys: StoreKeys; dir: string }>>();
   /** In-process running backup jobs (cancel aborts them). */
   readonly running = new Map<string, AbortController>();
 
@@ -163,11 +171,11 @@ export class RecoveryService {
     return { vault: (await this.getVault(sub, rg, name))!, created: true };
   }
 
-  async patchVault(v: VaultRow, b: { tags?: Record<string, string> | undefined; properties?: Record<string, unknown> | undefined }): Promise<VaultRow> {
+  async patchVault(v: VaultRow, b: { tags?: Record<string, string> | undefined; identity?: Record<string, unknown> | undefined; properties?: Record<string, unknown> | undefined }): Promise<VaultRow> {
     const t = Date.now();
     const props = { ...JSON.parse(v.props_json), ...(b.properties ?? {}) } as Record<string, unknown>;
     delete props.provisioningState;
-    await this.db.updateTable('recovery_vaults').set({ tags_json: JSON.stringify(b.tags ?? JSON.parse(v.tags_json)), props_json: JSON.stringify(props), etag: etagOf(t), updated_at: t }).where('id_norm', '=', v.id_norm).execute();
+    await this.db.updateTable('recovery_vaults').set({ tags_json: JSON.stringify(b.tags ?? JSON.parse(v.tags_json)), ...(b.identity ? { identity_json: JSON.stringify(b.identity) } : {}), props_json: JSON.stringify(props), etag: etagOf(t), updated_at: t }).where('id_norm', '=', v.id_norm).execute();
     return (await this.vaultByNorm(v.id_norm))!;
   }
 
@@ -180,20 +188,24 @@ export class RecoveryService {
   async deleteVault(v: VaultRow, force = false): Promise<void> {
     if (!force && (await this.activeItemCount(v.id_norm)) > 0) throw recoveryErrors.vaultHasItems(v.name, 'The vault cannot be deleted');
     await this.db.transaction().execute(async (tx) => {
-      for (const t of ['recovery_points', 'recovery_items', 'recovery_policies', 'recovery_jobs'] as const) await tx.deleteFrom(t).where('vault_norm', '=', v.id_norm).execute();
+      for (const t of ['recovery_points', 'recovery_items', 'recovery_policies', 'recovery_jobs', 'recovery_encryption_configs'] as const) await tx.deleteFrom(t).where('vault_norm', '=', v.id_norm).execute();
       await tx.deleteFrom('recovery_vaults').where('id_norm', '=', v.id_norm).execute();
     });
     await this.d.resources.unindex(v.id);
     this.stores.delete(v.id_norm);
     rmSync(this.vaultDir(v), { recursive: true, force: true });
+    await this.d.chunkStores?.removeVault(v.uid).catch((e: unknown) => this.d.log.warn({ err: e, vault: v.name }, 'could not remove the vault\'s objects from the chunk store'));
   }
 
   vaultDir(v: VaultRow): string {
     return path.join(this.d.dataDir, 'vaults', v.uid);
   }
 
-  /** The vault's chunk store and keys (keys unsealed with the master key). */
-  vaultStore(v: VaultRow): Promise<{ store: FsChunkStore; keys: StoreKeys; dir: string }> {
+  /**
+   * The vault's chunk store (manifests are its metadata objects `manifests/<rp>/<file>`) and keys (unsealed with
+   * the master key). GeoRedundant vaults replicate to the secondary store when the server has one.
+   */
+  vaultStore(v: VaultRow): Promise<{ store: ChunkStore; keys: StoreKeys; dir: string }> {
     let p = this.stores.get(v.id_norm);
     if (!p) {
       p = (async () => {
@@ -201,7 +213,8 @@ export class RecoveryService {
         mkdirSync(path.join(dir, 'manifests'), { recursive: true, mode: 0o700 });
         const raw = this.d.sealer.open(v.store_keys, `recovery-vault-store-keys:${v.id_norm}`);
         const keys: StoreKeys = storeKeysFromBytes(raw); // 64 bytes: a SHA-256 store of before BLAKE3
-        const store = await FsChunkStore.open(path.join(dir, 'store'));
+        const geo = v.storage_type === 'GeoRedundant' || v.storage_type === 'ReadAccessGeoZoneRedundant';
+        const store = this.d.chunkStores ? await this.d.chunkStores.open(v.uid, { localDir: dir, geo }) : await FsChunkStore.open(path.join(dir, 'store'), { metaDir: dir });
         return { store, keys, dir };
       })();
       p.catch(() => this.stores.delete(v.id_norm));
@@ -222,6 +235,7 @@ export class RecoveryService {
     if (storageType !== v.storage_type && (await this.activeItemCount(v.id_norm)) > 0) {
       throw recoveryErrors.vaultHasItems(v.name, `The storage redundancy cannot change from ${v.storage_type} to ${storageType} (storageTypeState is Locked)`);
     }
+    if (storageType !== v.storage_type) this.stores.delete(v.id_norm); // GRS ↔ LRS opens another store
     await this.db.updateTable('recovery_vaults').set({ storage_type: storageType, cross_region_restore: b.crossRegionRestoreFlag === undefined ? v.cross_region_restore : b.crossRegionRestoreFlag ? 1 : 0, updated_at: Date.now() }).where('id_norm', '=', v.id_norm).execute();
     return (await this.vaultByNorm(v.id_norm))!;
   }
@@ -289,21 +303,47 @@ export class RecoveryService {
   }
 
   // ---- discovery -------------------------------------------------------------------------------------------------
-  /** The subscription's VMs in the vault's region (Resource Manager and classic), with their protection state. */
-  async protectables(v: VaultRow): Promise<{ ref: VmRef; vmId: string; friendlyName: string; encrypted: boolean; protectionState: string }[]> {
-    const items = await this.db.selectFrom('recovery_items').selectAll().where('vault_norm', '=', v.id_norm).execute();
-    const protectedIds = new Set(items.filter((i) => i.deferred_delete_at === null).map((i) => lc(i.vm_id)));
+  /**
+   * The subscription's VMs in the vault's region (Resource Manager and classic), with their protection state. Not the
+   * VMs another vault holds (Azure lists only what this vault could protect), and, for a `caller`, only the VMs it may
+   * read (Microsoft.Compute/virtualMachines/read): a reader of the vault learns nothing of VMs in groups it cannot see.
+   */
+  async protectables(v: VaultRow, caller?: Caller): Promise<{ ref: VmRef; vmId: string; friendlyName: string; encrypted: boolean; protectionState: string }[]> {
+    const items = await this.db.selectFrom('recovery_items').selectAll().execute();
+    const protectedIds = new Set(items.filter((i) => i.vault_norm === v.id_norm && i.deferred_delete_at === null).map((i) => lc(i.vm_id)));
+    const elsewhere = new Set(items.filter((i) => i.vault_norm !== v.id_norm).map((i) => lc(i.vm_id)));
+    const visible = async (vmId: string) => !elsewhere.has(lc(vmId)) && (!caller || (await mayAccess(this.d.identity, caller, readNeeds(vmId))));
     const out: { ref: VmRef; vmId: string; friendlyName: string; encrypted: boolean; protectionState: string }[] = [];
     for (const vm of await this.d.compute.listVms(v.subscription_id)) {
-      if (normLocation(vm.location) !== normLocation(v.location)) continue;
+      if (normLocation(vm.location) !== normLocation(v.location) || !(await visible(vm.id))) continue;
       const enc = (await this.d.compute.encryptionInfo(vm.id).catch(() => [])).some((e) => e.encrypted);
       out.push({ ref: { resourceGroup: vm.resourceGroup, vmName: vm.name, classic: false }, vmId: vm.id, friendlyName: vm.name, encrypted: enc, protectionState: protectedIds.has(lc(vm.id)) ? 'Protected' : 'NotProtected' });
     }
     for (const vm of await this.d.compute.listClassicVms(v.subscription_id)) {
-      if (normLocation(vm.location) !== normLocation(v.location)) continue;
+      if (normLocation(vm.location) !== normLocation(v.location) || !(await visible(vm.id))) continue;
       out.push({ ref: { resourceGroup: vm.resourceGroup, vmName: vm.name, classic: true }, vmId: vm.id, friendlyName: vm.name, encrypted: classicEncrypted(vm.props), protectionState: protectedIds.has(lc(vm.id)) ? 'Protected' : 'NotProtected' });
     }
     return out;
+  }
+
+  /**
+   * The vault (other than `v`) that holds an item of the VM — protected, stopped with its data kept, or soft-deleted:
+   * as in Azure, a VM is protected by one vault at a time, until its backup data is deleted there.
+   */
+  async protectingVault(v: VaultRow, vmId: string, db: RecoveryStore['db'] = this.db): Promise<VaultRow | undefined> {
+    const row = await db
+      .selectFrom('recovery_items')
+      .select('vault_norm')
+      .where('vault_norm', '!=', v.id_norm)
+      .where((eb) => eb(eb.fn<string>('lower', ['vm_id']), '=', lc(vmId)))
+      .executeTakeFirst();
+    return row ? db.selectFrom('recovery_vaults').selectAll().where('id_norm', '=', row.vault_norm).executeTakeFirst() : undefined;
+  }
+
+  /** Throws 409 UserErrorVmAlreadyProtectedInAnotherVault when another vault holds the VM. */
+  async requireNotProtectedElsewhere(v: VaultRow, vmId: string, db: RecoveryStore['db'] = this.db): Promise<void> {
+    const other = await this.protectingVault(v, vmId, db);
+    if (other) throw recoveryErrors.protectedElsewhere(vmId, other.id);
   }
 
   // ---- protection: preflight -------------------------------------------------------------------------------------
@@ -318,6 +358,7 @@ export class RecoveryService {
    * no disk exclusion for encrypted VMs. Throws the ERRORS.md error of the first failing step.
    */
   async preflight(v: VaultRow, vmId: string, o: { diskExclusion?: boolean | undefined } = {}): Promise<VmPlan> {
+    await this.requireNotProtectedElsewhere(v, vmId);
     const vm = await this.d.compute.getVm(vmId).catch(() => undefined);
     if (!vm) {
       const classic = await this.d.compute.getClassicVm(vmId).catch(() => undefined);

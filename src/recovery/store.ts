@@ -81,6 +81,18 @@ export type RecoveryTables = {
     size_bytes: number;
     created_at: number;
   };
+  /** The vault's backupResourceEncryptionConfig (absent row = platform-managed keys, never changed). */
+  recovery_encryption_configs: {
+    vault_norm: string;
+    at_rest_type: string;
+    key_uri: string | null;
+    key_subscription_id: string | null;
+    infrastructure_state: string;
+    user_assigned_identity: string | null;
+    use_system_assigned_identity: number | null;
+    last_update_status: string;
+    updated_at: number;
+  };
 };
 
 export const recoveryMigrations: Migration[] = [
@@ -176,6 +188,23 @@ export const recoveryMigrations: Migration[] = [
         .addColumn('created_at', 'bigint', (c) => c.notNull())
         .execute();
       await db.schema.createIndex('recovery_points_item').on('recovery_points').columns(['item_norm', 'time']).execute();
+    },
+  },
+  {
+    name: '0502_recovery_encryption_configs',
+    async up(db: Kysely<unknown>) {
+      await db.schema
+        .createTable('recovery_encryption_configs')
+        .addColumn('vault_norm', 'text', (c) => c.primaryKey())
+        .addColumn('at_rest_type', 'text', (c) => c.notNull())
+        .addColumn('key_uri', 'text')
+        .addColumn('key_subscription_id', 'text')
+        .addColumn('infrastructure_state', 'text', (c) => c.notNull())
+        .addColumn('user_assigned_identity', 'text')
+        .addColumn('use_system_assigned_identity', 'integer')
+        .addColumn('last_update_status', 'text', (c) => c.notNull())
+        .addColumn('updated_at', 'bigint', (c) => c.notNull())
+        .execute();
     },
   },
 ];

@@ -356,7 +356,8 @@ export function registerDeploymentRoutes(app: FastifyInstance, deps: DeploymentR
   // Deployments at other scopes (tenant, management group, subscription): a clear refusal instead of a 404.
   for (const scope of ['/providers/Microsoft.Resources/deployments/:name', '/subscriptions/:sub/providers/Microsoft.Resources/deployments/:name', '/providers/Microsoft.Management/managementGroups/:mg/providers/Microsoft.Resources/deployments/:name']) {
     for (const suffix of ['', '/validate']) {
-      app.route({ method: suffix ? 'POST' : 'PUT', url: scope + suffix, handler: async () => {
+      // Open to any signed-in caller: they only refuse (no action to authorize).
+      app.route({ method: suffix ? 'POST' : 'PUT', url: scope + suffix, config: { open: 'authenticated' }, handler: async () => {
         throw new ArmError(400, 'UnsupportedDeploymentScope', 'rsvault deploys templates at resource-group scope only.', { recommendation: 'Deploy into a resource group: az deployment group create|validate -g <group> --template-file <file> (PUT/POST /subscriptions/{sub}/resourcegroups/{rg}/providers/Microsoft.Resources/deployments/{name}[/validate]).' });
       } });
     }

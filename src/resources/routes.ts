@@ -2,10 +2,12 @@
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { Type, type Static } from '@sinclair/typebox';
 import { ArmError } from '../platform/http/errors.js';
+import { authorizationFailed, type Caller } from '../platform/auth/index.js';
+import { parseResourceId } from './model.js';
 import { requireArmApiVersion } from '../platform/http/api-version.js';
 import { originOf } from '../platform/http/app.js';
 import { paginate } from '../platform/http/paging.js';
-import { accepted, type AsyncOperations } from '../platform/http/async-ops.js';
+import { accepted, retryAfterWhileRunning, type AsyncOperations } from '../platform/http/async-ops.js';
 import type { ResourceGroup, ResourceService } from './service.js';
 
 const Tags = Type.Record(Type.String({ maxLength: 512 }), Type.String({ maxLength: 256 }));
@@ -33,7 +35,7 @@ const view = (g: ResourceGroup) => ({
   properties: { provisioningState: g.provisioningState },
 });
 
-export function registerResourceRoutes(app: FastifyInstance, deps: { resources: ResourceService; ops: AsyncOperations }): void {
+export function registerResourceRoutes(app: FastifyInstance, deps: { resources: ResourceService; ops: AsyncOperations; checkAccess?: (caller: Caller, scope: string, action: string) => Promise<boolean> }): void {
   const { resources, ops } = deps;
   const RG = '/subscriptions/:sub/resourcegroups/:rg';
   const A = 'Microsoft.Resources/subscriptions/resourceGroups';
@@ -101,10 +103,25 @@ export function registerResourceRoutes(app: FastifyInstance, deps: { resources: 
 
   // Location-style status of a resource-group delete (and other subscription-level operations): 202 while running,
   // 200/204 when done, the error envelope when failed.
-  app.get('/subscriptions/:sub/operationresults/:op', { config: { action: 'Microsoft.Resources/subscriptions/read' } }, async (req, reply) => {
+  // Who may poll: a reader of the subscription (as before), or a reader of the resource the operation is about — so a
+  // principal whose role is on a resource group can follow the operations it starts there (disk PUT, VM actions, ADE).
+  const requireOpReader = async (req: FastifyRequest, sub: string, resourceId: string | undefined) => {
+    const caller = req.caller!;
+    const subScope = `/subscriptions/${sub}`;
+    const subAction = 'Microsoft.Resources/subscriptions/read';
+    if (!deps.checkAccess || (await deps.checkAccess(caller, subScope, subAction))) return;
+    const r = resourceId ? parseResourceId(resourceId) : undefined;
+    if (r && r.subscriptionId.toLowerCase() === sub.toLowerCase()) {
+      const action = r.provider && r.type ? `${r.provider}/${r.type}/read` : r.resourceGroup ? 'Microsoft.Resources/subscriptions/resourceGroups/read' : subAction;
+      if (await deps.checkAccess(caller, resourceId!, action)) return;
+    }
+    throw authorizationFailed(caller, subAction, subScope);
+  };
+  app.get('/subscriptions/:sub/operationresults/:op', { config: deps.checkAccess ? { plane: 'arm' } : { action: 'Microsoft.Resources/subscriptions/read' } }, async (req, reply) => {
     const { sub, op } = req.params as { sub: string; op: string };
     resources.requireSubscription(sub);
     const v = await ops.require(op);
+    await requireOpReader(req, sub, v.resourceId);
     if (v.status === 'InProgress') return accepted(reply, { location: `${originOf(req)}${req.url}` }, 1);
     if (v.status === 'Failed') {
       const e = v.error ?? { code: 'OperationFailed', message: 'The operation failed.' };
@@ -113,10 +130,12 @@ export function registerResourceRoutes(app: FastifyInstance, deps: { resources: 
     return v.result === undefined ? reply.code(204).send() : reply.code(200).send(v.result);
   });
   // Azure-AsyncOperation-style status: always 200 with the status.
-  app.get('/subscriptions/:sub/providers/:ns/locations/:loc/operationStatuses/:op', { config: { action: 'Microsoft.Resources/subscriptions/read' } }, async (req) => {
+  app.get('/subscriptions/:sub/providers/:ns/locations/:loc/operationStatuses/:op', { config: deps.checkAccess ? { plane: 'arm' } : { action: 'Microsoft.Resources/subscriptions/read' } }, async (req, reply) => {
     const { sub, op } = req.params as { sub: string; op: string };
     resources.requireSubscription(sub);
     const v = await ops.require(op);
+    await requireOpReader(req, sub, v.resourceId);
+    retryAfterWhileRunning(reply, v.status);
     return { id: `${req.url.replace(/\?.*$/, '')}`, name: v.name, status: v.status, startTime: v.startTime, ...(v.endTime ? { endTime: v.endTime } : {}), ...(v.error ? { error: v.error } : {}) };
   });
 }

@@ -5,7 +5,8 @@ export const STORAGE_TYPE = 'Microsoft.Storage/storageAccounts';
 
 /** Azure: 3-24 characters, lower-case letters and digits only. */
 export function requireAccountName(name: string): void {
-  if (!/^[a-z0-9]{3,24}$/.test(name)) throw armErrors.invalidName('storage account', name, 'it must be 3-24 characters long and contain only lower-case letters and digits.');
+  // Azure's code and wording (AccountNameInvalid).
+  if (!/^[a-z0-9]{3,24}$/.test(name)) throw new ArmError(400, 'AccountNameInvalid', `${name} is not a valid storage account name. Storage account name must be between 3 and 24 characters in length and use numbers and lower-case letters only.`, { target: 'name' });
 }
 
 /** Azure: 3-63 characters, lower-case letters, digits and single hyphens, starting and ending with a letter or digit. */

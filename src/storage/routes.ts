@@ -8,6 +8,7 @@ import { createReadStream } from 'node:fs';
 import { stat } from 'node:fs/promises';
 import { ArmError, armErrors } from '../platform/http/errors.js';
 import { requireArmApiVersion } from '../platform/http/api-version.js';
+import { parseByteRange, unsatisfiableRange } from '../platform/http/range.js';
 import { originOf } from '../platform/http/app.js';
 import { paginate } from '../platform/http/paging.js';
 import type { Caller } from '../platform/auth/index.js';
@@ -68,11 +69,13 @@ export function registerStorageRoutes(app: FastifyInstance, deps: StorageRouteDe
     const quota = isObj(props) ? props.quotaBytes : undefined;
     if (quota !== undefined && quota !== null && typeof quota !== 'number') throw armErrors.invalidContent("'properties.quotaBytes' must be a number of bytes (or null).", 'properties.quotaBytes');
     if (b.kind !== undefined && typeof b.kind !== 'string') throw armErrors.invalidContent("'kind' must be a string.", 'kind');
-    const { account, created } = await storage.createOrUpdateAccount(p.sub, p.rg, p.name, {
+    const { account } = await storage.createOrUpdateAccount(p.sub, p.rg, p.name, {
       location: b.location, tags: b.tags as Record<string, string> | undefined, sku: b.sku as { name?: string } | undefined, kind: b.kind as string | undefined,
       quotaBytes: quota as number | null | undefined,
     });
-    return reply.code(created ? 201 : 200).send(view(account, req));
+    // StorageAccounts_Create documents 200 (the account) and 202 (accepted, poll Location), never 201: the account is
+    // complete when the PUT returns, so 200 with its properties.
+    return reply.code(200).send(view(account, req));
   });
   app.get(A, { config: { action: `${S}/read` } }, async (req) => {
     requireArmApiVersion(req.url);
@@ -156,6 +159,14 @@ export function registerStorageRoutes(app: FastifyInstance, deps: StorageRouteDe
     const st = await stat(file).catch(() => undefined);
     if (!st?.isFile()) throw storageErrors.blobNotFound(p.account, p.container, p.blob);
     const type = p.blob.endsWith('.json') ? 'application/json' : 'application/octet-stream';
-    return reply.header('content-type', type).header('content-length', String(st.size)).header('x-ms-blob-type', 'BlockBlob').send(createReadStream(file));
+    const range = req.headers['x-ms-range'] ?? req.headers.range;
+    const r = parseByteRange(range, st.size);
+    if (r === 'unsatisfiable') {
+      const u = unsatisfiableRange(st.size, range!);
+      return reply.code(u.status).headers(u.headers).send(u.body);
+    }
+    void reply.header('accept-ranges', 'bytes');
+    if (r) void reply.code(206).header('content-range', `bytes ${r.start}-${r.end}/${st.size}`);
+    return reply.header('content-type', type).header('content-length', String(r ? r.end - r.start + 1 : st.size)).header('x-ms-blob-type', 'BlockBlob').send(createReadStream(file, r ?? {}));
   });
 }

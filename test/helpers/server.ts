@@ -40,8 +40,9 @@ export interface TestServer {
 export async function startTestServer(opts: { dataDir?: string; env?: Record<string, string>; args?: string[] } = {}): Promise<TestServer> {
   const dataDir = opts.dataDir ?? mkdtempSync(path.join(os.tmpdir(), 'rsvault-test-'));
   const proc = spawn(process.execPath, [BIN, 'serve', '--data-dir', dataDir, '--port', '0', '--log-level', 'warn', ...(opts.args ?? [])], {
-    // Tests import disk images they write under the system temp dir: allow it as an import directory.
-    env: { ...process.env, RSVAULT_IMPORT_DIRS: os.tmpdir(), ...(opts.env ?? {}) },
+    // Tests import disk images they write under the system temp dir: allow it as an import directory. Test mode lets
+    // suites use the test-only knobs (RSVAULT_LUKS_ITERATIONS, RSVAULT_CLOCK_OFFSET_MS); a suite may unset it ('').
+    env: { ...process.env, RSVAULT_IMPORT_DIRS: os.tmpdir(), RSVAULT_TEST_MODE: '1', ...(opts.env ?? {}) },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let out = '';

@@ -210,7 +210,8 @@ export interface FormatOptions extends KeySlotOptions {
 
 async function slotIterations(o: KeySlotOptions, hash: string): Promise<number> {
   if (o.iterations !== undefined) {
-    if (!Number.isInteger(o.iterations) || o.iterations < 1) throw new LuksError('InvalidArgument', `bad PBKDF2 iteration count ${o.iterations}`);
+    // Never below 1000 (cryptsetup's floor), whatever a caller or a test knob asks for.
+    if (!Number.isInteger(o.iterations) || o.iterations < 1000) throw new LuksError('InvalidArgument', `bad PBKDF2 iteration count ${o.iterations}: at least 1000`);
     return o.iterations;
   }
   return Math.max(1000, Math.floor(((await pbkdf2Speed(hash)) * (o.iterTimeMs ?? 2000)) / 1000));

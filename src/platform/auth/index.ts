@@ -71,6 +71,8 @@ export class TokenService {
     private readonly issuerBase: () => string,
     private readonly audiences: Record<Plane, () => string[]>,
     private readonly lifetimeSec: number,
+    /** The installation's tenant: tokens naming another `tid` are refused (undefined: any tenant the key signed). */
+    private readonly tenantId?: () => string,
   ) {}
 
   issuerFor(tid: string): string {
@@ -110,12 +112,15 @@ export class TokenService {
     const { payload } = await jwtVerify(token, this.keys.publicKey as unknown as CryptoKey, {
       algorithms: ['RS256'],
       clockTolerance: 60,
+      // A token without an expiry would be valid forever: refuse it, whoever signed it.
+      requiredClaims: ['exp', 'iat', 'tid', 'oid'],
     });
     const aud = typeof payload.aud === 'string' ? payload.aud : Array.isArray(payload.aud) ? (payload.aud[0] ?? '') : '';
     const accepted = this.audiences[plane]().map(normAud);
     if (!accepted.includes(normAud(aud))) throw new AudienceError(aud, plane);
     const tid = String(payload.tid ?? '');
     if (payload.iss !== this.issuerFor(tid)) throw new Error('issuer mismatch');
+    if (this.tenantId && tid.toLowerCase() !== this.tenantId().toLowerCase()) throw new Error('token of another tenant');
     return {
       objectId: String(payload.oid ?? ''),
       tenantId: tid,
@@ -162,6 +167,11 @@ export function authorizationFailed(caller: Caller, action: string, scope: strin
   );
 }
 
+/** A route declared without an authorization rule: the server refuses to start. */
+export class RouteAuthorizationError extends Error {
+  override name = 'RouteAuthorizationError';
+}
+
 export interface AuthHookOptions {
   tokens: TokenService;
   authorizer: Authorizer;
@@ -174,6 +184,22 @@ export interface AuthHookOptions {
  * are parsed) hooks. Routes declare `config.plane` and `config.action`.
  */
 export function registerAuth(app: FastifyInstance, opts: AuthHookOptions): void {
+  // Fail closed: every route must name its RBAC action, or say it is public or open to any authenticated caller.
+  // Checked when the app is ready (scopes may still set a route's config in their own onRoute hooks until then).
+  const routes: { method: string | string[]; url: string; route: { config?: unknown } }[] = [];
+  app.addHook('onRoute', (route) => void routes.push({ method: route.method, url: route.url, route }));
+  app.addHook('onReady', async () => {
+    const open = routes.filter(({ route }) => {
+      const cfg = (route.config ?? {}) as { plane?: string; action?: string; open?: string };
+      return !cfg.action && cfg.plane !== 'public' && cfg.open !== 'authenticated';
+    });
+    if (open.length) {
+      const names = open.map((r) => `${[r.method].flat().join(',')} ${r.url}`);
+      throw new RouteAuthorizationError(
+        `route${names.length > 1 ? 's' : ''} without an authorization rule: ${names.join('; ')}. Give each config.action (an RBAC action), or mark it config.open: 'authenticated' or config.plane: 'public'.`,
+      );
+    }
+  });
   app.addHook('onRequest', async (req) => {
     const plane = req.routeOptions.config?.plane ?? 'arm';
     if (plane === 'public' || !req.routeOptions.url) return;

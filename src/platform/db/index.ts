@@ -5,7 +5,7 @@
  */
 import SQLite from 'better-sqlite3';
 import { Kysely, SqliteDialect, Migrator, type CreateTableBuilder, type Migration as KyselyMigration, type MigrationProvider, sql } from 'kysely';
-import { mkdirSync } from 'node:fs';
+import { chmodSync, closeSync, existsSync, mkdirSync, openSync } from 'node:fs';
 import path from 'node:path';
 
 /** The database handle slices receive; each slice narrows it with `db.withTables<ItsTables>()`. */
@@ -32,7 +32,12 @@ export function openDatabase(url: string): Database {
   if (/^postgres(ql)?:\/\//i.test(url)) {
     throw new DatabaseConfigError('PostgreSQL metadata is not available in this build yet; use a SQLite path (the default)');
   }
-  mkdirSync(path.dirname(path.resolve(url)), { recursive: true });
+  mkdirSync(path.dirname(path.resolve(url)), { recursive: true, mode: 0o700 });
+  // Owner-only: SQLite gives the -wal and -shm files the database file's mode, so creating it 0600 covers all three.
+  if (url !== ':memory:') {
+    closeSync(openSync(url, 'a', 0o600));
+    for (const f of [url, `${url}-wal`, `${url}-shm`]) if (existsSync(f)) chmodSync(f, 0o600);
+  }
   const sqlite = new SQLite(url);
   sqlite.pragma('journal_mode = WAL');
   sqlite.pragma('synchronous = NORMAL');

@@ -33,6 +33,14 @@ export interface RouteConfig {
   plane?: 'public' | 'arm' | 'graph' | 'vault';
   /** RBAC action checked against role assignments at the request's scope (ARM writes and reads). */
   action?: string;
+  /**
+   * A route with a token plane but no `action` must say so: 'authenticated' = any caller with a valid token for the
+   * plane reaches the handler, which does its own checks (Key Vault access policies, "my own" Graph objects, lists
+   * filtered by role). Without `action`, `open` or plane 'public' the server refuses to start (registerAuth).
+   */
+  open?: 'authenticated';
+  /** 'bytes': the route reads a raw body (application/octet-stream); other ARM routes take JSON only (else 415). */
+  body?: 'bytes';
   /** Scope to check: default = the request path. */
   scope?: (req: FastifyRequest) => string;
 }
@@ -108,6 +116,14 @@ export function createHttpApp(opts: HttpOptions): FastifyInstance {
     rewriteUrl(req) {
       return rewriteUrl.call(this, req as never, opts.vaultHostSuffix, opts.blobHostSuffix);
     },
+    // A path segment over maxParamLength (a 2000-character resource name) or a malformed URL: the ARM envelope, not fastify's.
+    frameworkErrors: (error, req, reply) => {
+      const e =
+        (error as { code?: string }).code === 'FST_ERR_MAX_PARAM_LENGTH'
+          ? new ArmError(400, 'InvalidResourceName', 'A name in the request path is longer than 1000 characters; resource names are at most 90 characters.', { recommendation: 'Use a valid resource name.' })
+          : new ArmError(400, 'InvalidRequestUri', `The request URI '${req.url.slice(0, 200)}' is malformed.`);
+      void (reply as unknown as FastifyReply).code(e.status).send(e.toBody());
+    },
     serverFactory: (handler) => tuneServer(https.createServer({ key: opts.tls.key, cert: opts.tls.cert }, handler)),
     ajv: { customOptions: { coerceTypes: false, allErrors: false, removeAdditional: false, useDefaults: true } },
   }) as unknown as FastifyInstance;
@@ -147,6 +163,19 @@ export function createHttpApp(opts: HttpOptions): FastifyInstance {
     reply.header('x-ms-request-id', req.id);
     reply.header('x-ms-correlation-request-id', req.id);
     req.log.debug({ method: req.method, url: req.url.replace(/\?.*$/, '') }, 'request');
+  });
+
+  // ARM writes take JSON: a form, text or octet-stream body on a JSON route is 415 in the ARM envelope (other content
+  // types already go through the lenient JSON parser above, which answers 415 when the body is not JSON).
+  app.addHook('preValidation', async (req) => {
+    const cfg = req.routeOptions.config;
+    if ((cfg?.plane ?? 'arm') !== 'arm' || cfg?.body === 'bytes' || !['PUT', 'PATCH', 'POST'].includes(req.method)) return;
+    const type = String(req.headers['content-type'] ?? '').split(';')[0]!.trim().toLowerCase();
+    if (!['application/x-www-form-urlencoded', 'text/plain', 'application/octet-stream'].includes(type)) return;
+    if (Number(req.headers['content-length'] ?? '0') === 0 && !req.headers['transfer-encoding']) return;
+    throw new ArmError(415, 'UnsupportedMediaType', `The content media type '${type}' is not supported; send the request body as application/json.`, {
+      recommendation: "Send 'Content-Type: application/json' with a JSON body.",
+    });
   });
 
   app.addHook('onResponse', async (req, reply) => {

@@ -121,3 +121,11 @@ export function accepted(reply: FastifyReply, urls: { asyncOperation?: string; l
   void reply.header('retry-after', String(retryAfterSec));
   return reply.code(202).send(body ?? '');
 }
+
+/**
+ * Status answers (Azure-AsyncOperation bodies, 200 with `status`): while the operation is still running, Retry-After
+ * tells the client when to poll again. Without it the Python SDK's ARM poller waits its default 30 s per poll.
+ */
+export function retryAfterWhileRunning(reply: FastifyReply, status: string, retryAfterSec = 1): void {
+  if (['InProgress', 'Running', 'Accepted', 'Cancelling'].includes(status)) void reply.header('retry-after', String(retryAfterSec));
+}
