@@ -22,7 +22,7 @@ const OLDEST = '2014-04-01';
 
 /** Per provider namespace: the newest version rsvault implements, and the versions its clients and tested SDKs use. */
 const PROVIDERS: Record<string, { newest: string; known: string[] }> = {
-  'microsoft.resources': { newest: '2025-04-01', known: ['2019-11-01', '2021-04-01', '2022-09-01', '2022-12-01', '2025-04-01'] },
+  'microsoft.resources': { newest: '2026-06-01', known: ['2019-11-01', '2021-04-01', '2022-09-01', '2022-12-01', '2025-04-01', '2026-06-01'] },
   'microsoft.authorization': { newest: '2022-05-01-preview', known: ['2015-07-01', '2018-01-01-preview', '2020-10-01', '2022-04-01'] },
   'microsoft.compute': { newest: '2026-03-01', known: ['2022-03-02', '2022-08-01', '2022-11-01', '2025-03-03', '2026-03-01'] },
   'microsoft.keyvault': { newest: '2024-11-01', known: ['2019-09-01', '2022-07-01', '2023-02-01', '2023-07-01', '2024-11-01'] },
