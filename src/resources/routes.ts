@@ -117,7 +117,7 @@ export function registerResourceRoutes(app: FastifyInstance, deps: { resources: 
     }
     throw authorizationFailed(caller, subAction, subScope);
   };
-  app.get('/subscriptions/:sub/operationresults/:op', { config: deps.checkAccess ? { plane: 'arm' } : { action: 'Microsoft.Resources/subscriptions/read' } }, async (req, reply) => {
+  app.get('/subscriptions/:sub/operationresults/:op', { config: deps.checkAccess ? { plane: 'arm', open: 'authenticated' } : { action: 'Microsoft.Resources/subscriptions/read' } }, async (req, reply) => {
     const { sub, op } = req.params as { sub: string; op: string };
     resources.requireSubscription(sub);
     const v = await ops.require(op);
@@ -130,7 +130,7 @@ export function registerResourceRoutes(app: FastifyInstance, deps: { resources: 
     return v.result === undefined ? reply.code(204).send() : reply.code(200).send(v.result);
   });
   // Azure-AsyncOperation-style status: always 200 with the status.
-  app.get('/subscriptions/:sub/providers/:ns/locations/:loc/operationStatuses/:op', { config: deps.checkAccess ? { plane: 'arm' } : { action: 'Microsoft.Resources/subscriptions/read' } }, async (req, reply) => {
+  app.get('/subscriptions/:sub/providers/:ns/locations/:loc/operationStatuses/:op', { config: deps.checkAccess ? { plane: 'arm', open: 'authenticated' } : { action: 'Microsoft.Resources/subscriptions/read' } }, async (req, reply) => {
     const { sub, op } = req.params as { sub: string; op: string };
     resources.requireSubscription(sub);
     const v = await ops.require(op);
