@@ -112,7 +112,7 @@ export function buildProgram(deps: CliDeps): Command {
     .option('--data-dir <dir>', 'data directory (env RSVAULT_DATA_DIR; default ./.rsvault)')
     .option('--port <port>', 'HTTPS port (env RSVAULT_PORT; default 8443; 0 = any free port)')
     .option('--listen <addrs>', 'comma-separated listen addresses (env RSVAULT_LISTEN; default 127.0.0.1,::1)')
-    .option('--db-url <url>', 'metadata database: SQLite path (default <data-dir>/rsvault.db) (env RSVAULT_DB_URL)')
+    .option('--db-url <url>', 'metadata database: a SQLite path (default <data-dir>/rsvault.db) or postgres://user:password@host:port/db (env RSVAULT_DB_URL)')
     .option('--keyvault-host-suffix <suffix>', 'Key Vault host suffix: vaults live at https://{name}.<suffix>[:port] (env RSVAULT_KEYVAULT_HOST_SUFFIX; default vault.localhost)')
     .option('--vault-host-suffix <suffix>', 'alias of --keyvault-host-suffix (env RSVAULT_VAULT_HOST_SUFFIX)')
     .option('--keyvault-public-port <port>', 'port clients reach the vault hosts on, put into every Key Vault URL rsvault hands out (vaultUri, kid, ADE settings, recovery points, restore outputs); 443 = no port, e.g. behind a reverse proxy (env RSVAULT_KEYVAULT_PUBLIC_PORT; default: the listen port)')
