@@ -36,6 +36,10 @@ describe('loadConfig', () => {
     expect(() => loadConfig({ dbUrl: 'mysql://u:pw@h/db' }, {})).not.toThrow(/pw/);
     expect(() => loadConfig({ vaultHostSuffix: 'bad suffix' }, {})).toThrow(/host suffix/);
     expect(() => loadConfig({ role: 'boss' }, {})).toThrow(/invalid role/);
+    expect(() => loadConfig({ role: 'api,boss' }, {})).toThrow(/invalid role 'boss'/);
+    expect(loadConfig({}, {}).roles).toEqual(['api', 'worker', 'scheduler']);
+    expect(loadConfig({ role: 'worker' }, {}).roles).toEqual(['worker']);
+    expect(loadConfig({}, { RSVAULT_ROLE: 'scheduler, API' }).roles).toEqual(['api', 'scheduler']);
     expect(loadConfig({ dbUrl: 'postgres://rsv:pw@db.example:5432/rsvault' }, {}).dbUrl).toBe('postgres://rsv:pw@db.example:5432/rsvault');
     expect(loadConfig({}, { RSVAULT_DB_URL: 'postgresql://h/rsvault' }).dbUrl).toBe('postgresql://h/rsvault');
     expect(() => loadConfig({ importDirs: 'relative/dir' }, {})).toThrow(/invalid import directory/);

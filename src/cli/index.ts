@@ -118,7 +118,7 @@ export function buildProgram(deps: CliDeps): Command {
     .option('--keyvault-public-port <port>', 'port clients reach the vault hosts on, put into every Key Vault URL rsvault hands out (vaultUri, kid, ADE settings, recovery points, restore outputs); 443 = no port, e.g. behind a reverse proxy (env RSVAULT_KEYVAULT_PUBLIC_PORT; default: the listen port)')
     .option('--blob-host-suffix <suffix>', 'blob host suffix: storage accounts serve blobs at https://{account}.{suffix}:{port} (env RSVAULT_BLOB_HOST_SUFFIX; default blob.localhost)')
     .option('--log-level <level>', 'fatal|error|warn|info|debug|trace|silent (env RSVAULT_LOG_LEVEL; default info)')
-    .option('--role <role>', 'all|api|worker|scheduler (env RSVAULT_ROLE; default all)')
+    .option('--role <roles>', 'all, or a comma list of api (HTTPS API + portal), worker (runs backup/restore/retention jobs), scheduler (fires policy slots) (env RSVAULT_ROLE; default all)')
     .option('--import-dirs <dirs>', 'comma-separated server directories whose image files may be imported as disks by path (env RSVAULT_IMPORT_DIRS; default <data-dir>/import)')
     .option('--schedule-catch-up-hours <h>', 'at start, run the latest scheduled backup missed in the last <h> hours while the server was down (env RSVAULT_SCHEDULE_CATCHUP_HOURS; default 168; 0 = never)')
     .option('--verify-schedule <cron>', "when every vault's Verify job runs: a cron pattern in UTC with seconds, or 'off' (env RSVAULT_VERIFY_SCHEDULE; default '0 0 3 * * 0', Sundays 03:00)")

@@ -13,6 +13,7 @@ import type { Sealer } from '../platform/crypto.js';
 import type { Caller } from '../platform/auth/index.js';
 import { keyNeeds, mayAccess } from './access.js';
 import type { Clock, JobQueue, ScheduleSource } from '../platform/jobs/index.js';
+import type { Locks } from '../platform/db/locks.js';
 import type { ResourceService } from '../resources/index.js';
 import type { IdentityService } from '../identity/index.js';
 import { KeyVaultError, formatMissing, parseObjectUrl, type KeyVaultService, type KvPrincipal } from '../keyvault/index.js';
@@ -44,6 +45,8 @@ export interface RecoveryDeps {
   dataDir: string;
   log: Logger;
   clock: Clock;
+  /** Cluster-wide locks in the metadata database (GC of a vault runs once across all processes). */
+  locks: Locks;
 }
 
 export interface JobTask {
@@ -75,6 +78,7 @@ export const QUEUE_RETENTION = 'recovery.retention';
 /** A vault's Verify job (verify-job.ts), and its scheduler slots. */
 export const QUEUE_VERIFY = 'recovery.verify';
 export const QUEUE_VERIFY_SCHEDULED = 'recovery.scheduled-verify';
+export const QUEUE_RESTORE = 'recovery.restore';
 
 const lc = (s: string) => s.toLowerCase();
 export const vaultIdOf = (sub: string, rg: string, name: string) => `/subscriptions/${sub}/resourceGroups/${rg}/providers/Microsoft.RecoveryServices/vaults/${name}`;
@@ -85,7 +89,7 @@ export const refOfItem = (r: ItemRow): VmRef => ({ resourceGroup: r.vm_rg, vmNam
 export class RecoveryService {
   readonly db: RecoveryStore['db'];
   private readonly stores = new Map<string, Promise<{ store: FsChunkStore; keys: StoreKeys; dir: string }>>();
-  /** In-process running backup jobs (cancel aborts them). */
+  /** Running backup jobs of this process (cancel aborts them at once; other processes see cancel_requested). */
   readonly running = new Map<string, AbortController>();
 
   constructor(readonly d: RecoveryDeps) {

@@ -93,7 +93,7 @@ export async function startTestServer(opts: { dataDir?: string; env?: Record<str
     async stop(o = {}) {
       client.close();
       const code = await new Promise<number | null>((resolve) => {
-        if (proc.exitCode !== null) return resolve(proc.exitCode);
+        if (proc.exitCode !== null || proc.signalCode !== null) return resolve(proc.exitCode); // exited, or killed by a signal
         proc.once('exit', (c) => resolve(c));
         proc.kill('SIGTERM');
       });
