@@ -10,15 +10,18 @@
 // runs; a CommonJS entry is read synchronously, so the assignment below takes effect (test/hardening.test.ts checks
 // the server's thread count).
 'use strict';
-const isServe = process.argv.slice(2).find((a) => !a.startsWith('-')) === 'serve';
+const words = process.argv.slice(2).filter((a) => !a.startsWith('-'));
+const isServe = words[0] === 'serve';
 if (isServe) process.env.UV_THREADPOOL_SIZE ??= '16';
+// `admin …` runs on the server host against its database: it loads the server code too.
+const isServer = isServe || words[0] === 'admin';
 
 const { existsSync } = require('node:fs');
 const { pathToFileURL } = require('node:url');
 const { join } = require('node:path');
 
 const root = join(__dirname, '..');
-const entry = join(root, 'dist', isServe ? 'main.js' : join('cli', 'main.js'));
+const entry = join(root, 'dist', isServer ? 'main.js' : join('cli', 'main.js'));
 if (!existsSync(entry)) {
   process.stderr.write('rsvault: not built yet; run `npm run build` (npm ci does it for you)\n');
   process.exit(2);

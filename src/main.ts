@@ -8,7 +8,8 @@ import { existsSync } from 'node:fs';
 import { ConfigError, loadConfig, type Config, type ConfigFlags } from './config.js';
 import { createLogger, type Logger } from './platform/log.js';
 import { createMetrics, registerQueueMetrics } from './platform/metrics.js';
-import { openDatabase, migrate, ping, type Migration, DatabaseConfigError } from './platform/db/index.js';
+import { openDatabase, migrate, ping, isPostgresUrl, redactDbUrl, type Database, type Migration, DatabaseConfigError } from './platform/db/index.js';
+import { copyDatabase, MigrateDbError } from './platform/db/copy.js';
 import { Locks, SharedLocks, lockMigrations } from './platform/db/locks.js';
 import { platformMigrations, Settings } from './platform/db/kv.js';
 import { createHttpApp, tuneServer } from './platform/http/app.js';
@@ -295,4 +296,31 @@ process.on('unhandledRejection', (e) => {
   process.stderr.write(`rsvault: unhandled rejection: ${(e as Error)?.stack ?? String(e)}\n`);
 });
 
-await runCli(process.argv, { serve });
+/** `rsvault admin migrate-db --from sqlite:… --to postgres://…` (see platform/db/copy.ts). */
+async function migrateDb(o: { from: string; to: string }): Promise<void> {
+  const fail = (msg: string): never => {
+    process.stderr.write(`rsvault: ${msg}\n`);
+    process.exit(2);
+  };
+  if (isPostgresUrl(o.from) || !existsSync(o.from)) fail(`--from '${redactDbUrl(o.from)}' is not an existing SQLite database file`);
+  if (!isPostgresUrl(o.to)) fail(`--to '${redactDbUrl(o.to)}' is not a postgres:// URL`);
+  let from: Database | undefined;
+  let to: Database | undefined;
+  try {
+    from = openDatabase(o.from);
+    to = openDatabase(o.to);
+    await migrate(from.db, MIGRATIONS);
+    await migrate(to.db, MIGRATIONS);
+    const r = await copyDatabase(from, to);
+    for (const t of r.tables) process.stdout.write(`${t.name}\t${t.rows}\n`);
+    process.stdout.write(`copied ${r.tables.reduce((a, t) => a + t.rows, 0)} rows in ${r.tables.length} tables to ${redactDbUrl(o.to)}\n`);
+  } catch (e) {
+    if (e instanceof MigrateDbError || e instanceof DatabaseConfigError) fail(e.message);
+    fail(`migrate-db failed: ${(e as Error).message.replaceAll(o.to, redactDbUrl(o.to))}`);
+  } finally {
+    await from?.close();
+    await to?.close();
+  }
+}
+
+await runCli(process.argv, { serve, migrateDb });

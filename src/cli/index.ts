@@ -32,6 +32,7 @@ export interface ServeFlags {
 
 export interface CliDeps {
   serve(flags: ServeFlags): Promise<void>;
+  migrateDb?(o: { from: string; to: string }): Promise<void>;
 }
 
 const ARM_RG_API = '2021-04-01';
@@ -123,6 +124,17 @@ export function buildProgram(deps: CliDeps): Command {
     .option('--schedule-catch-up-hours <h>', 'at start, run the latest scheduled backup missed in the last <h> hours while the server was down (env RSVAULT_SCHEDULE_CATCHUP_HOURS; default 168; 0 = never)')
     .option('--verify-schedule <cron>', "when every vault's Verify job runs: a cron pattern in UTC with seconds, or 'off' (env RSVAULT_VERIFY_SCHEDULE; default '0 0 3 * * 0', Sundays 03:00)")
     .action(async (flags: ServeFlags) => deps.serve(flags));
+  program
+    .command('admin')
+    .description('Server administration (runs on the server host, not over HTTPS).')
+    .command('migrate-db')
+    .description('Copy an embedded installation\'s metadata (SQLite) into an empty PostgreSQL database for scale-out. Stop the server first; keep the data dir (keys, chunk stores, disks) and point every process at it and at --to.')
+    .requiredOption('--from <sqlite>', 'the SQLite database, e.g. sqlite:./.rsvault/rsvault.db or ./.rsvault/rsvault.db')
+    .requiredOption('--to <url>', 'postgres://user:password@host:port/db (an empty database)')
+    .action(async (o: { from: string; to: string }) => {
+      if (!deps.migrateDb) throw new UsageError('migrate-db is not available in this build');
+      await deps.migrateDb({ from: o.from.replace(/^sqlite:/i, ''), to: o.to });
+    });
 
   // ---- login / account -----------------------------------------------------------------------------------------
   program
