@@ -5,7 +5,7 @@ import { ConfigError, loadConfig } from './config.js';
 describe('loadConfig', () => {
   it('applies defaults, then env, then flags', () => {
     const d = loadConfig({}, {});
-    expect(d).toMatchObject({ port: 8443, listen: ['127.0.0.1', '::1'], vaultHostSuffix: 'vault.localhost', logLevel: 'info', role: 'all' });
+    expect(d).toMatchObject({ port: 8443, listen: ['127.0.0.1', '::1'], vaultHostSuffix: 'vault.localhost', logLevel: 'info', roles: ['api', 'worker', 'scheduler'] });
     expect(d.dataDir).toBe(path.resolve('.rsvault'));
     expect(d.dbUrl).toBe(path.join(d.dataDir, 'rsvault.db'));
     const e = loadConfig({}, { RSVAULT_PORT: '9000', RSVAULT_DATA_DIR: '/tmp/x', RSVAULT_LOG_LEVEL: 'debug' });

@@ -143,16 +143,6 @@ export async function startServer(config: Config, log: Logger = createLogger(con
     recovery.registerRoutes(app);
     await recovery.recoverApi();
   }
-  if (worker) {
-    // Embedded (SQLite: this is the only process): jobs the previous process left active are re-run now, not after
-    // their lease. On PostgreSQL other live workers may own them: their leases expire on their own if they died.
-    if (!cluster) {
-      const orphans = await queue.releaseOrphans();
-      if (orphans) log.warn({ orphans }, 'queued jobs interrupted by the previous shutdown run again');
-    }
-    recovery.startWorkers(queue);
-    queue.start();
-  }
   // Health per role: which roles this process runs, whether the database (and with it the queue) answers.
   app.get('/healthz', { config: { plane: 'public' } }, async (_req, reply) => {
     const t0 = Date.now();
@@ -166,10 +156,6 @@ export async function startServer(config: Config, log: Logger = createLogger(con
     };
     return reply.code(db.ok ? 200 : 503).send(body);
   });
-  if (scheduling) {
-    recovery.addSchedules(scheduler, process.env.RSVAULT_RETENTION_CRON || undefined, config.scheduleCatchUpHours * 3_600_000, config.verifySchedule);
-    scheduler.start();
-  }
   if (api) await registerPortal(app, { config: () => ({ tenantId: identity.tenantId }) });
   await app.ready();
 
@@ -192,6 +178,21 @@ export async function startServer(config: Config, log: Logger = createLogger(con
     }
   }
 
+  // Roles start once this process listens (a process that cannot listen must not touch shared jobs).
+  if (worker) {
+    // Embedded (SQLite: this is the only process): jobs the previous process left active are re-run now, not after
+    // their lease. On PostgreSQL other live workers may own them: their leases expire on their own if they died.
+    if (!cluster) {
+      const orphans = await queue.releaseOrphans();
+      if (orphans) log.warn({ orphans }, 'queued jobs interrupted by the previous shutdown run again');
+    }
+    recovery.startWorkers(queue);
+    queue.start();
+  }
+  if (scheduling) {
+    recovery.addSchedules(scheduler, process.env.RSVAULT_RETENTION_CRON || undefined, config.scheduleCatchUpHours * 3_600_000, config.verifySchedule);
+    scheduler.start();
+  }
   // credentials.json: written at first start (the only time the admin secret is known in clear).
   const credPath = path.join(config.dataDir, 'credentials.json');
   const endpoints = {
