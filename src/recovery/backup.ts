@@ -302,12 +302,14 @@ export class Protection {
     }
   }
 
-  private async setTask(jobId: string, taskId: string, patch: Partial<JobTask>, extra: { bag?: Record<string, string>; progress?: number } = {}): Promise<void> {
-    const j = await this.s.getJob(jobId);
-    if (!j) return;
-    const tasks = (JSON.parse(j.tasks_json) as JobTask[]).map((t) => (t.taskId === taskId ? { ...t, ...patch } : t));
-    const bag = extra.bag ? JSON.stringify({ ...JSON.parse(j.bag_json), ...extra.bag }) : j.bag_json;
-    await this.s.updateJob(jobId, { tasks_json: JSON.stringify(tasks), bag_json: bag, ...(extra.progress !== undefined ? { progress: extra.progress } : {}) });
+  private setTask(jobId: string, taskId: string, patch: Partial<JobTask>, extra: { bag?: Record<string, string>; progress?: number } = {}): Promise<void> {
+    return this.s.serialJob(jobId, async () => {
+      const j = await this.s.getJob(jobId);
+      if (!j) return;
+      const tasks = (JSON.parse(j.tasks_json) as JobTask[]).map((t) => (t.taskId === taskId ? { ...t, ...patch } : t));
+      const bag = extra.bag ? JSON.stringify({ ...JSON.parse(j.bag_json), ...extra.bag }) : j.bag_json;
+      await this.s.updateJob(jobId, { tasks_json: JSON.stringify(tasks), bag_json: bag, ...(extra.progress !== undefined ? { progress: extra.progress } : {}) });
+    });
   }
 
   private async backupSteps(v: VaultRow, item: ItemRow, job: JobRow, signal: AbortSignal, beat: () => void): Promise<void> {
@@ -413,6 +415,7 @@ export class Protection {
         jobId: job.id, time: t, expiry: params.expiry, rule: params.rule, rpType: 'CrashConsistent', encrypted: plan.encrypted ? 1 : 0,
         encryptionMechanism: plan.encrypted ? 'SinglePass' : 'None', keysSealed: sealed, sizeBytes: stored, vm: vmConfig, disks: records,
       });
+      await s.serialJob(job.id, async () => {
       const j0 = (await s.getJob(job.id))!;
       const tasks = (JSON.parse(j0.tasks_json) as JobTask[]).map((x) => (x.taskId === TASK_TRANSFER ? { ...x, status: 'Completed' as const, endTime: t, progressPercentage: 100 } : x));
       await s.db.transaction().execute(async (tx) => {
@@ -434,6 +437,7 @@ export class Protection {
           .set({ status: 'Completed', end_time: t, progress: 100, tasks_json: JSON.stringify(tasks), bag_json: JSON.stringify({ ...JSON.parse(j0.bag_json), ...bag }) })
           .where('id', '=', job.id)
           .execute();
+      });
       });
       committed = true;
       for (const x of snaps) await compute.markBackedUp(x.diskId, { recoveryPointId: rpId }).catch((e: unknown) => s.d.log.warn({ err: e, disk: x.diskId }, 'could not reset the changed-block bitmap'));

@@ -337,12 +337,14 @@ export class Restore {
     return { errorCode: 500003, errorString: `Restore failed: ${msg}. Nothing was kept as restored.`, errorTitle: 'RestoreFailed', recommendations: ['Retry the restore; if it keeps failing, check the server log.'] };
   }
 
-  private async setTask(jobId: string, taskId: string, patch: Partial<JobTask>, extra: { bag?: Record<string, string>; progress?: number } = {}): Promise<void> {
-    const j = await this.s.getJob(jobId);
-    if (!j) return;
-    const tasks = (JSON.parse(j.tasks_json) as JobTask[]).map((t) => (t.taskId === taskId ? { ...t, ...patch } : t));
-    const bag = extra.bag ? JSON.stringify({ ...JSON.parse(j.bag_json), ...extra.bag }) : j.bag_json;
-    await this.s.updateJob(jobId, { tasks_json: JSON.stringify(tasks), bag_json: bag, ...(extra.progress !== undefined ? { progress: extra.progress } : {}) });
+  private setTask(jobId: string, taskId: string, patch: Partial<JobTask>, extra: { bag?: Record<string, string>; progress?: number } = {}): Promise<void> {
+    return this.s.serialJob(jobId, async () => {
+      const j = await this.s.getJob(jobId);
+      if (!j) return;
+      const tasks = (JSON.parse(j.tasks_json) as JobTask[]).map((t) => (t.taskId === taskId ? { ...t, ...patch } : t));
+      const bag = extra.bag ? JSON.stringify({ ...JSON.parse(j.bag_json), ...extra.bag }) : j.bag_json;
+      await this.s.updateJob(jobId, { tasks_json: JSON.stringify(tasks), bag_json: bag, ...(extra.progress !== undefined ? { progress: extra.progress } : {}) });
+    });
   }
 
   tmpDir(jobId?: string): string {

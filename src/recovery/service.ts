@@ -91,6 +91,7 @@ export class RecoveryService {
   private readonly stores = new Map<string, Promise<{ store: FsChunkStore; keys: StoreKeys; dir: string }>>();
   /** Running backup jobs of this process (cancel aborts them at once; other processes see cancel_requested). */
   readonly running = new Map<string, AbortController>();
+  private readonly jobChains = new Map<string, Promise<unknown>>();
 
   constructor(readonly d: RecoveryDeps) {
     this.db = d.store.db;
@@ -421,7 +422,27 @@ export class RecoveryService {
     await this.db.updateTable('recovery_jobs').set(set).where('id', '=', id).execute();
   }
 
-  async finishJob(id: string, status: 'Completed' | 'Failed' | 'Cancelled' | 'CompletedWithWarnings', err?: unknown, tasksFix?: (t: JobTask[]) => JobTask[]): Promise<void> {
+  /**
+   * Read-modify-write updates of one job row (tasks, property bag, status) made by this process run one after
+   * another. On SQLite every query ran in issue order anyway; on PostgreSQL the pool runs them in parallel, and a
+   * progress update issued before the final one could land after it and put back the old bag and tasks.
+   */
+  serialJob<T>(id: string, fn: () => Promise<T>): Promise<T> {
+    const prev = this.jobChains.get(id) ?? Promise.resolve();
+    const next = prev.then(fn, fn);
+    const tail = next.then(() => undefined, () => undefined);
+    this.jobChains.set(id, tail);
+    void tail.then(() => {
+      if (this.jobChains.get(id) === tail) this.jobChains.delete(id);
+    });
+    return next;
+  }
+
+  finishJob(id: string, status: 'Completed' | 'Failed' | 'Cancelled' | 'CompletedWithWarnings', err?: unknown, tasksFix?: (t: JobTask[]) => JobTask[]): Promise<void> {
+    return this.serialJob(id, () => this.finishJobNow(id, status, err, tasksFix));
+  }
+
+  private async finishJobNow(id: string, status: 'Completed' | 'Failed' | 'Cancelled' | 'CompletedWithWarnings', err?: unknown, tasksFix?: (t: JobTask[]) => JobTask[]): Promise<void> {
     const j = await this.getJob(id);
     if (!j) return;
     const t = Date.now();
