@@ -9,5 +9,7 @@ export default defineConfig({
     // 2-core CI: integration suites each start a real server; keep parallelism modest.
     maxWorkers: 2,
     reporters: ['default'],
+    // RSVAULT_TEST_DB=postgres: one throwaway PostgreSQL cluster for the run; every test server gets a database in it.
+    globalSetup: ['test/helpers/pg-global-setup.ts'],
   },
 });

@@ -10,11 +10,11 @@
 // runs; a CommonJS entry is read synchronously, so the assignment below takes effect (test/hardening.test.ts checks
 // the server's thread count).
 'use strict';
-const first = process.argv.slice(2).find((a) => !a.startsWith('-'));
-const isServe = first === 'serve';
+const words = process.argv.slice(2).filter((a) => !a.startsWith('-'));
+const isServe = words[0] === 'serve';
 if (isServe) process.env.UV_THREADPOOL_SIZE ??= '16';
-// `admin` commands open the server's stores: they run in the composition root too.
-const isServer = isServe || first === 'admin';
+// `admin …` runs on the server host against its database: it loads the server code too.
+const isServer = isServe || words[0] === 'admin';
 
 const { existsSync } = require('node:fs');
 const { pathToFileURL } = require('node:url');

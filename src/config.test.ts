@@ -5,7 +5,7 @@ import { ConfigError, loadConfig } from './config.js';
 describe('loadConfig', () => {
   it('applies defaults, then env, then flags', () => {
     const d = loadConfig({}, {});
-    expect(d).toMatchObject({ port: 8443, listen: ['127.0.0.1', '::1'], vaultHostSuffix: 'vault.localhost', logLevel: 'info', role: 'all' });
+    expect(d).toMatchObject({ port: 8443, listen: ['127.0.0.1', '::1'], vaultHostSuffix: 'vault.localhost', logLevel: 'info', roles: ['api', 'worker', 'scheduler'] });
     expect(d.dataDir).toBe(path.resolve('.rsvault'));
     expect(d.dbUrl).toBe(path.join(d.dataDir, 'rsvault.db'));
     const e = loadConfig({}, { RSVAULT_PORT: '9000', RSVAULT_DATA_DIR: '/tmp/x', RSVAULT_LOG_LEVEL: 'debug' });
@@ -36,6 +36,12 @@ describe('loadConfig', () => {
     expect(() => loadConfig({ dbUrl: 'mysql://u:pw@h/db' }, {})).not.toThrow(/pw/);
     expect(() => loadConfig({ vaultHostSuffix: 'bad suffix' }, {})).toThrow(/host suffix/);
     expect(() => loadConfig({ role: 'boss' }, {})).toThrow(/invalid role/);
+    expect(() => loadConfig({ role: 'api,boss' }, {})).toThrow(/invalid role 'boss'/);
+    expect(loadConfig({}, {}).roles).toEqual(['api', 'worker', 'scheduler']);
+    expect(loadConfig({ role: 'worker' }, {}).roles).toEqual(['worker']);
+    expect(loadConfig({}, { RSVAULT_ROLE: 'scheduler, API' }).roles).toEqual(['api', 'scheduler']);
+    expect(loadConfig({ dbUrl: 'postgres://rsv:pw@db.example:5432/rsvault' }, {}).dbUrl).toBe('postgres://rsv:pw@db.example:5432/rsvault');
+    expect(loadConfig({}, { RSVAULT_DB_URL: 'postgresql://h/rsvault' }).dbUrl).toBe('postgresql://h/rsvault');
     expect(() => loadConfig({ importDirs: 'relative/dir' }, {})).toThrow(/invalid import directory/);
     expect(() => loadConfig({ verifySchedule: 'every tuesday' }, {})).toThrow(/invalid verify schedule/);
   });

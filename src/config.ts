@@ -16,7 +16,7 @@ export type ChunkStoreConfig =
   | { kind: 's3'; endpoint?: string | undefined; bucket: string; region: string; accessKeyId?: string | undefined; secretAccessKey?: string | undefined; forcePathStyle?: boolean | undefined };
 
 export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
-export type Role = 'all' | 'api' | 'worker' | 'scheduler';
+export type Role = 'api' | 'worker' | 'scheduler';
 
 export interface Config {
   /** Directory holding CA, keys, database, disks and chunk stores. */
@@ -32,7 +32,12 @@ export interface Config {
   /** Blob data-plane host suffix: storage accounts serve blobs at https://{account}.{suffix}:{port}. */
   blobHostSuffix: string;
   logLevel: LogLevel;
-  role: Role;
+  /**
+   * What this process does (`--role api,worker,scheduler`; `all` = every role, the default): api = the HTTPS API and
+   * portal; worker = runs queued jobs (backup, restore, retention/GC); scheduler = turns policies into due jobs.
+   * Every process serves /healthz and /metrics.
+   */
+  roles: Role[];
   /** Access-token lifetime in seconds. */
   tokenLifetimeSec: number;
   /**
@@ -118,7 +123,7 @@ export interface ConfigFlags {
 }
 
 const LOG_LEVELS: readonly LogLevel[] = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
-const ROLES: readonly Role[] = ['all', 'api', 'worker', 'scheduler'];
+const ROLES: readonly Role[] = ['api', 'worker', 'scheduler'];
 
 function pick(flag: string | number | undefined, env: string | undefined): string | undefined {
   if (flag !== undefined && flag !== '') return String(flag);
@@ -169,8 +174,14 @@ export function loadConfig(flags: ConfigFlags = {}, env: NodeJS.ProcessEnv = pro
   if (!LOG_LEVELS.includes(logLevel)) {
     throw new ConfigError(`invalid log level '${logLevel}': one of ${LOG_LEVELS.join(', ')}`);
   }
-  const role = (pick(flags.role, env.RSVAULT_ROLE) ?? 'all') as Role;
-  if (!ROLES.includes(role)) throw new ConfigError(`invalid role '${role}': one of ${ROLES.join(', ')}`);
+  const roleText = pick(flags.role, env.RSVAULT_ROLE) ?? 'all';
+  const roles = new Set<Role>();
+  for (const r of roleText.split(',').map((x) => x.trim().toLowerCase()).filter(Boolean)) {
+    if (r === 'all') ROLES.forEach((x) => roles.add(x));
+    else if ((ROLES as readonly string[]).includes(r)) roles.add(r as Role);
+    else throw new ConfigError(`invalid role '${r}': all, or a comma-separated list of ${ROLES.join(', ')} (--role or RSVAULT_ROLE)`);
+  }
+  if (roles.size === 0) throw new ConfigError('no role given (--role or RSVAULT_ROLE): all, or api, worker, scheduler');
 
   const lifetimeText = env.RSVAULT_TOKEN_LIFETIME_SEC ?? '3600';
   if (!/^\d+$/.test(lifetimeText) || Number(lifetimeText) < 60) {
@@ -217,7 +228,7 @@ export function loadConfig(flags: ConfigFlags = {}, env: NodeJS.ProcessEnv = pro
   const tokenFailureWindowSec = intIn(env.RSVAULT_TOKEN_FAILURE_WINDOW_SEC ?? '300', 1, 86_400, 'RSVAULT_TOKEN_FAILURE_WINDOW_SEC');
 
   return {
-    dataDir, port, listen, dbUrl, vaultHostSuffix, blobHostSuffix, logLevel, role, tokenLifetimeSec: Number(lifetimeText), importDirs, scheduleCatchUpHours: Number(catchUpText), verifySchedule, keyvaultPublicPort, chunkStore, secondaryStore,
+    dataDir, port, listen, dbUrl, vaultHostSuffix, blobHostSuffix, logLevel, roles: ROLES.filter((r) => roles.has(r)), tokenLifetimeSec: Number(lifetimeText), importDirs, scheduleCatchUpHours: Number(catchUpText), verifySchedule, keyvaultPublicPort, chunkStore, secondaryStore,
     tokenRateLimit, tokenFailureLimit, tokenFailureWindowSec, test: testKnobs(env),
   };
 }

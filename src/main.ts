@@ -7,8 +7,10 @@ import path from 'node:path';
 import { existsSync } from 'node:fs';
 import { ConfigError, loadChunkStoreConfig, loadConfig, type ChunkStoreConfig, type Config, type ConfigFlags } from './config.js';
 import { createLogger, type Logger } from './platform/log.js';
-import { createMetrics } from './platform/metrics.js';
-import { openDatabase, migrate, type Migration, DatabaseConfigError } from './platform/db/index.js';
+import { createMetrics, registerQueueMetrics } from './platform/metrics.js';
+import { openDatabase, migrate, ping, isPostgresUrl, redactDbUrl, type Database, type Migration, DatabaseConfigError } from './platform/db/index.js';
+import { copyDatabase, MigrateDbError } from './platform/db/copy.js';
+import { Locks, SharedLocks, lockMigrations } from './platform/db/locks.js';
 import { platformMigrations, Settings } from './platform/db/kv.js';
 import { createHttpApp, tuneServer } from './platform/http/app.js';
 import { registerPortal } from './platform/http/static.js';
@@ -32,7 +34,7 @@ export interface RunningServer {
   close(): Promise<void>;
 }
 
-const MIGRATIONS: Migration[] = [...platformMigrations, ...identityMigrations, ...resourceMigrations, ...keyvaultMigrations, ...computeMigrations, ...jobsMigrations, ...recoveryMigrations, ...deploymentMigrations, ...storageMigrations];
+const MIGRATIONS: Migration[] = [...platformMigrations, ...lockMigrations, ...identityMigrations, ...resourceMigrations, ...keyvaultMigrations, ...computeMigrations, ...jobsMigrations, ...recoveryMigrations, ...deploymentMigrations, ...storageMigrations];
 
 export async function startServer(config: Config, log: Logger = createLogger(config.logLevel)): Promise<RunningServer> {
   const install = await initInstallation(config.dataDir, config.vaultHostSuffix, config.blobHostSuffix);
@@ -42,6 +44,13 @@ export async function startServer(config: Config, log: Logger = createLogger(con
   if (applied.length) log.info({ migrations: applied }, 'database migrated');
   const settings = new Settings(database.db);
   const metrics = createMetrics();
+  // Roles: api (HTTPS API + portal), worker (queued jobs), scheduler (policy slots). Several processes with the
+  // worker/scheduler roles share one PostgreSQL: cluster-wide locks and the job queue live in it.
+  const api = config.roles.includes('api');
+  const worker = config.roles.includes('worker');
+  const scheduling = config.roles.includes('scheduler');
+  const cluster = database.dialect === 'postgres';
+  const locks = new Locks(database.db);
 
   const identity = new IdentityService(new IdentityStore(database.db), settings);
   const boot = await identity.bootstrap();
@@ -58,8 +67,10 @@ export async function startServer(config: Config, log: Logger = createLogger(con
   }, config.tokenLifetimeSec, () => identity.tenantId);
 
   const ops = new AsyncOperations(database.db, log);
-  const interrupted = await ops.failInterrupted();
-  if (interrupted) log.warn({ interrupted }, 'operations interrupted by the previous shutdown were marked Failed');
+  if (api) {
+    const interrupted = await ops.failInterrupted();
+    if (interrupted) log.warn({ interrupted }, 'operations interrupted by the previous shutdown were marked Failed');
+  }
   const resources = new ResourceService(new ResourceStore(database.db), () => identity.subscriptionId, ops);
 
   const app = createHttpApp({ tls: install.tls, logger: log, metrics, vaultHostSuffix: config.vaultHostSuffix, blobHostSuffix: config.blobHostSuffix });
@@ -72,27 +83,28 @@ export async function startServer(config: Config, log: Logger = createLogger(con
     issuer: (tid) => tokens.issuerFor(tid),
     log,
   });
-  registerAuth(app, { tokens, authorizer: identity, challenge: { vault: keyVaultChallenge({ tenantId: () => identity.tenantId, port: () => port, vaultHostSuffix: config.vaultHostSuffix }) } });
-  app.get('/healthz', { config: { plane: 'public' } }, async () => ({ status: 'ok' }));
+  if (api) registerAuth(app, { tokens, authorizer: identity, challenge: { vault: keyVaultChallenge({ tenantId: () => identity.tenantId, port: () => port, vaultHostSuffix: config.vaultHostSuffix }) } });
   app.get('/metrics', { config: { plane: 'public' } }, async (_req, reply) => reply.type(metrics.registry.contentType).send(await metrics.registry.metrics()));
-  registerIdentityRoutes(app, { identity, tokens, throttle: { requestsPerMinute: config.tokenRateLimit, failureLimit: config.tokenFailureLimit, failureWindowSec: config.tokenFailureWindowSec } });
-  registerResourceRoutes(app, { resources, ops, checkAccess: (c, scope, action) => identity.checkAccess(c, scope, action) });
-  registerKeyVaultRoutes(app, { keyvault, resources });
-  registerKeyVaultDataRoutes(app, { keyvault });
+  if (api) {
+    registerIdentityRoutes(app, { identity, tokens, throttle: { requestsPerMinute: config.tokenRateLimit, failureLimit: config.tokenFailureLimit, failureWindowSec: config.tokenFailureWindowSec } });
+    registerResourceRoutes(app, { resources, ops, checkAccess: (c, scope, action) => identity.checkAccess(c, scope, action) });
+    registerKeyVaultRoutes(app, { keyvault, resources });
+    registerKeyVaultDataRoutes(app, { keyvault });
+  }
   // Compute: disks as image files under {dataDir}/disks; RSVAULT_LUKS_ITERATIONS forces low PBKDF2 counts (test mode only, ≥ 1000).
   const luksIter = config.test.luksIterations;
   // Storage accounts (restore targets) under {dataDir}/storage; template deployments create resources through the ARM routes.
   const storage = new StorageService(new StorageStore(database.db), resources, { dataDir: config.dataDir, sealer: install.sealer, blobHostSuffix: config.blobHostSuffix });
   resources.registerDeleter(STORAGE_TYPE, async (id) => void (await storage.deleteAccountById(id)));
-  registerStorageRoutes(app, { storage, verifyBearer: (t) => tokens.verify(t, 'arm').catch(() => Promise.reject(armUnauthorized('The access token is invalid, expired, or not for the management plane.'))), checkAccess: (c, scope, action) => identity.checkAccess(c, scope, action) });
+  if (api) registerStorageRoutes(app, { storage, verifyBearer: (t) => tokens.verify(t, 'arm').catch(() => Promise.reject(armUnauthorized('The access token is invalid, expired, or not for the management plane.'))), checkAccess: (c, scope, action) => identity.checkAccess(c, scope, action) });
   // The blob data plane at https://{account}.{blob suffix}:{port} (Azure's addressing, for the Storage SDKs).
-  registerBlobPlane(app, {
+  if (api) registerBlobPlane(app, {
     storage,
     verifyStorageToken: (t) => tokens.verify(t, 'storage'),
     checkAccess: (c, scope, action) => identity.checkAccess(c, scope, action),
     authorizationUri: () => `https://localhost:${port}/${identity.tenantId}/oauth2/authorize`,
   });
-  await failInterruptedDeployments(database.db);
+  if (api) await failInterruptedDeployments(database.db);
   // Linked templates: only blobs this installation serves, read in-process (never an outbound request).
   const ownBlobUrl = (u: string) => {
     const b = parseBlobUrl(u, config.blobHostSuffix);
@@ -101,14 +113,16 @@ export async function startServer(config: Config, log: Logger = createLogger(con
     const ours = ['localhost', '127.0.0.1', '[::1]'].includes(host) || host.endsWith(`.${config.blobHostSuffix.toLowerCase()}`);
     return b && ours && Number(url!.port || 443) === port ? b : undefined;
   };
-  registerDeploymentRoutes(app, { db: database.db, resources, ops, parseOwnBlobUrl: ownBlobUrl });
+  if (api) registerDeploymentRoutes(app, { db: database.db, resources, ops, parseOwnBlobUrl: ownBlobUrl });
   // Disk imports from a blob URL are authorized for the requesting principal (RBAC read on the account, or a SAS).
   const compute = new ComputeService(new ComputeStore(database.db), resources, {
     dataDir: config.dataDir, sealer: install.sealer, luksIterations: luksIter, importDirs: config.importDirs, vaultUrls, keyvault, importCheckDelayMs: config.test.importCheckDelayMs,
     onImportChecked: (src) => log.warn({ src }, 'test mode: disk import path checked; pausing before use'),
+    // Scale-out: a disk busy in another process (backup snapshot, restore, conversion) is waited for up to 30 s.
+    diskLocks: cluster ? new SharedLocks(locks, { waitMs: 30_000 }) : undefined,
     resolveSourceUri: (u, caller) => storage.resolveBlobUrl(u, { caller, checkAccess: (c, scope, action) => identity.checkAccess(c, scope, action), target: 'properties.creationData.sourceUri' }),
   });
-  if (config.role === 'all' || config.role === 'api') {
+  if (api) {
     // Disk conversions (Azure Disk Encryption) run in the api role's async operations, failed above after a crash.
     const r = await compute.recoverInterrupted();
     if (r.leftovers || r.extensionsFailed) log.warn(r, 'disk conversions / VM extensions interrupted by the previous shutdown were rolled back / marked Failed');
@@ -120,27 +134,37 @@ export async function startServer(config: Config, log: Logger = createLogger(con
     await compute.deleteDisk(id);
   });
   resources.registerDeleter(CLASSIC_VM_TYPE, async (id) => void (await compute.deleteClassicVm(id)));
-  registerComputeRoutes(app, { compute, ops, keyvault });
+  if (api) registerComputeRoutes(app, { compute, ops, keyvault });
   // Recovery Services + the job queue and scheduler. RSVAULT_CLOCK_OFFSET_MS (test mode only) / RSVAULT_SCHEDULER_TICK_MS /
   // RSVAULT_RETENTION_CRON / RSVAULT_QUEUE_LEASE_MS move the scheduler's clock, cadence and job leases (tests).
   const clock = offsetClock(config.test.clockOffsetMs);
-  const queue = new EmbeddedQueue(database.db, { log, leaseMs: Number(process.env.RSVAULT_QUEUE_LEASE_MS ?? '') || undefined });
+  const queueMetrics = registerQueueMetrics(metrics);
+  const queue = new EmbeddedQueue(database.db, { log, leaseMs: Number(process.env.RSVAULT_QUEUE_LEASE_MS ?? '') || undefined, onOutcome: queueMetrics.outcome });
+  queueMetrics.depth(() => queue.depth());
   const scheduler = new Scheduler(queue, { clock, tickMs: Number(process.env.RSVAULT_SCHEDULER_TICK_MS ?? '') || 15_000, log });
   // Vault chunk stores: fs | Azure Blob | S3 (+ the secondary of GeoRedundant vaults), from --chunk-store & co.
   const chunkStores = new ChunkStores(config.chunkStore, config.secondaryStore);
   log.info({ chunkStore: chunkStores.describe() }, 'vault chunk stores');
   if (!config.secondaryStore) log.info('no secondary chunk store configured: GeoRedundant vaults keep a single copy (--secondary-chunk-store)');
-  const recovery = createRecovery({ db: database.db, resources, identity, keyvault, compute, storage, ops, queue, sealer: install.sealer, dataDir: config.dataDir, log, clock, chunkStores });
-  recovery.registerRoutes(app);
-  if (config.role === 'all' || config.role === 'worker') {
-    recovery.startWorkers(queue);
-    queue.start();
+  const recovery = createRecovery({ db: database.db, resources, identity, keyvault, compute, storage, ops, queue, sealer: install.sealer, dataDir: config.dataDir, log, clock, chunkStores, locks });
+  if (api) {
+    recovery.registerRoutes(app);
+    await recovery.recoverApi();
   }
-  if (config.role === 'all' || config.role === 'scheduler') {
-    recovery.addSchedules(scheduler, process.env.RSVAULT_RETENTION_CRON || undefined, config.scheduleCatchUpHours * 3_600_000, config.verifySchedule);
-    scheduler.start();
-  }
-  await registerPortal(app, { config: () => ({ tenantId: identity.tenantId }) });
+  // Health per role: which roles this process runs, whether the database (and with it the queue) answers.
+  app.get('/healthz', { config: { plane: 'public' } }, async (_req, reply) => {
+    const t0 = Date.now();
+    const db = await ping(database.db).then(() => ({ ok: true }), (e: unknown) => ({ ok: false, error: (e as Error).message }));
+    const depth = db.ok ? await queue.depth().catch(() => undefined) : undefined;
+    const body = {
+      status: db.ok ? 'ok' : 'unavailable',
+      roles: config.roles,
+      db: { dialect: database.dialect, ...db, latencyMs: Date.now() - t0 },
+      queue: { kind: cluster ? 'postgres' : 'embedded', ok: depth !== undefined, working: worker, ...(depth ? { depth } : {}) },
+    };
+    return reply.code(db.ok ? 200 : 503).send(body);
+  });
+  if (api) await registerPortal(app, { config: () => ({ tenantId: identity.tenantId }) });
   await app.ready();
 
   // Listen: the first address through Fastify, the others as extra HTTPS servers sharing its router.
@@ -162,6 +186,21 @@ export async function startServer(config: Config, log: Logger = createLogger(con
     }
   }
 
+  // Roles start once this process listens (a process that cannot listen must not touch shared jobs).
+  if (worker) {
+    // Embedded (SQLite: this is the only process): jobs the previous process left active are re-run now, not after
+    // their lease. On PostgreSQL other live workers may own them: their leases expire on their own if they died.
+    if (!cluster) {
+      const orphans = await queue.releaseOrphans();
+      if (orphans) log.warn({ orphans }, 'queued jobs interrupted by the previous shutdown run again');
+    }
+    recovery.startWorkers(queue);
+    queue.start();
+  }
+  if (scheduling) {
+    recovery.addSchedules(scheduler, process.env.RSVAULT_RETENTION_CRON || undefined, config.scheduleCatchUpHours * 3_600_000, config.verifySchedule);
+    scheduler.start();
+  }
   // credentials.json: written at first start (the only time the admin secret is known in clear).
   const credPath = path.join(config.dataDir, 'credentials.json');
   const endpoints = {
@@ -177,7 +216,7 @@ export async function startServer(config: Config, log: Logger = createLogger(con
       credPath,
       JSON.stringify({ tenantId: boot.tenantId, subscriptionId: boot.subscriptionId, clientId: boot.admin.clientId, clientSecret: boot.admin.clientSecret, objectId: boot.admin.objectId, caPath: install.caPath, endpoints }, null, 2) + '\n',
     );
-  } else if (existsSync(credPath)) {
+  } else if (api && existsSync(credPath)) {
     // Keep endpoints current (the port may differ between starts); the secret stays as written.
     const { readFileSync } = await import('node:fs');
     const cur = JSON.parse(readFileSync(credPath, 'utf8')) as Record<string, unknown>;
@@ -195,6 +234,7 @@ export async function startServer(config: Config, log: Logger = createLogger(con
         await app.close();
         await scheduler.stop();
         await queue.stop();
+        locks.stopAll();
         await ops.drain();
         await database.close();
       })();
@@ -309,4 +349,31 @@ process.on('unhandledRejection', (e) => {
   process.stderr.write(`rsvault: unhandled rejection: ${(e as Error)?.stack ?? String(e)}\n`);
 });
 
-await runCli(process.argv, { serve, adminCopyStore });
+/** `rsvault admin migrate-db --from sqlite:… --to postgres://…` (see platform/db/copy.ts). */
+async function migrateDb(o: { from: string; to: string }): Promise<void> {
+  const fail = (msg: string): never => {
+    process.stderr.write(`rsvault: ${msg}\n`);
+    process.exit(2);
+  };
+  if (isPostgresUrl(o.from) || !existsSync(o.from)) fail(`--from '${redactDbUrl(o.from)}' is not an existing SQLite database file`);
+  if (!isPostgresUrl(o.to)) fail(`--to '${redactDbUrl(o.to)}' is not a postgres:// URL`);
+  let from: Database | undefined;
+  let to: Database | undefined;
+  try {
+    from = openDatabase(o.from);
+    to = openDatabase(o.to);
+    await migrate(from.db, MIGRATIONS);
+    await migrate(to.db, MIGRATIONS);
+    const r = await copyDatabase(from, to);
+    for (const t of r.tables) process.stdout.write(`${t.name}\t${t.rows}\n`);
+    process.stdout.write(`copied ${r.tables.reduce((a, t) => a + t.rows, 0)} rows in ${r.tables.length} tables to ${redactDbUrl(o.to)}\n`);
+  } catch (e) {
+    if (e instanceof MigrateDbError || e instanceof DatabaseConfigError) fail(e.message);
+    fail(`migrate-db failed: ${(e as Error).message.replaceAll(o.to, redactDbUrl(o.to))}`);
+  } finally {
+    await from?.close();
+    await to?.close();
+  }
+}
+
+await runCli(process.argv, { serve, adminCopyStore, migrateDb });

@@ -53,7 +53,8 @@ describe('serve', () => {
   it('answers /healthz over TLS trusted with the installation CA only', async () => {
     const r = await req('GET', `https://localhost:${s.port}/healthz`);
     expect(r.status).toBe(200);
-    expect(r.json).toEqual({ status: 'ok' });
+    // Which roles this process runs and whether its database and queue answer (readiness per role).
+    expect(r.json).toMatchObject({ status: 'ok', roles: ['api', 'worker', 'scheduler'], db: { dialect: process.env.RSVAULT_TEST_DB === 'postgres' ? 'postgres' : 'sqlite', ok: true }, queue: { ok: true, working: true } });
     // Also on the IPv4 and IPv6 loopback addresses (the certificate names both).
     expect((await req('GET', `https://127.0.0.1:${s.port}/healthz`)).status).toBe(200);
     expect((await req('GET', `https://[::1]:${s.port}/healthz`)).status).toBe(200);

@@ -99,7 +99,7 @@ describe('disk import from a blob URL is authorized for the caller', () => {
     expect(await exists('stolen1')).toBe(false);
     // The same blob by its server path (or any file under the data directory) is refused too.
     expect(await errOf(put('stolen2', blobFile))).toMatchObject({ status: 403, code: 'ImportPathNotAllowed' });
-    expect(await errOf(put('stolen3', `file://${path.join(dataDir, 'rsvault.db')}`))).toMatchObject({ status: 403, code: 'ImportPathNotAllowed' });
+    expect(await errOf(put('stolen3', `file://${path.join(dataDir, 'credentials.json')}`))).toMatchObject({ status: 403, code: 'ImportPathNotAllowed' });
     // Any server file outside the import directories (RSVAULT_IMPORT_DIRS; the tests allow the system temp dir) too.
     const outside = mkdtempSync(path.join('/var/tmp', 'rsv-outside-'));
     try {

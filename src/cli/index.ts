@@ -55,6 +55,7 @@ export interface CliDeps {
   serve(flags: ServeFlags): Promise<void>;
   /** `rsvault admin copy-store`: runs in the composition root like `serve` (it opens the server's stores). */
   adminCopyStore?(flags: CopyStoreFlags): Promise<void>;
+  migrateDb?(o: { from: string; to: string }): Promise<void>;
 }
 
 const STORE_HELP = [
@@ -149,13 +150,13 @@ export function buildProgram(deps: CliDeps): Command {
     .option('--data-dir <dir>', 'data directory (env RSVAULT_DATA_DIR; default ./.rsvault)')
     .option('--port <port>', 'HTTPS port (env RSVAULT_PORT; default 8443; 0 = any free port)')
     .option('--listen <addrs>', 'comma-separated listen addresses (env RSVAULT_LISTEN; default 127.0.0.1,::1)')
-    .option('--db-url <url>', 'metadata database: SQLite path (default <data-dir>/rsvault.db) (env RSVAULT_DB_URL)')
+    .option('--db-url <url>', 'metadata database: a SQLite path (default <data-dir>/rsvault.db) or postgres://user:password@host:port/db (env RSVAULT_DB_URL)')
     .option('--keyvault-host-suffix <suffix>', 'Key Vault host suffix: vaults live at https://{name}.<suffix>[:port] (env RSVAULT_KEYVAULT_HOST_SUFFIX; default vault.localhost)')
     .option('--vault-host-suffix <suffix>', 'alias of --keyvault-host-suffix (env RSVAULT_VAULT_HOST_SUFFIX)')
     .option('--keyvault-public-port <port>', 'port clients reach the vault hosts on, put into every Key Vault URL rsvault hands out (vaultUri, kid, ADE settings, recovery points, restore outputs); 443 = no port, e.g. behind a reverse proxy (env RSVAULT_KEYVAULT_PUBLIC_PORT; default: the listen port)')
     .option('--blob-host-suffix <suffix>', 'blob host suffix: storage accounts serve blobs at https://{account}.{suffix}:{port} (env RSVAULT_BLOB_HOST_SUFFIX; default blob.localhost)')
     .option('--log-level <level>', 'fatal|error|warn|info|debug|trace|silent (env RSVAULT_LOG_LEVEL; default info)')
-    .option('--role <role>', 'all|api|worker|scheduler (env RSVAULT_ROLE; default all)')
+    .option('--role <roles>', 'all, or a comma list of api (HTTPS API + portal), worker (runs backup/restore/retention jobs), scheduler (fires policy slots) (env RSVAULT_ROLE; default all)')
     .option('--import-dirs <dirs>', 'comma-separated server directories whose image files may be imported as disks by path (env RSVAULT_IMPORT_DIRS; default <data-dir>/import)')
     .option('--schedule-catch-up-hours <h>', 'at start, run the latest scheduled backup missed in the last <h> hours while the server was down (env RSVAULT_SCHEDULE_CATCHUP_HOURS; default 168; 0 = never)')
     .option('--verify-schedule <cron>', "when every vault's Verify job runs: a cron pattern in UTC with seconds, or 'off' (env RSVAULT_VERIFY_SCHEDULE; default '0 0 3 * * 0', Sundays 03:00)")
@@ -164,6 +165,17 @@ export function buildProgram(deps: CliDeps): Command {
   storeOptions(serveCmd)
     .option('--secondary-chunk-store <kind>', 'second copy of GeoRedundant vaults: none | fs | blob | s3 (env RSVAULT_SECONDARY_CHUNK_STORE; default none). Connection: the RSVAULT_SECONDARY_* twins of the variables above (fs: RSVAULT_SECONDARY_FS_DIR, default <data-dir>/secondary)')
     .action(async (flags: ServeFlags) => deps.serve(flags));
+  program
+    .command('admin')
+    .description('Server administration (runs on the server host, not over HTTPS).')
+    .command('migrate-db')
+    .description('Copy an embedded installation\'s metadata (SQLite) into an empty PostgreSQL database for scale-out. Stop the server first; keep the data dir (keys, chunk stores, disks) and point every process at it and at --to.')
+    .requiredOption('--from <sqlite>', 'the SQLite database, e.g. sqlite:./.rsvault/rsvault.db or ./.rsvault/rsvault.db')
+    .requiredOption('--to <url>', 'postgres://user:password@host:port/db (an empty database)')
+    .action(async (o: { from: string; to: string }) => {
+      if (!deps.migrateDb) throw new UsageError('migrate-db is not available in this build');
+      await deps.migrateDb({ from: o.from.replace(/^sqlite:/i, ''), to: o.to });
+    });
 
   const admin = program.command('admin').description('Server administration that runs on the server host (not over HTTPS).');
   storeOptions(

@@ -278,7 +278,12 @@ export function registerRestoreCommands(program: Command, h: CliHelpers): void {
       if (st.status !== 'InProgress' || (jobId && !o.wait)) break;
       await sleep(300);
     }
-    const j = await c.request<Job>('GET', `${vp}/backupJobs/${enc(jobId!)}`, { query: { 'api-version': BK_API } });
+    // The Restore job runs on a worker after the operation hands out its id: follow the job to its end.
+    let j = await c.request<Job>('GET', `${vp}/backupJobs/${enc(jobId!)}`, { query: { 'api-version': BK_API } });
+    while (o.wait && ['InProgress', 'Cancelling'].includes(j.properties.status)) {
+      await sleep(300);
+      j = await c.request<Job>('GET', `${vp}/backupJobs/${enc(jobId!)}`, { query: { 'api-version': BK_API } });
+    }
     out(j, cmd);
     for (const l of restoreNextSteps(j, o.resourceGroup)) process.stderr.write(l + '\n');
     if (j.properties.status === 'Failed') {

@@ -47,6 +47,12 @@ export interface ComputeOptions {
   importCheckDelayMs?: number | undefined;
   /** Test mode only: told when an import passed its path check (before the delay), so a test knows when to swap. */
   onImportChecked?: ((src: string) => void) | undefined;
+  /**
+   * Scale-out (several processes on one PostgreSQL): cluster-wide disk leases (`disk:{id}`), held around every
+   * `withDiskLock` and by `holdDisk`, so another process's backup snapshot, restore or conversion excludes this one.
+   * Absent in embedded mode (one process: the in-process chain and copy-on-write hooks suffice).
+   */
+  diskLocks?: { hold(name: string): Promise<() => Promise<void>> } | undefined;
 }
 
 export interface DiskInput {
@@ -180,17 +186,39 @@ export class ComputeService {
     return this.opts.luksIterations;
   }
 
-  /** Serializes work on one disk (guest I/O, conversion, access grants). */
+  /** Serializes work on one disk (guest I/O, conversion, access grants); across processes too with `diskLocks`. */
   async withDiskLock<T>(id: string, fn: () => Promise<T>): Promise<T> {
     const key = norm(id);
     const prev = this.locks.get(key) ?? Promise.resolve();
-    const next = prev.then(fn, fn);
+    const run = async () => {
+      const release = await this.holdDisk(id);
+      try {
+        return await fn();
+      } finally {
+        await release();
+      }
+    };
+    const next = prev.then(run, run);
     const tail = next.catch(() => undefined);
     this.locks.set(key, tail);
     try {
       return await next;
     } finally {
       if (this.locks.get(key) === tail) this.locks.delete(key);
+    }
+  }
+
+  /**
+   * Keeps other rsvault processes off a disk until the returned function is called (a backup holds it while its
+   * copy-on-write snapshot lives). Holds of this process share one cluster lease; no-op in embedded mode.
+   */
+  async holdDisk(id: string): Promise<() => Promise<void>> {
+    if (!this.opts.diskLocks) return async () => undefined;
+    try {
+      return await this.opts.diskLocks.hold(`disk:${norm(id)}`);
+    } catch (e) {
+      if ((e as Error).name !== 'LockTimeoutError') throw e;
+      throw new ArmError(409, 'DiskInUseByAnotherProcess', `The disk '${id.split('/').pop()}' is in use by another rsvault process (a backup, restore or conversion); retry when it ends.`, { recommendation: 'Retry in a minute; rsvault backup job list --status InProgress shows the running jobs.' });
     }
   }
 

@@ -4,7 +4,7 @@
  * installation master key, see platform/crypto.ts) — never in clear.
  */
 import type { Generated, Kysely, Selectable } from 'kysely';
-import type { Db, Migration, TrackedResourceRow } from '../platform/db/index.js';
+import { autoIdColumn, type Db, type Migration, type TrackedResourceRow } from '../platform/db/index.js';
 
 export type KeyVaultTables = {
   keyvault_vaults: TrackedResourceRow & {
@@ -106,7 +106,7 @@ export const keyvaultMigrations: Migration[] = [
       await db.schema.createIndex('keyvault_versions_object').on('keyvault_versions').columns(['object_id', 'seq']).execute();
       await db.schema
         .createTable('keyvault_audit')
-        .addColumn('id', 'integer', (c) => c.primaryKey().autoIncrement())
+        .$call(autoIdColumn(db, 'id'))
         .addColumn('at', 'bigint', (c) => c.notNull())
         .addColumn('vault_norm', 'text', (c) => c.notNull())
         .addColumn('caller_oid', 'text', (c) => c.notNull())

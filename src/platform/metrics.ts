@@ -1,5 +1,5 @@
 /** Prometheus metrics (prom-client): one registry per process, served on /metrics. */
-import { Registry, collectDefaultMetrics, Counter, Histogram } from 'prom-client';
+import { Registry, collectDefaultMetrics, Counter, Gauge, Histogram } from 'prom-client';
 
 export interface Metrics {
   registry: Registry;
@@ -24,4 +24,38 @@ export function createMetrics(): Metrics {
     registers: [registry],
   });
   return { registry, httpRequests, httpDuration };
+}
+
+/**
+ * Job queue metrics: `rsvault_queue_jobs{queue,state}` (created = waiting, active = running; read from the database
+ * at scrape time, so every process reports the cluster-wide depth) and `rsvault_job_outcomes_total{queue,outcome}`
+ * (completed, retried, failed, lease_expired) counted by the process that saw them.
+ */
+export function registerQueueMetrics(m: Metrics) {
+  let source: (() => Promise<{ name: string; state: string; n: number }[]>) | undefined;
+  new Gauge({
+    name: 'rsvault_queue_jobs',
+    help: 'Queued jobs by queue and state (created = waiting, active = running), cluster-wide',
+    labelNames: ['queue', 'state'] as const,
+    registers: [m.registry],
+    async collect() {
+      this.reset();
+      const rows = await (source?.() ?? Promise.resolve([])).catch(() => []);
+      for (const r of rows) this.set({ queue: r.name, state: r.state }, r.n);
+    },
+  });
+  const outcomes = new Counter({
+    name: 'rsvault_job_outcomes_total',
+    help: 'Job outcomes seen by this process: completed, retried, failed (for good), lease_expired (its worker died)',
+    labelNames: ['queue', 'outcome'] as const,
+    registers: [m.registry],
+  });
+  return {
+    depth(fn: () => Promise<{ name: string; state: string; n: number }[]>) {
+      source = fn;
+    },
+    outcome(queue: string, outcome: string) {
+      outcomes.inc({ queue, outcome });
+    },
+  };
 }

@@ -22,12 +22,14 @@ import { scheduledExpiry, type IaasVmPolicy } from './policy.js';
 import { RecoveryError, recoveryErrors } from './errors.js';
 import { itemName } from './model.js';
 import {
-  QUEUE_BACKUP, QUEUE_VERIFY, refOfItem, softDeleteMs, itemKey, jobErrorOf,
+  QUEUE_BACKUP, QUEUE_RESTORE, QUEUE_VERIFY, refOfItem, softDeleteMs, itemKey, jobErrorOf,
   type ItemRow, type JobRow, type JobTask, type PointRow, type RecoveryService, type VaultRow, type VmPlan,
 } from './service.js';
 import type { VmRef } from './model.js';
 
 const TASK_SNAPSHOT = 'Take Snapshot';
+/** How often a running backup looks for a cancel request made through another process. */
+const CANCEL_POLL_MS = 1000;
 const TASK_TRANSFER = 'Transfer data to vault';
 
 export interface DiskRecord {
@@ -297,6 +299,13 @@ export class Protection {
     const ac = new AbortController();
     ctx.signal.addEventListener('abort', () => ac.abort(ctx.signal.reason));
     this.s.running.set(job.id, ac);
+    // Cancellation through the database: the API process that took the cancel request may be another process.
+    const watch = setInterval(() => {
+      void this.s.getJob(job.id).then((j) => {
+        if (j?.cancel_requested && !ac.signal.aborted) ac.abort(new Error('cancelled'));
+      }, () => undefined);
+    }, CANCEL_POLL_MS);
+    watch.unref();
     try {
       await this.backupSteps(v, item, job, ac.signal, () => void ctx.heartbeat().catch(() => undefined));
     } catch (e) {
@@ -315,16 +324,19 @@ export class Protection {
         .where('id_norm', '=', item.id_norm)
         .execute();
     } finally {
+      clearInterval(watch);
       this.s.running.delete(job.id);
     }
   }
 
-  private async setTask(jobId: string, taskId: string, patch: Partial<JobTask>, extra: { bag?: Record<string, string>; progress?: number } = {}): Promise<void> {
-    const j = await this.s.getJob(jobId);
-    if (!j) return;
-    const tasks = (JSON.parse(j.tasks_json) as JobTask[]).map((t) => (t.taskId === taskId ? { ...t, ...patch } : t));
-    const bag = extra.bag ? JSON.stringify({ ...JSON.parse(j.bag_json), ...extra.bag }) : j.bag_json;
-    await this.s.updateJob(jobId, { tasks_json: JSON.stringify(tasks), bag_json: bag, ...(extra.progress !== undefined ? { progress: extra.progress } : {}) });
+  private setTask(jobId: string, taskId: string, patch: Partial<JobTask>, extra: { bag?: Record<string, string>; progress?: number } = {}): Promise<void> {
+    return this.s.serialJob(jobId, async () => {
+      const j = await this.s.getJob(jobId);
+      if (!j) return;
+      const tasks = (JSON.parse(j.tasks_json) as JobTask[]).map((t) => (t.taskId === taskId ? { ...t, ...patch } : t));
+      const bag = extra.bag ? JSON.stringify({ ...JSON.parse(j.bag_json), ...extra.bag }) : j.bag_json;
+      await this.s.updateJob(jobId, { tasks_json: JSON.stringify(tasks), bag_json: bag, ...(extra.progress !== undefined ? { progress: extra.progress } : {}) });
+    });
   }
 
   private async backupSteps(v: VaultRow, item: ItemRow, job: JobRow, signal: AbortSignal, beat: () => void): Promise<void> {
@@ -342,7 +354,7 @@ export class Protection {
     // 3. Snapshots: bitmap handover first, then the point-in-time image under the disk lock, then the dirty set.
     const vm = plan.vm;
     const disks = compute.vmDisks(vm);
-    const snaps: { diskId: string; lun?: number | undefined; os: boolean; snap: Snapshot; unhook: () => void; bitmap: { valid: boolean; bits: Buffer; size: number } }[] = [];
+    const snaps: { diskId: string; lun?: number | undefined; os: boolean; snap: Snapshot; unhook: () => void; releaseDisk: () => Promise<void>; bitmap: { valid: boolean; bits: Buffer; size: number } }[] = [];
     let committed = false;
     const held: string[] = [];
     try {
@@ -352,11 +364,18 @@ export class Protection {
         const key = path.resolve(file);
         this.snapping.set(key, (this.snapping.get(key) ?? 0) + 1);
         held.push(key);
+        // Scale-out: a copy-on-write snapshot only sees writes made in this process, so the disk stays leased to
+        // this process (other processes' writers wait) until the snapshot is released; a reflink clone needs no lease.
+        const releaseDisk = await compute.holdDisk(d.diskId);
         await compute.withDiskLock(d.diskId, async () => {
           const snap = await createSnapshot(file);
           const unhook = compute.onBeforeWrite(d.diskId, (o, l) => snap.beforeWrite(o, l));
+          if (snap.kind === 'reflink') await releaseDisk();
           const cb = await compute.changedBlocks(d.diskId);
-          snaps.push({ ...d, snap, unhook, bitmap: { valid: cb.valid, bits: cb.bitmap, size: cb.imageSize } });
+          snaps.push({ ...d, snap, unhook, releaseDisk, bitmap: { valid: cb.valid, bits: cb.bitmap, size: cb.imageSize } });
+        }).catch(async (e: unknown) => {
+          await releaseDisk();
+          throw e;
         });
       }
       const t1 = Date.now();
@@ -424,6 +443,7 @@ export class Protection {
         encryptionMechanism: plan.encrypted ? 'SinglePass' : 'None', keysSealed: sealed, sizeBytes: stored, vm: vmConfig, disks: records,
       });
       await mirrorPoint(store, rpDir, rpId);
+      await s.serialJob(job.id, async () => {
       const j0 = (await s.getJob(job.id))!;
       const tasks = (JSON.parse(j0.tasks_json) as JobTask[]).map((x) => (x.taskId === TASK_TRANSFER ? { ...x, status: 'Completed' as const, endTime: t, progressPercentage: 100 } : x));
       await s.db.transaction().execute(async (tx) => {
@@ -446,12 +466,14 @@ export class Protection {
           .where('id', '=', job.id)
           .execute();
       });
+      });
       committed = true;
       for (const x of snaps) await compute.markBackedUp(x.diskId, { recoveryPointId: rpId }).catch((e: unknown) => s.d.log.warn({ err: e, disk: x.diskId }, 'could not reset the changed-block bitmap'));
     } finally {
       for (const x of snaps) {
         x.unhook();
         await x.snap.release().catch(() => undefined);
+        await x.releaseDisk().catch(() => undefined);
         if (!committed) await compute.abortBackup(x.diskId).catch(() => undefined);
       }
       for (const key of held) {
@@ -545,11 +567,13 @@ export class Protection {
     return { pruned, purgedItems };
   }
 
-  private gcRunning = new Map<string, Promise<void>>();
-  /** Mark-and-sweep of the vault's chunk store; cutoff = the start of the oldest running backup. */
+  /**
+   * Mark-and-sweep of the vault's chunk store; cutoff = the start of the oldest running backup of the vault (job rows
+   * in the database: every process's backups count). One GC per vault at a time across all processes: the
+   * cluster-wide lock `gc:{vault}` (a lease row, see platform/db/locks.ts).
+   */
   async gc(v: VaultRow): Promise<void> {
-    const prev = this.gcRunning.get(v.id_norm) ?? Promise.resolve();
-    const next = prev.then(async () => {
+    const next = this.s.d.locks.withLock(`gc:${v.id_norm}`, async () => {
       const { store, keys, dir } = await this.s.vaultStore(v);
       const running = await this.s.db.selectFrom('recovery_jobs').select('start_time').where('vault_norm', '=', v.id_norm).where('status', 'in', ['InProgress', 'Cancelling']).orderBy('start_time').executeTakeFirst();
       const cutoff = new Date(Math.min(Date.now(), running ? Number(running.start_time) : Date.now()));
@@ -577,32 +601,34 @@ export class Protection {
       const stats = await collectGarbage({ store, liveManifests: live(), cutoff, safetyMarginMs: 0 });
       this.s.d.log.info({ vault: v.name, fossilized: stats.fossilized, swept: stats.swept }, 'vault garbage collected');
     });
-    const p = next.catch((e: unknown) => this.s.d.log.error({ err: e, vault: v.name }, 'garbage collection failed'));
-    this.gcRunning.set(v.id_norm, p);
+    next.catch((e: unknown) => this.s.d.log.error({ err: e, vault: v.name }, 'garbage collection failed'));
     await next;
   }
 
   /**
-   * At start-up: jobs of operations that ran in-process (ConfigureBackup, DisableBackup, ...) and were interrupted
-   * fail with a clear error; InProgress Backup jobs are (re-)enqueued — the unique key makes this a no-op when their
-   * queue job still exists, and the idempotent steps finish them.
+   * At start-up. Worker role: InProgress Backup and Restore jobs are (re-)enqueued — the unique key makes this a
+   * no-op when their queue job still exists; an interrupted backup's idempotent steps finish it, an interrupted
+   * restore fails with UserErrorRestoreInterrupted and its leftovers are removed (Restore.runQueued).
+   * API role: jobs of operations that ran in the API process (ConfigureBackup, DisableBackup, ...) fail with a clear
+   * error. (With several API processes, start them together or after their operations drained: one process cannot
+   * tell another live process's in-flight operation from a dead one's.)
    */
-  async recoverInterrupted(): Promise<{ failed: number; resumed: number }> {
+  async recoverInterrupted(roles: { api: boolean; worker: boolean } = { api: true, worker: true }): Promise<{ failed: number; resumed: number }> {
     const s = this.s;
     const rows = await s.db.selectFrom('recovery_jobs').selectAll().where('status', 'in', ['InProgress', 'Cancelling']).execute();
     let failed = 0;
     let resumed = 0;
     for (const j of rows) {
-      if (j.operation === 'Backup') {
-        await s.d.queue.send(QUEUE_BACKUP, { jobId: j.id }, { uniqueKey: `backup:${j.id}`, retryLimit: 2 });
+      if (j.operation === 'Backup' || j.operation === 'Restore') {
+        if (!roles.worker) continue;
+        if (j.operation === 'Backup') await s.d.queue.send(QUEUE_BACKUP, { jobId: j.id }, { uniqueKey: `backup:${j.id}`, retryLimit: 2 });
+        else await s.d.queue.send(QUEUE_RESTORE, { jobId: j.id }, { uniqueKey: `restore:${j.id}`, retryLimit: 2 });
         resumed++;
       } else if (j.operation === 'Verify') {
+        if (!roles.worker) continue;
         await s.d.queue.send(QUEUE_VERIFY, { jobId: j.id }, { uniqueKey: `verify:${j.id}`, retryLimit: 1 }); // read-only: runs again
         resumed++;
-      } else if (j.operation === 'Restore') {
-        await s.finishJob(j.id, 'Failed', { errorCode: 400323, errorString: 'The server stopped while this Restore job was running; nothing it wrote was kept (no restored disk, blob or VM is presented), and its partial files were removed.', errorTitle: 'UserErrorRestoreInterrupted', recommendations: ['Retry the restore.'] });
-        failed++;
-      } else {
+      } else if (roles.api) {
         await s.finishJob(j.id, 'Failed', { errorCode: 500002, errorString: `The server restarted while this ${j.operation} job was running; nothing was committed by it. Retry the operation.`, errorTitle: 'OperationInterrupted', recommendations: ['Retry the operation.'] });
         failed++;
       }

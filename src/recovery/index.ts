@@ -4,7 +4,7 @@
  */
 import type { FastifyInstance } from 'fastify';
 import type { JobQueue, Scheduler } from '../platform/jobs/index.js';
-import { RecoveryService, QUEUE_BACKUP, QUEUE_RETENTION, QUEUE_SCHEDULED, type RecoveryDeps } from './service.js';
+import { RecoveryService, QUEUE_BACKUP, QUEUE_RESTORE, QUEUE_RETENTION, QUEUE_SCHEDULED, type RecoveryDeps } from './service.js';
 import { Protection } from './backup.js';
 import { Restore } from './restore.js';
 import { RecoveryStore } from './store.js';
@@ -34,6 +34,8 @@ export interface RecoveryModule {
    * `verifyCron`: when every vault's Verify job runs (undefined = never).
    */
   addSchedules(scheduler: Scheduler, retentionCron?: string, catchUpMs?: number, verifyCron?: string): void;
+  /** API role start-up: jobs of in-process operations interrupted by the previous shutdown fail with a code. */
+  recoverApi(): Promise<void>;
 }
 
 export function createRecovery(deps: Omit<RecoveryDeps, 'store'> & { store?: RecoveryStore; db?: ConstructorParameters<typeof RecoveryStore>[0] }): RecoveryModule {
@@ -62,19 +64,25 @@ export function createRecovery(deps: Omit<RecoveryDeps, 'store'> & { store?: Rec
         (e: unknown) => deps.log.warn({ err: e }, 'could not remove the snapshot side files of interrupted backups'),
       );
       void restore.cleanLeftovers().catch((e: unknown) => deps.log.warn({ err: e }, 'could not remove the leftovers of interrupted restores'));
-      void protection.recoverInterrupted().then(
+      void protection.recoverInterrupted({ api: false, worker: true }).then(
         (r) => (r.failed || r.resumed ? deps.log.warn(r, 'recovery jobs interrupted by the previous shutdown were failed or resumed') : undefined),
         (e: unknown) => deps.log.error({ err: e }, 'could not recover interrupted recovery jobs'),
       );
       queue.work<{ jobId: string }>(QUEUE_BACKUP, (ctx) => protection.runBackup(ctx), { concurrency: 2 });
       queue.work<{ key: string; slot: string }>(QUEUE_SCHEDULED, (ctx) => protection.scheduled(ctx.payload), { concurrency: 2 });
+      queue.work<{ jobId: string }>(QUEUE_RESTORE, (ctx) => restore.runQueued(ctx), { concurrency: 2 });
       queue.work(QUEUE_RETENTION, async () => void (await protection.retention()), { concurrency: 1 });
       queue.work<{ jobId: string }>(QUEUE_VERIFY, (ctx) => integrity.runVerify(ctx), { concurrency: 1 });
       queue.work<{ key: string; slot: string }>(QUEUE_VERIFY_SCHEDULED, (ctx) => integrity.scheduled(ctx.payload), { concurrency: 1 });
       queue.onDead(async (j) => {
         if (j.name === QUEUE_BACKUP) await protection.deadBackup((j.payload as { jobId: string }).jobId, j.error);
         if (j.name === QUEUE_VERIFY) await integrity.deadVerify((j.payload as { jobId: string }).jobId, j.error);
+        if (j.name === QUEUE_RESTORE) await restore.deadRestore((j.payload as { jobId: string }).jobId);
       });
+    },
+    async recoverApi() {
+      const r = await protection.recoverInterrupted({ api: true, worker: false });
+      if (r.failed) deps.log.warn(r, 'recovery jobs interrupted by the previous shutdown were failed');
     },
     addSchedules(scheduler, retentionCron = '0 */15 * * * *', catchUpMs = 0, verifyCron) {
       scheduler.add(service.policySource(catchUpMs));

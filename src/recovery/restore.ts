@@ -11,11 +11,12 @@
  * published by one rename, managed disks are created only from complete images; a failure removes all of it, and
  * start-up removes what a killed process left (`cleanLeftovers`).
  */
-import { mkdir, rm, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, rm, rmdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { EngineError, restoreImage } from '../engine/index.js';
 import { readPointManifest } from './integrity.js';
 import { ArmError, armErrors } from '../platform/http/errors.js';
+import type { JobContext } from '../platform/jobs/index.js';
 import { KeyVaultError, parseObjectUrl, type KvPrincipal } from '../keyvault/index.js';
 import type { OsType } from '../compute/index.js';
 import { parseAccountId, type StorageAccount } from '../storage/index.js';
@@ -25,7 +26,7 @@ import type { Caller } from '../platform/auth/index.js';
 import { DISK_WRITE, GROUP_WRITE, STORAGE_WRITE, VM_READ, VM_WRITE, keyNeeds, protectNeeds, requireAccess, type Need } from './access.js';
 import { RecoveryError, recoveryErrors, restoreErrors } from './errors.js';
 import { itemName } from './model.js';
-import { refOfItem, type ItemRow, type JobRow, type JobTask, type PointRow, type RecoveryService, type VaultRow } from './service.js';
+import { QUEUE_RESTORE, refOfItem, type ItemRow, type JobRow, type JobTask, type PointRow, type RecoveryService, type VaultRow } from './service.js';
 import type { DiskRecord } from './backup.js';
 import { parseVmId } from './backup.js';
 import { armTemplate, encryptionInfoJson, encryptionSettingsCollection, vmConfigJson, vmEncryptionSettings, type EncryptionTarget, type RestoredDisk, type RpKeys, type VmSource } from './restore-outputs.js';
@@ -35,6 +36,16 @@ const isObj = (v: unknown): v is Obj => typeof v === 'object' && v !== null && !
 const lc = (s: string) => s.toLowerCase();
 const TASK_TRANSFER = 'Transfer data';
 const TASK_VM = 'Create VM';
+
+/** A RestorePlan as stored in the job (the storage account by id, looked up again by the worker). */
+type QueuedPlan = Omit<RestorePlan, 'storageAccount'> & { storageAccount?: undefined; storageAccountId?: string | undefined };
+
+const RESTORE_INTERRUPTED = {
+  errorCode: 400323,
+  errorString: 'The worker running this Restore job stopped before it finished; nothing it wrote was kept (no restored disk, blob or VM is presented), and its partial files were removed.',
+  errorTitle: 'UserErrorRestoreInterrupted',
+  recommendations: ['Retry the restore.'],
+};
 
 export type RecoveryType = 'RestoreDisks' | 'AlternateLocation' | 'OriginalLocation';
 
@@ -250,23 +261,71 @@ export class Restore {
   }
 
   // ---- the job -------------------------------------------------------------------------------------------------------
+  /**
+   * POST …/restore: validates (every failure is a 400/404 before anything is written), creates the Restore job and
+   * enqueues it: a worker (any process with the worker role) runs it. The operation's status carries the job id.
+   */
   async beginRestore(v: VaultRow, item: ItemRow, rpId: string, body: unknown, origin: string, caller: Caller): Promise<string> {
-    const { plan, rp, keys } = await this.plan(v, item, rpId, body, origin, caller);
+    const { plan, rp } = await this.plan(v, item, rpId, body, origin, caller);
     const ref = refOfItem(item);
     const bag: Record<string, string> = { 'Recovery Point Id': rpId, 'Restore Type': plan.recoveryType, 'Recovery Point Time': new Date(Number(rp.time)).toISOString() };
     if (plan.storageAccount) bag['Target Storage Account Name'] = plan.storageAccount.name;
     if (plan.targetRg) bag['Target Resource Group'] = plan.targetRg.name;
     if (plan.targetVm) bag['Target VM Name'] = plan.targetVm.name;
     const tasks = plan.recoveryType === 'AlternateLocation' ? [TASK_TRANSFER, TASK_VM] : [TASK_TRANSFER];
+    const queued: QueuedPlan = { ...plan, storageAccount: undefined, storageAccountId: plan.storageAccount?.id };
     return this.s.d.ops.start('Microsoft.RecoveryServices/vaults/backupFabrics/protectionContainers/protectedItems/recoveryPoints/restore/action', this.s.itemId(v, ref), async (opId) => {
-      const job = await this.s.createJob({ vault: v, item, ref, operation: 'Restore', opId, userTriggered: true, tasks, bag, params: { rpId, recoveryType: plan.recoveryType } });
-      try {
-        await this.run(v, item, rp, keys, plan, job);
-      } catch (e) {
-        await this.s.finishJob(job.id, 'Failed', this.mapError(e, plan, rp));
-      }
+      const job = await this.s.createJob({ vault: v, item, ref, operation: 'Restore', opId, userTriggered: true, tasks, bag, params: { rpId, recoveryType: plan.recoveryType, plan: queued } });
+      await this.s.d.queue.send(QUEUE_RESTORE, { jobId: job.id }, { uniqueKey: `restore:${job.id}`, retryLimit: 2 });
       return { jobId: job.id };
     });
+  }
+
+  /**
+   * Queue handler of a Restore job. A second attempt means the worker of the first one died mid-restore: what it
+   * staged is removed and the job fails with UserErrorRestoreInterrupted (nothing it wrote is presented).
+   */
+  async runQueued(ctx: JobContext<{ jobId: string }>): Promise<void> {
+    const job = await this.s.getJob(ctx.payload.jobId);
+    if (!job || !['InProgress', 'Cancelling'].includes(job.status)) return;
+    const params = JSON.parse(job.params_json) as { rpId: string; plan?: QueuedPlan };
+    if (!params.plan) return this.s.finishJob(job.id, 'Failed', RESTORE_INTERRUPTED); // a restore of a version that ran them in-process
+    const v = await this.s.vaultByNorm(job.vault_norm);
+    const item = job.item_norm ? await this.s.db.selectFrom('recovery_items').selectAll().where('id_norm', '=', job.item_norm).executeTakeFirst() : undefined;
+    if (!v || !item) return this.s.finishJob(job.id, 'Failed', recoveryErrors.itemNotFound(job.friendly_name));
+    const rp = await this.s.getPoint(item.id_norm, params.rpId);
+    if (!rp) return this.s.finishJob(job.id, 'Failed', recoveryErrors.rpNotFound(params.rpId));
+    const { storageAccountId, ...rest } = params.plan;
+    const plan: RestorePlan = { ...rest, storageAccount: storageAccountId ? await this.storage.getAccount(storageAccountId) : undefined };
+    if (storageAccountId && !plan.storageAccount) return this.s.finishJob(job.id, 'Failed', restoreErrors.storageNotFound(storageAccountId));
+    if (ctx.attempt > 1) return this.interrupted(job, item, rp, plan);
+    try {
+      await this.run(v, item, rp, this.s.openKeys(rp) as RpKeys | undefined, plan, job);
+    } catch (e) {
+      if (ctx.signal.aborted) throw e; // lease lost or shutting down: the next attempt fails it with a code
+      await this.s.finishJob(job.id, 'Failed', this.mapError(e, plan, rp));
+    }
+  }
+
+  /** The queue gave the job up (its workers kept dying): fail it with a code. */
+  async deadRestore(jobId: string): Promise<void> {
+    const job = await this.s.getJob(jobId);
+    if (!job || !['InProgress', 'Cancelling'].includes(job.status)) return;
+    await this.s.finishJob(job.id, 'Failed', RESTORE_INTERRUPTED);
+  }
+
+  private async interrupted(job: JobRow, item: ItemRow, rp: PointRow, plan: RestorePlan): Promise<void> {
+    await rm(this.tmpDir(job.id), { recursive: true, force: true }).catch(() => undefined);
+    await rmdir(this.tmpDir()).catch(() => undefined); // the parent too, when no other restore uses it
+    if (plan.storageAccount) await this.storage.discardStaging(plan.storageAccount.name, this.containerFor(job, plan, rp, item)).catch(() => undefined);
+    await this.s.finishJob(job.id, 'Failed', RESTORE_INTERRUPTED);
+  }
+
+  /** The staging container of a restore job (the same name on every attempt). */
+  private containerFor(job: JobRow, plan: RestorePlan, rp: PointRow, item: ItemRow): string {
+    const vmRec = JSON.parse(rp.vm_json) as RpVm;
+    const vmName = plan.targetVm?.name ?? vmRec.name ?? parseVmId(item.vm_id)?.vmName ?? item.vm_name;
+    return `${lc(vmName).replace(/[^a-z0-9-]/g, '-').replace(/-+/g, '-').replace(/^-|-$/g, '').slice(0, 40) || 'vm'}-restore-${job.id.slice(0, 8)}`;
   }
 
   private mapError(e: unknown, plan: RestorePlan, rp: PointRow): unknown {
@@ -278,12 +337,14 @@ export class Restore {
     return { errorCode: 500003, errorString: `Restore failed: ${msg}. Nothing was kept as restored.`, errorTitle: 'RestoreFailed', recommendations: ['Retry the restore; if it keeps failing, check the server log.'] };
   }
 
-  private async setTask(jobId: string, taskId: string, patch: Partial<JobTask>, extra: { bag?: Record<string, string>; progress?: number } = {}): Promise<void> {
-    const j = await this.s.getJob(jobId);
-    if (!j) return;
-    const tasks = (JSON.parse(j.tasks_json) as JobTask[]).map((t) => (t.taskId === taskId ? { ...t, ...patch } : t));
-    const bag = extra.bag ? JSON.stringify({ ...JSON.parse(j.bag_json), ...extra.bag }) : j.bag_json;
-    await this.s.updateJob(jobId, { tasks_json: JSON.stringify(tasks), bag_json: bag, ...(extra.progress !== undefined ? { progress: extra.progress } : {}) });
+  private setTask(jobId: string, taskId: string, patch: Partial<JobTask>, extra: { bag?: Record<string, string>; progress?: number } = {}): Promise<void> {
+    return this.s.serialJob(jobId, async () => {
+      const j = await this.s.getJob(jobId);
+      if (!j) return;
+      const tasks = (JSON.parse(j.tasks_json) as JobTask[]).map((t) => (t.taskId === taskId ? { ...t, ...patch } : t));
+      const bag = extra.bag ? JSON.stringify({ ...JSON.parse(j.bag_json), ...extra.bag }) : j.bag_json;
+      await this.s.updateJob(jobId, { tasks_json: JSON.stringify(tasks), bag_json: bag, ...(extra.progress !== undefined ? { progress: extra.progress } : {}) });
+    });
   }
 
   tmpDir(jobId?: string): string {
@@ -305,7 +366,7 @@ export class Restore {
     const all = JSON.parse(rp.disks_json) as DiskRecord[];
     const disks = all.filter((d) => d.os || !plan.luns || plan.luns.includes(d.lun!));
     const short = job.id.slice(0, 8);
-    const container = `${lc(vmName).replace(/[^a-z0-9-]/g, '-').replace(/-+/g, '-').replace(/^-|-$/g, '').slice(0, 40) || 'vm'}-restore-${short}`;
+    const container = this.containerFor(job, plan, rp, item);
     const toBlobs = plan.recoveryType === 'RestoreDisks' && !plan.targetRg;
     const { store, keys: storeKeys, dir } = await s.vaultStore(v);
     const tmp = this.tmpDir(job.id);
@@ -438,13 +499,22 @@ export class Restore {
       throw e;
     } finally {
       await rm(tmp, { recursive: true, force: true }).catch(() => undefined);
+      await rmdir(this.tmpDir()).catch(() => undefined); // the parent too, when no other restore uses it
     }
   }
 
-  /** Start-up: staging containers and temp images of restores a killed process left. */
+  /**
+   * Start-up: staging containers and temp images of restores a killed process left. Restores still InProgress are
+   * skipped (another worker may be running them; their next attempt removes what a dead one left).
+   */
   async cleanLeftovers(): Promise<void> {
-    await rm(this.tmpDir(), { recursive: true, force: true }).catch(() => undefined);
-    await this.s.d.storage?.cleanLeftovers();
+    const running = (await this.s.db.selectFrom('recovery_jobs').select('id').where('operation', '=', 'Restore').where('status', 'in', ['InProgress', 'Cancelling']).execute()).map((j) => j.id);
+    for (const e of await readdir(this.tmpDir()).catch(() => [] as string[])) {
+      if (!running.includes(e)) await rm(this.tmpDir(e), { recursive: true, force: true }).catch(() => undefined);
+    }
+    await rmdir(this.tmpDir()).catch(() => undefined);
+    const shorts = running.map((id) => `-restore-${id.slice(0, 8)}`);
+    await this.s.d.storage?.cleanLeftovers((container) => shorts.some((x) => container.endsWith(x)));
   }
 
   // ---- restore keys and secrets ------------------------------------------------------------------------------------

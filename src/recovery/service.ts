@@ -13,6 +13,7 @@ import type { Sealer } from '../platform/crypto.js';
 import type { Caller } from '../platform/auth/index.js';
 import { keyNeeds, mayAccess, readNeeds } from './access.js';
 import type { Clock, JobQueue, ScheduleSource } from '../platform/jobs/index.js';
+import type { Locks } from '../platform/db/locks.js';
 import type { ResourceService } from '../resources/index.js';
 import type { IdentityService } from '../identity/index.js';
 import { KeyVaultError, formatMissing, parseObjectUrl, type KeyVaultService, type KvPrincipal } from '../keyvault/index.js';
@@ -52,6 +53,8 @@ export interface RecoveryDeps {
     open(uid: string, o: { localDir: string; geo: boolean }): Promise<ChunkStore>;
     removeVault(uid: string): Promise<void>;
   } | undefined;
+  /** Cluster-wide locks in the metadata database (GC of a vault runs once across all processes). */
+  locks: Locks;
 }
 
 export interface JobTask {
@@ -83,6 +86,7 @@ export const QUEUE_RETENTION = 'recovery.retention';
 /** A vault's Verify job (verify-job.ts), and its scheduler slots. */
 export const QUEUE_VERIFY = 'recovery.verify';
 export const QUEUE_VERIFY_SCHEDULED = 'recovery.scheduled-verify';
+export const QUEUE_RESTORE = 'recovery.restore';
 
 const lc = (s: string) => s.toLowerCase();
 export const vaultIdOf = (sub: string, rg: string, name: string) => `/subscriptions/${sub}/resourceGroups/${rg}/providers/Microsoft.RecoveryServices/vaults/${name}`;
@@ -93,8 +97,9 @@ export const refOfItem = (r: ItemRow): VmRef => ({ resourceGroup: r.vm_rg, vmNam
 export class RecoveryService {
   readonly db: RecoveryStore['db'];
   private readonly stores = new Map<string, Promise<{ store: ChunkStore; keys: StoreKeys; dir: string }>>();
-  /** In-process running backup jobs (cancel aborts them). */
+  /** Running backup jobs of this process (cancel aborts them at once; other processes see cancel_requested). */
   readonly running = new Map<string, AbortController>();
+  private readonly jobChains = new Map<string, Promise<unknown>>();
 
   constructor(readonly d: RecoveryDeps) {
     this.db = d.store.db;
@@ -458,7 +463,27 @@ export class RecoveryService {
     await this.db.updateTable('recovery_jobs').set(set).where('id', '=', id).execute();
   }
 
-  async finishJob(id: string, status: 'Completed' | 'Failed' | 'Cancelled' | 'CompletedWithWarnings', err?: unknown, tasksFix?: (t: JobTask[]) => JobTask[]): Promise<void> {
+  /**
+   * Read-modify-write updates of one job row (tasks, property bag, status) made by this process run one after
+   * another. On SQLite every query ran in issue order anyway; on PostgreSQL the pool runs them in parallel, and a
+   * progress update issued before the final one could land after it and put back the old bag and tasks.
+   */
+  serialJob<T>(id: string, fn: () => Promise<T>): Promise<T> {
+    const prev = this.jobChains.get(id) ?? Promise.resolve();
+    const next = prev.then(fn, fn);
+    const tail = next.then(() => undefined, () => undefined);
+    this.jobChains.set(id, tail);
+    void tail.then(() => {
+      if (this.jobChains.get(id) === tail) this.jobChains.delete(id);
+    });
+    return next;
+  }
+
+  finishJob(id: string, status: 'Completed' | 'Failed' | 'Cancelled' | 'CompletedWithWarnings', err?: unknown, tasksFix?: (t: JobTask[]) => JobTask[]): Promise<void> {
+    return this.serialJob(id, () => this.finishJobNow(id, status, err, tasksFix));
+  }
+
+  private async finishJobNow(id: string, status: 'Completed' | 'Failed' | 'Cancelled' | 'CompletedWithWarnings', err?: unknown, tasksFix?: (t: JobTask[]) => JobTask[]): Promise<void> {
     const j = await this.getJob(id);
     if (!j) return;
     const t = Date.now();

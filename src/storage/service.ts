@@ -194,13 +194,14 @@ export class StorageService {
     await rm(path.join(this.accountDir(account), '.staging', container), { recursive: true, force: true });
   }
 
-  /** Removes staging left by a writer that died (start-up). */
-  async cleanLeftovers(): Promise<number> {
+  /** Removes staging left by a writer that died (start-up); `keep` spares containers a live writer may still fill. */
+  async cleanLeftovers(keep: (container: string) => boolean = () => false): Promise<number> {
     let n = 0;
     for (const e of await readdir(this.root, { withFileTypes: true }).catch(() => [])) {
       if (!e.isDirectory()) continue;
       const staging = path.join(this.root, e.name, '.staging');
       for (const s of await readdir(staging).catch(() => [])) {
+        if (keep(s)) continue;
         await rm(path.join(staging, s), { recursive: true, force: true });
         n++;
       }

@@ -8,6 +8,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { RsvaultClient } from '../../src/client/index.js';
+import { testDatabaseUrl } from './postgres.js';
 
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 export const BIN = path.join(ROOT, 'bin', 'rsvault.js');
@@ -37,9 +38,21 @@ export interface TestServer {
   clientFor(clientId: string, clientSecret: string): RsvaultClient;
 }
 
+const pgUrls = new Map<string, string>();
+
 export async function startTestServer(opts: { dataDir?: string; env?: Record<string, string>; args?: string[] } = {}): Promise<TestServer> {
   const dataDir = opts.dataDir ?? mkdtempSync(path.join(os.tmpdir(), 'rsvault-test-'));
-  const proc = spawn(process.execPath, [BIN, 'serve', '--data-dir', dataDir, '--port', '0', '--log-level', 'warn', ...(opts.args ?? [])], {
+  // RSVAULT_TEST_DB=postgres: the same suites on PostgreSQL, one fresh database per server data dir (a restart of
+  // the same data dir reuses it, as a real installation does).
+  const args = [...(opts.args ?? [])];
+  if (!args.includes('--db-url') && !opts.env?.RSVAULT_DB_URL) {
+    const url = pgUrls.get(dataDir) ?? (await testDatabaseUrl());
+    if (url) {
+      pgUrls.set(dataDir, url);
+      args.push('--db-url', url);
+    }
+  }
+  const proc = spawn(process.execPath, [BIN, 'serve', '--data-dir', dataDir, '--port', '0', '--log-level', 'warn', ...args], {
     // Tests import disk images they write under the system temp dir: allow it as an import directory. Test mode lets
     // suites use the test-only knobs (RSVAULT_LUKS_ITERATIONS, RSVAULT_CLOCK_OFFSET_MS); a suite may unset it ('').
     env: { ...process.env, RSVAULT_IMPORT_DIRS: os.tmpdir(), RSVAULT_TEST_MODE: '1', ...(opts.env ?? {}) },
@@ -81,7 +94,7 @@ export async function startTestServer(opts: { dataDir?: string; env?: Record<str
     async stop(o = {}) {
       client.close();
       const code = await new Promise<number | null>((resolve) => {
-        if (proc.exitCode !== null) return resolve(proc.exitCode);
+        if (proc.exitCode !== null || proc.signalCode !== null) return resolve(proc.exitCode); // exited, or killed by a signal
         proc.once('exit', (c) => resolve(c));
         proc.kill('SIGTERM');
       });

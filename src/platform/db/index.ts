@@ -1,10 +1,19 @@
 /**
- * Metadata database: Kysely over better-sqlite3 (WAL, one writer) — PostgreSQL arrives with scale-out.
- * Migrations are contributed by each slice (composition root collects them); SQL stays portable
- * (text ids, integer epoch-millisecond times, JSON in text columns) so the same migrations run on PostgreSQL.
+ * Metadata database: Kysely over better-sqlite3 (WAL, one writer; the embedded default) or PostgreSQL (`pg` pool,
+ * for scale-out: several processes share it). Migrations are contributed by each slice (composition root collects
+ * them); SQL stays portable (text ids, bigint epoch-millisecond times, integer 0/1 booleans, JSON in text columns,
+ * lower-cased `*_norm` columns for case-insensitive ARM ids) so the same migrations run on both. PostgreSQL's int8
+ * values come back as JS numbers (epoch ms fit in 2^53), as they do from SQLite.
+ *
+ * Transactions: on SQLite Kysely serialises every query through its one connection, so a transaction excludes all
+ * other statements; on PostgreSQL a transaction holds one pooled connection (READ COMMITTED) while other requests
+ * run. Code inside `db.transaction()` must therefore use the `tx` handle only (on SQLite using `db` would deadlock),
+ * and cross-process exclusion goes through unique keys, compare-and-set updates or `platform_locks` leases, never
+ * through "read, then write" outside a transaction.
  */
 import SQLite from 'better-sqlite3';
-import { Kysely, SqliteDialect, Migrator, type CreateTableBuilder, type Migration as KyselyMigration, type MigrationProvider, sql } from 'kysely';
+import pg from 'pg';
+import { Kysely, SqliteDialect, PostgresDialect, PostgresAdapter, Migrator, type CreateTableBuilder, type Migration as KyselyMigration, type MigrationProvider, sql } from 'kysely';
 import { chmodSync, closeSync, existsSync, mkdirSync, openSync } from 'node:fs';
 import path from 'node:path';
 
@@ -28,10 +37,23 @@ export class DatabaseConfigError extends Error {
   override name = 'DatabaseConfigError';
 }
 
-export function openDatabase(url: string): Database {
-  if (/^postgres(ql)?:\/\//i.test(url)) {
-    throw new DatabaseConfigError('PostgreSQL metadata is not available in this build yet; use a SQLite path (the default)');
-  }
+export const isPostgresUrl = (url: string): boolean => /^postgres(ql)?:\/\//i.test(url);
+
+/** A database URL with its password replaced by `***` (for logs and errors). */
+export const redactDbUrl = (url: string): string => url.replace(/\/\/([^:@/]*):[^@/]*@/, '//$1:***@');
+
+/** True when `db` runs on PostgreSQL (migrations that need a dialect-specific type ask this). */
+export function isPostgres(db: Kysely<unknown> | Db): boolean {
+  return db.getExecutor().adapter instanceof PostgresAdapter;
+}
+
+export interface OpenOptions {
+  /** PostgreSQL pool size (default 10). */
+  poolSize?: number;
+}
+
+export function openDatabase(url: string, o: OpenOptions = {}): Database {
+  if (isPostgresUrl(url)) return openPostgres(url, o);
   mkdirSync(path.dirname(path.resolve(url)), { recursive: true, mode: 0o700 });
   // Owner-only: SQLite gives the -wal and -shm files the database file's mode, so creating it 0600 covers all three.
   if (url !== ':memory:') {
@@ -51,6 +73,40 @@ export function openDatabase(url: string): Database {
       await db.destroy();
     },
   };
+}
+
+const INT8_OID = 20;
+
+function openPostgres(url: string, o: OpenOptions): Database {
+  let parsed: URL;
+  try {
+    parsed = new URL(url);
+  } catch {
+    throw new DatabaseConfigError(`invalid PostgreSQL URL '${redactDbUrl(url)}': expected postgres://user[:password]@host[:port]/database`);
+  }
+  if (!parsed.pathname || parsed.pathname === '/') throw new DatabaseConfigError(`PostgreSQL URL '${redactDbUrl(url)}' names no database: add /<database>`);
+  const pool = new pg.Pool({
+    connectionString: url,
+    max: o.poolSize ?? 10,
+    connectionTimeoutMillis: 10_000,
+    // bigint (epoch ms, counts) as JS numbers, like SQLite returns them; every value we store fits in 2^53.
+    types: { getTypeParser: ((oid: number, format?: 'text' | 'binary') => (oid === INT8_OID ? (v: string) => Number(v) : pg.types.getTypeParser(oid, format))) as typeof pg.types.getTypeParser },
+  });
+  // An idle client losing its connection (server restart) must not crash the process: the pool drops it.
+  pool.on('error', () => undefined);
+  const db = new Kysely<{}>({ dialect: new PostgresDialect({ pool }) }); // eslint-disable-line @typescript-eslint/no-empty-object-type
+  return {
+    db,
+    dialect: 'postgres',
+    async close() {
+      await db.destroy();
+    },
+  };
+}
+
+/** Checks the database answers (readiness probes). */
+export async function ping(db: Db): Promise<void> {
+  await sql`select 1`.execute(db);
 }
 
 export async function migrate(db: Db, migrations: Migration[]): Promise<string[]> {
@@ -97,6 +153,16 @@ export function trackedResourceColumns<TB extends string, C extends string>(t: C
     .addColumn('name', 'text', (c) => c.notNull())
     .addColumn('location', 'text', (c) => c.notNull())
     .addColumn('tags_json', 'text', (c) => c.notNull());
+}
+
+/**
+ * An auto-numbered integer primary key column: `integer primary key autoincrement` on SQLite, `bigserial primary key`
+ * on PostgreSQL. Use as `.$call(autoIdColumn(db, 'id'))` in a migration.
+ */
+export function autoIdColumn(db: Kysely<unknown>, name: string) {
+  const pgsql = isPostgres(db);
+  return <TB extends string, C extends string>(t: CreateTableBuilder<TB, C>) =>
+    pgsql ? t.addColumn(name, 'bigserial', (c) => c.primaryKey()) : t.addColumn(name, 'integer', (c) => c.primaryKey().autoIncrement());
 }
 
 /** Epoch milliseconds, the one time representation in tables. */

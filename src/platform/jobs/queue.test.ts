@@ -1,12 +1,23 @@
-import { describe, it, expect, afterEach } from 'vitest';
+import { describe, it, expect, afterEach, beforeAll, afterAll } from 'vitest';
 import { openDatabase, migrate, type Database } from '../db/index.js';
+import { startPostgres, type PgCluster } from '../../../test/helpers/postgres.js';
 import { EmbeddedQueue, jobsMigrations } from './queue.js';
 import { Scheduler, slotsBetween, nextSlot } from './scheduler.js';
 
+// Every test runs on SQLite and on PostgreSQL (a throwaway cluster, one database per test).
+let cluster: PgCluster | undefined;
+beforeAll(async () => {
+  cluster = await startPostgres();
+});
+afterAll(async () => {
+  await cluster?.stop();
+});
+
 const dbs: Database[] = [];
 const queues: EmbeddedQueue[] = [];
+let engine: 'sqlite' | 'postgres' = 'sqlite';
 async function fresh(): Promise<Database> {
-  const d = openDatabase(':memory:');
+  const d = openDatabase(engine === 'postgres' ? await cluster!.createDatabase('queue') : ':memory:');
   await migrate(d.db, jobsMigrations);
   dbs.push(d);
   return d;
@@ -27,6 +38,11 @@ const until = async (cond: () => Promise<boolean> | boolean, ms = 5000) => {
 afterEach(async () => {
   for (const q of queues.splice(0)) await q.stop(100);
   for (const d of dbs.splice(0)) await d.close();
+});
+
+describe.each(['sqlite', 'postgres'] as const)('%s', (eng) => {
+beforeAll(() => {
+  engine = eng;
 });
 
 describe('EmbeddedQueue', () => {
@@ -97,7 +113,7 @@ describe('EmbeddedQueue', () => {
 
   it('the heartbeat keeps the lease of a long job; a lost lease aborts the handler', async () => {
     const d = await fresh();
-    const q = queue(d, { leaseMs: 150, heartbeatMs: 30 });
+    const q = queue(d, { leaseMs: 400, heartbeatMs: 50 });
     let release!: () => void;
     const gate = new Promise<void>((r) => (release = r));
     q.work('t', async () => gate);
@@ -105,7 +121,7 @@ describe('EmbeddedQueue', () => {
     const id = (await q.send('t', {}))!;
     await until(async () => (await q.get(id))?.state === 'active');
     const first = (await q.get(id))!.lease_until!;
-    await new Promise((r) => setTimeout(r, 300)); // two leases long: still ours thanks to the heartbeat
+    await new Promise((r) => setTimeout(r, 900)); // two leases long: still ours thanks to the heartbeat
     const row = (await q.get(id))!;
     expect(row.state).toBe('active');
     expect(row.attempt).toBe(1);
@@ -195,4 +211,5 @@ describe('Scheduler', () => {
     now += 20_000;
     expect(await s1.tick()).toBe(1);
   });
+});
 });

@@ -10,10 +10,18 @@
  *   - a unique key: `send` with a key that was already used returns undefined and enqueues nothing
  *     (one fire per scheduler slot, however many schedulers run).
  * Handlers must be idempotent: after a crash the same job runs again from its first step.
+ *
+ * The same table queue serves scale-out on PostgreSQL (several worker processes on one database): there a claim is
+ * one `UPDATE … WHERE id = (SELECT … FOR UPDATE SKIP LOCKED LIMIT 1) RETURNING *`, so concurrent workers never
+ * contend for the same row; on SQLite (one writer) the compare-and-set UPDATE does the same. Why not pg-boss: its
+ * v10 jobs have a fixed expiry and no heartbeat, so a dead worker's backup is noticed only after the longest
+ * backup could take (or long backups get killed); here a lease renewed by heartbeat notices a dead worker within
+ * one lease, and jobs keep one schema and one behaviour on both engines (the embedded default stays SQLite).
  */
-import type { Kysely } from 'kysely';
+import { sql, type Kysely } from 'kysely';
 import { randomUUID } from 'node:crypto';
-import type { Db, Migration } from '../db/index.js';
+import os from 'node:os';
+import { isPostgres, type Db, type Migration } from '../db/index.js';
 
 export interface SendOptions {
   /** At most one job ever exists with this key (pg-boss: singletonKey). */
@@ -111,7 +119,13 @@ export interface EmbeddedQueueOptions {
   now?: () => number;
   workerId?: string;
   log?: { warn(o: object, msg: string): void; error(o: object, msg: string): void };
+  /** Told of every job outcome (metrics): completed, retried, failed (for good), lease_expired (worker died). */
+  onOutcome?: (name: string, outcome: JobOutcome) => void;
 }
+
+const LEASE_EXPIRED = 'the worker of the previous attempt stopped responding (lease expired)';
+
+export type JobOutcome = 'completed' | 'retried' | 'failed' | 'lease_expired';
 
 interface Worker {
   handler: JobHandler<unknown>;
@@ -134,14 +148,17 @@ export class EmbeddedQueue implements JobQueue {
   readonly pollMs: number;
   readonly workerId: string;
   private readonly now: () => number;
+  private readonly pg: boolean;
 
   constructor(db: Db, private readonly o: EmbeddedQueueOptions = {}) {
     this.db = db.withTables<QueueTables>();
+    this.pg = isPostgres(db);
     this.leaseMs = o.leaseMs ?? 30_000;
     this.heartbeatMs = o.heartbeatMs ?? Math.max(50, Math.floor(this.leaseMs / 3));
     this.pollMs = o.pollMs ?? 500;
     this.now = o.now ?? Date.now;
-    this.workerId = o.workerId ?? randomUUID();
+    // host:pid:random — an operator (or a test) can tell which process holds a job.
+    this.workerId = o.workerId ?? `${os.hostname()}:${process.pid}:${randomUUID().slice(0, 8)}`;
   }
 
   async send<P>(name: string, payload: P, o: SendOptions = {}): Promise<string | undefined> {
@@ -223,6 +240,26 @@ export class EmbeddedQueue implements JobQueue {
     }
   }
 
+  /** Jobs per name and state (metrics: queue depth). */
+  async depth(): Promise<{ name: string; state: string; n: number }[]> {
+    const rows = await this.db
+      .selectFrom('platform_jobs')
+      .select(['name', 'state', (eb) => eb.fn.countAll<number>().as('n')])
+      .where('state', 'in', ['created', 'active'])
+      .groupBy(['name', 'state'])
+      .execute();
+    return rows.map((r) => ({ name: r.name, state: r.state, n: Number(r.n) }));
+  }
+
+  /**
+   * Embedded mode start-up (one process owns the SQLite file): every active job belonged to the process that died,
+   * so its lease ends now instead of after leaseMs. Never call this with other live workers on the same database.
+   */
+  async releaseOrphans(): Promise<number> {
+    const r = await this.db.updateTable('platform_jobs').set({ lease_until: 0 }).where('state', '=', 'active').executeTakeFirst();
+    return Number(r.numUpdatedRows);
+  }
+
   /** Current row of a job (tests, diagnostics). */
   async get(id: string): Promise<QueueTables['platform_jobs'] | undefined> {
     return this.db.selectFrom('platform_jobs').selectAll().where('id', '=', id).executeTakeFirst();
@@ -252,11 +289,15 @@ export class EmbeddedQueue implements JobQueue {
         .where('state', '=', 'active')
         .where('lease_until', '<', t)
         .executeTakeFirst();
-      if (Number(upd.numUpdatedRows) === 1) await this.tellDead({ id: r.id, name: r.name, payload: JSON.parse(r.payload_json), error: err });
+      if (Number(upd.numUpdatedRows) === 1) {
+        this.o.onOutcome?.(r.name, 'failed');
+        await this.tellDead({ id: r.id, name: r.name, payload: JSON.parse(r.payload_json), error: err });
+      }
     }
   }
 
   private async claim(name: string): Promise<QueueTables['platform_jobs'] | undefined> {
+    if (this.pg) return this.claimSkipLocked(name);
     for (let i = 0; i < 5; i++) {
       const t = this.now();
       const cand = await this.db
@@ -281,9 +322,40 @@ export class EmbeddedQueue implements JobQueue {
         .where('state', '=', cand.state)
         .where('attempt', '=', cand.attempt)
         .executeTakeFirst();
+      if (Number(upd.numUpdatedRows) === 1 && cand.state === 'active') this.o.onOutcome?.(name, 'lease_expired');
       if (Number(upd.numUpdatedRows) === 1) return { ...cand, state: 'active', attempt: cand.attempt + 1, lease_until: t + this.leaseMs, locked_by: this.workerId };
     }
     return undefined;
+  }
+
+  /** PostgreSQL: claim the oldest due row nobody else is claiming right now, in one statement. */
+  private async claimSkipLocked(name: string): Promise<QueueTables['platform_jobs'] | undefined> {
+    const t = this.now();
+    const row = await this.db
+      .updateTable('platform_jobs')
+      .set((eb) => ({
+        state: 'active', attempt: eb('attempt', '+', 1), lease_until: t + this.leaseMs, locked_by: this.workerId, updated_at: t,
+        last_error: sql<string | null>`case when state = 'active' then ${LEASE_EXPIRED} else last_error end`,
+      }))
+      .where('id', '=', (eb) =>
+        eb
+          .selectFrom('platform_jobs')
+          .select('id')
+          .where('name', '=', name)
+          .where((w) =>
+            w.or([
+              w.and([w('state', '=', 'created'), w('run_after', '<=', t)]),
+              w.and([w('state', '=', 'active'), w('lease_until', '<', t), w('attempt', '<=', w.ref('retry_limit'))]),
+            ]),
+          )
+          .orderBy('run_after')
+          .limit(1)
+          .modifyEnd(sql`for update skip locked`),
+      )
+      .returningAll()
+      .executeTakeFirst();
+    if (row?.last_error === LEASE_EXPIRED) this.o.onOutcome?.(name, 'lease_expired');
+    return row;
   }
 
   private dispatch(job: QueueTables['platform_jobs'], w: Worker): void {
@@ -319,14 +391,17 @@ export class EmbeddedQueue implements JobQueue {
         this.db.updateTable('platform_jobs').set(set).where('id', '=', job.id).where('locked_by', '=', this.workerId).where('attempt', '=', job.attempt);
       if (error === undefined) {
         await mine({ state: 'completed', lease_until: null, updated_at: t }).execute();
+        this.o.onOutcome?.(job.name, 'completed');
         return;
       }
       const msg = (error as Error)?.message ?? String(error);
       if (job.attempt <= job.retry_limit) {
         await mine({ state: 'created', run_after: t + job.retry_delay_ms, lease_until: null, locked_by: null, last_error: msg, updated_at: t }).execute();
         this.o.log?.warn({ job: job.id, name: job.name, attempt: job.attempt, err: msg }, 'job failed; will retry');
+        this.o.onOutcome?.(job.name, 'retried');
       } else {
         await mine({ state: 'failed', lease_until: null, last_error: msg, updated_at: t }).execute();
+        this.o.onOutcome?.(job.name, 'failed');
         await this.tellDead({ id: job.id, name: job.name, payload: JSON.parse(job.payload_json), error: msg });
       }
     })()
