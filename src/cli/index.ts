@@ -165,9 +165,8 @@ export function buildProgram(deps: CliDeps): Command {
   storeOptions(serveCmd)
     .option('--secondary-chunk-store <kind>', 'second copy of GeoRedundant vaults: none | fs | blob | s3 (env RSVAULT_SECONDARY_CHUNK_STORE; default none). Connection: the RSVAULT_SECONDARY_* twins of the variables above (fs: RSVAULT_SECONDARY_FS_DIR, default <data-dir>/secondary)')
     .action(async (flags: ServeFlags) => deps.serve(flags));
-  program
-    .command('admin')
-    .description('Server administration (runs on the server host, not over HTTPS).')
+  const admin = program.command('admin').description('Server administration that runs on the server host (not over HTTPS).');
+  admin
     .command('migrate-db')
     .description('Copy an embedded installation\'s metadata (SQLite) into an empty PostgreSQL database for scale-out. Stop the server first; keep the data dir (keys, chunk stores, disks) and point every process at it and at --to.')
     .requiredOption('--from <sqlite>', 'the SQLite database, e.g. sqlite:./.rsvault/rsvault.db or ./.rsvault/rsvault.db')
@@ -177,7 +176,6 @@ export function buildProgram(deps: CliDeps): Command {
       await deps.migrateDb({ from: o.from.replace(/^sqlite:/i, ''), to: o.to });
     });
 
-  const admin = program.command('admin').description('Server administration that runs on the server host (not over HTTPS).');
   storeOptions(
     admin
       .command('copy-store')
