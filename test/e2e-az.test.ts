@@ -192,9 +192,9 @@ describe('az 2.45: create → encrypt → protect → backup → incremental →
     const d = await ok(['deployment', 'group', 'create', '-g', RG, '-n', 'restore-az', '--template-file', templateFile, '--parameters', `VirtualMachineName=${RVM}`]);
     expect(d.json).toMatchObject({ properties: { provisioningState: 'Succeeded' } });
     // `az vm start` cannot load in Debian's az 2.45 even with the shim (it imports azure.mgmt.compute.v2022_11_01):
-    // the generic `az resource invoke-action` posts the same …/start action (with --api-version: rsvault does not serve
-    // GET /subscriptions/{s}/providers/{namespace}, where az would look one up).
-    await ok(['resource', 'invoke-action', '--action', 'start', '--api-version', '2022-08-01', '--ids', `${rgId()}/providers/Microsoft.Compute/virtualMachines/${RVM}`]);
+    // the generic `az resource invoke-action` posts the same …/start action; az looks its api-version up through
+    // GET /subscriptions/{s}/providers/Microsoft.Compute (Providers_Get), as it does against Azure.
+    await ok(['resource', 'invoke-action', '--action', 'start', '--ids', `${rgId()}/providers/Microsoft.Compute/virtualMachines/${RVM}`]);
     const iv = (await ok(['vm', 'get-instance-view', '-g', RG, '-n', RVM], { shim: true })).json as { instanceView: { statuses: { code: string }[] } };
     expect(iv.instanceView.statuses.map((x) => x.code)).toContain('PowerState/running');
     expect((await ok(['vm', 'encryption', 'show', '-g', RG, '-n', RVM], { shim: true })).json).toMatchObject({ osDisk: 'Encrypted', dataDisk: 'Encrypted' });

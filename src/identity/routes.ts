@@ -8,7 +8,7 @@ import { randomUUID } from 'node:crypto';
 import { ArmError, HttpError } from '../platform/http/errors.js';
 import { originOf, type RouteConfig } from '../platform/http/app.js';
 import { paginate } from '../platform/http/paging.js';
-import { requireArmApiVersion } from '../platform/http/api-version.js';
+import { providerInfo, requireArmApiVersion, type ProviderInfo } from '../platform/http/api-version.js';
 import { DEFAULT_THROTTLE, FailureThrottle, rateLimitConfig, type ThrottleSettings } from '../platform/http/throttle.js';
 import rateLimit from '@fastify/rate-limit';
 import type { TokenService, Plane } from '../platform/auth/index.js';
@@ -258,6 +258,29 @@ export function registerIdentityRoutes(app: FastifyInstance, deps: IdentityRoute
     const { sub } = req.params as { sub: string };
     await visibleSubscription(req, sub);
     return { value: LOCATIONS.map((l) => ({ id: `/subscriptions/${sub}/locations/${l}`, name: l, displayName: l, regionalDisplayName: l, metadata: { regionType: 'Physical' } })) };
+  });
+  // Providers_List / Providers_Get: the namespaces rsvault serves, with their resource types and api-versions (az's
+  // generic `az resource …` commands look the api-version up here). Nothing to register: every provider is Registered.
+  const providerView = (sub: string, p: ProviderInfo) => ({
+    id: `/subscriptions/${sub}/providers/${p.namespace}`,
+    namespace: p.namespace,
+    registrationState: 'Registered',
+    registrationPolicy: 'RegistrationRequired',
+    resourceTypes: p.resourceTypes.map((t) => ({ resourceType: t.resourceType, locations: [...LOCATIONS], apiVersions: t.apiVersions, capabilities: 'None' })),
+  });
+  app.get('/subscriptions/:sub/providers', { config: arm() }, async (req) => {
+    requireArmApiVersion(req.url);
+    const { sub } = req.params as { sub: string };
+    await visibleSubscription(req, sub);
+    return { value: providerInfo().map((p) => providerView(sub, p)) };
+  });
+  app.get('/subscriptions/:sub/providers/:ns', { config: arm() }, async (req) => {
+    requireArmApiVersion(req.url);
+    const { sub, ns } = req.params as { sub: string; ns: string };
+    await visibleSubscription(req, sub);
+    const [p] = providerInfo(ns);
+    if (!p) throw new ArmError(404, 'InvalidResourceNamespace', `The resource namespace '${ns}' is invalid.`, { recommendation: `rsvault serves: ${providerInfo().map((x) => x.namespace).join(', ')}.` });
+    return providerView(sub, p);
   });
   app.get('/tenants', { config: arm() }, async (req) => {
     requireArmApiVersion(req.url);

@@ -30,6 +30,36 @@ const PROVIDERS: Record<string, { newest: string; known: string[] }> = {
   'microsoft.recoveryservices': { newest: '2024-04-01', known: ['2022-10-01', '2023-01-01', '2023-02-01', '2023-04-01', '2023-06-01', '2024-04-01'] },
 };
 
+/** The resource types of each provider namespace rsvault serves (Providers_Get / Providers_List). */
+const RESOURCE_TYPES: Record<string, { namespace: string; types: string[] }> = {
+  'microsoft.resources': { namespace: 'Microsoft.Resources', types: ['deployments', 'deployments/operations', 'resourceGroups', 'subscriptions', 'tenants', 'operationresults'] },
+  'microsoft.authorization': { namespace: 'Microsoft.Authorization', types: ['roleAssignments', 'roleDefinitions'] },
+  'microsoft.compute': { namespace: 'Microsoft.Compute', types: ['virtualMachines', 'virtualMachines/extensions', 'disks', 'locations', 'locations/operations'] },
+  'microsoft.keyvault': { namespace: 'Microsoft.KeyVault', types: ['vaults', 'vaults/accessPolicies', 'deletedVaults', 'managedHSMs', 'deletedManagedHSMs', 'locations'] },
+  'microsoft.storage': { namespace: 'Microsoft.Storage', types: ['storageAccounts', 'locations'] },
+  'microsoft.recoveryservices': { namespace: 'Microsoft.RecoveryServices', types: ['vaults', 'locations', 'operations'] },
+};
+
+export interface ProviderInfo {
+  namespace: string;
+  resourceTypes: { resourceType: string; apiVersions: string[] }[];
+}
+
+/**
+ * What `GET /subscriptions/{s}/providers[/{ns}]` tells clients: each served namespace, its resource types and their
+ * api-versions newest first (az picks the first non-preview one for generic commands such as `az resource`).
+ */
+export function providerInfo(ns?: string): ProviderInfo[] {
+  const keys = ns ? [ns.toLowerCase()] : Object.keys(RESOURCE_TYPES);
+  return keys.flatMap((k) => {
+    const t = RESOURCE_TYPES[k];
+    const v = PROVIDERS[k];
+    if (!t || !v) return [];
+    const apiVersions = [...new Set([v.newest, ...v.known])].sort().reverse();
+    return [{ namespace: t.namespace, resourceTypes: t.types.map((resourceType) => ({ resourceType, apiVersions })) }];
+  });
+}
+
 /** The provider namespace a request path addresses (its last `/providers/{ns}`); subscriptions and groups are Microsoft.Resources. */
 function namespaceOf(rawUrl: string): string {
   const p = rawUrl.replace(/\?.*$/, '').toLowerCase();
