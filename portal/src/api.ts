@@ -129,6 +129,18 @@ export async function listAll<T>(path: string): Promise<T[]> {
   return out;
 }
 
+/**
+ * A blob URL as the portal can fetch it with its ARM token: restores report Azure-style host URLs
+ * (`https://{account}.blob.localhost:{port}/{container}/{blob}`, whose blob plane wants a storage.azure.com token);
+ * the server serves the same blob at `/blob/{account}/{container}/{blob}` on its own origin for ARM tokens.
+ */
+export function blobRelative(url: string): string {
+  if (url.startsWith('/')) return url;
+  const u = new URL(url);
+  const m = /^([a-z0-9]{3,24})\.blob\./.exec(u.hostname);
+  return m ? `/blob/${m[1]}${u.pathname}${u.search}` : u.pathname + u.search;
+}
+
 export function relative(url: string): string {
   if (url.startsWith('/')) return url;
   const u = new URL(url);

@@ -4,7 +4,7 @@
  * Wire: shared/design/reference/azure-backup-api.md §1.5–1.7, §2.10; the server's src/recovery/restore.ts.
  */
 import { useRef, useState, type ReactNode } from 'react';
-import { API_VERSIONS, ApiError, listAll, parseId, relative, request, send, toApiError, waitForOperation, withVersion, type OperationStatus, type Response } from '../api';
+import { API_VERSIONS, ApiError, listAll, parseId, blobRelative, relative, request, send, toApiError, waitForOperation, withVersion, type OperationStatus, type Response } from '../api';
 import { session } from '../session';
 import { Link, resourcePath } from '../router';
 import type { BackupJob, GraphPrincipal, KeyVault, ProtectedItem, RecoveryPoint, StorageAccount } from '../wire';
@@ -459,7 +459,7 @@ export function DeployTemplate(props: { vaultId: string; jobName: string }) {
   const job = useAsync(() => request<BackupJob>('GET', withVersion(`${props.vaultId}/backupJobs/${props.jobName}`, BK)), [props.jobName]);
   const bag = job.data?.properties?.extendedInfo?.propertyBag ?? {};
   const uri = bag['Template Blob Uri'];
-  const template = useAsync(() => (uri ? request<Template>('GET', relative(uri)) : Promise.resolve(undefined)), [uri]);
+  const template = useAsync(() => (uri ? request<Template>('GET', blobRelative(uri)) : Promise.resolve(undefined)), [uri]);
   const groups = useResourceGroups();
   const [rg, setRg] = useState('');
   const [values, setValues] = useState<Record<string, string>>({});
