@@ -6,8 +6,9 @@
  * One run:
  * 1. Mark: the ids of every live manifest, in memory (a Set of ids: ≈ 100 B per distinct chunk).
  * 2. Old fossils: every fossil a live manifest references is resurrected (and its fossil copy
- *    removed). Every other fossil is deleted iff its generation was *sealed* at or before the
- *    effective cutoff; fossils of no recorded generation (a GC crashed) join this generation.
+ *    removed). Every other fossil is deleted iff its generation was *sealed* strictly before the
+ *    effective cutoff (a backup that started in the seal's own millisecond may have looked its chunks up before
+ *    they moved); fossils of no recorded generation (a GC crashed) join this generation.
  * 3. Fossilize: every live chunk no live manifest references moves to the fossil namespace.
  * 4. Seal: the fossil index (meta `gc/fossils`: id → sealedAt) is written with sealedAt = the end
  *    of step 3 for every fossil of this run.
@@ -160,7 +161,7 @@ export async function collectGarbage(options: GcOptions): Promise<GcStats> {
     if (sealedAt === undefined) {
       joining.push(f); // left by a GC that crashed before sealing
       stats.fossilsKept++;
-    } else if (sealedAt <= cutoffMs) {
+    } else if (sealedAt < cutoffMs) {
       await spawn(async () => {
         if (dry || (await store.deleteFossil(f))) stats.swept++;
       });

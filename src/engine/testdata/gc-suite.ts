@@ -64,6 +64,7 @@ export function runGcSuite(name: string, makeStore: () => Promise<{ store: Chunk
         expect((await verifyManifest({ store, keys, manifest: b })).ok).toBe(true);
         expect((await verifyManifest({ store, keys, manifest: a })).ok).toBe(false);
 
+        await new Promise((r) => setTimeout(r, 5)); // a cutoff in a later millisecond than g2's seal
         const g3 = await collectGarbage({ store, liveManifests: [b], cutoff: new Date(), safetyMarginMs: 0 });
         expect(g3).toMatchObject({ swept: 1, fossilsKept: 0 });
         expect(await fossilCount(store)).toBe(0);
@@ -95,6 +96,7 @@ export function runGcSuite(name: string, makeStore: () => Promise<{ store: Chunk
         const g3 = await collectGarbage({ store, liveManifests: [], cutoff: new Date(), safetyMarginMs: 60_000 });
         expect(g3).toMatchObject({ swept: 0, fossilsKept: 3 });
         expect(g3.effectiveCutoff.getTime()).toBeLessThanOrEqual(Date.now() - 60_000 + 1000);
+        await new Promise((r) => setTimeout(r, 5)); // a cutoff in a later millisecond than the seal
         const g4 = await collectGarbage({ store, liveManifests: [], cutoff: new Date(), safetyMarginMs: 0 });
         expect(g4).toMatchObject({ swept: 3, fossilsKept: 0 });
       } finally {
