@@ -5,70 +5,29 @@
  * the suite fails with that instruction rather than skipping, so a missing client can never pass as green.
  */
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
-import { spawn, spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { rmSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
-import os from 'node:os';
-import path from 'node:path';
 import { startTestServer, type TestServer } from './helpers/server.js';
+import { azSession, type AzSession } from './helpers/az.js';
 import { Fixture, env } from './recovery-fixture.js';
 
-const AZ = spawnSync('which', ['az']).status === 0;
-const SHIM = path.resolve(path.dirname(new URL(import.meta.url).pathname), '..', '..', 'shared', 'tools', 'az-compute-shim');
 let s: TestServer;
 let f: Fixture;
-let cfg: string;
-let azEnv: Record<string, string>;
 const RG = 'rg-az';
 const KV = `kvaz-${randomBytes(3).toString('hex')}`;
 
-function az(args: string[], o: { shim?: boolean } = {}): Promise<{ code: number | null; out: string; err: string; json: unknown }> {
-  return new Promise((resolve) => {
-    const p = spawn('az', [...args, '--only-show-errors'], { env: { ...process.env, ...azEnv, ...(o.shim ? { PYTHONPATH: SHIM } : {}) }, stdio: ['ignore', 'pipe', 'pipe'] });
-    let out = '';
-    let err = '';
-    p.stdout.on('data', (d: Buffer) => (out += d.toString()));
-    p.stderr.on('data', (d: Buffer) => (err += d.toString()));
-    p.on('exit', (code) => {
-      let json: unknown;
-      try {
-        json = out.trim() ? JSON.parse(out) : undefined;
-      } catch {
-        json = undefined;
-      }
-      resolve({ code, out, err, json });
-    });
-  });
-}
+let azs: AzSession;
+const az: AzSession['az'] = (args, o) => azs.az(args, o);
 
 beforeAll(async () => {
-  if (!AZ) throw new Error('`az` is not installed: run `sudo bash scripts/install-test-deps.sh` (Debian package azure-cli)');
   s = await startTestServer({ env });
   f = new Fixture(s, RG);
-  cfg = mkdtempSync(path.join(os.tmpdir(), 'rsv-az-'));
-  const bundle = path.join(cfg, 'ca.pem');
-  writeFileSync(bundle, s.ca);
-  azEnv = {
-    AZURE_CONFIG_DIR: path.join(cfg, 'azconfig'),
-    REQUESTS_CA_BUNDLE: bundle,
-    AZURE_CORE_COLLECT_TELEMETRY: 'false',
-    AZURE_EXTENSION_USE_DYNAMIC_INSTALL: 'no',
-    AZURE_CORE_ERROR_RECOMMENDATION: 'off',
-    AZURE_CORE_NO_COLOR: '1',
-    AZURE_CORE_OUTPUT: 'json',
-  };
-  const o = s.origin;
-  const reg = await az(['cloud', 'register', '-n', 'RsvaultLocal', '--endpoint-resource-manager', `${o}/`, '--endpoint-active-directory', `${o}/adfs`, '--endpoint-active-directory-resource-id', 'https://management.core.windows.net/', '--endpoint-active-directory-graph-resource-id', `${o}/`, '--suffix-keyvault-dns', `.vault.localhost:${s.port}`]);
-  if (reg.code !== 0) throw new Error(`cloud register: ${reg.err}`);
-  await az(['cloud', 'update', '-n', 'RsvaultLocal', '--cloud-config', JSON.stringify({ endpoints: { microsoftGraphResourceId: `${o}/` } })]);
-  await az(['cloud', 'set', '-n', 'RsvaultLocal']);
-  const login = await az(['login', '--service-principal', '-u', s.creds.clientId, `--password=${s.creds.clientSecret}`, '--tenant', s.creds.tenantId]);
-  if (login.code !== 0) throw new Error(`az login: ${login.err}`);
+  azs = await azSession(s, { prefix: 'rsv-az-' });
 }, 120_000);
 
 afterAll(async () => {
   await s?.stop();
-  if (cfg) rmSync(cfg, { recursive: true, force: true });
+  azs?.close();
   if (f) rmSync(f.tmp, { recursive: true, force: true });
 });
 

@@ -9,21 +9,17 @@
  * written and read with rsvault's guest I/O API (no Azure client has one).
  */
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
-import { spawn, spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync, statSync } from 'node:fs';
+import { readFileSync, writeFileSync, statSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
-import os from 'node:os';
 import path from 'node:path';
 import https from 'node:https';
 import { startTestServer, type TestServer } from './helpers/server.js';
+import { azSession, type AzSession } from './helpers/az.js';
 import { env } from './recovery-fixture.js';
 
-const AZ = spawnSync('which', ['az']).status === 0;
-const SHIM = path.resolve(path.dirname(new URL(import.meta.url).pathname), '..', '..', 'shared', 'tools', 'az-compute-shim');
 const MiB = 1024 * 1024;
 let s: TestServer;
 let cfg: string;
-let azEnv: Record<string, string>;
 const sfx = randomBytes(3).toString('hex');
 const RG = 'rg-e2e-az';
 const KV = `kvaz${sfx}`;
@@ -35,30 +31,8 @@ const B1 = { off: 1 * MiB, data: randomBytes(64) };
 const B2 = { off: 12 * MiB, data: randomBytes(64) };
 const rgId = () => `/subscriptions/${s.creds.subscriptionId}/resourceGroups/${RG}`;
 
-interface AzResult { code: number | null; out: string; err: string; json: unknown }
-function az(args: string[], o: { shim?: boolean } = {}): Promise<AzResult> {
-  return new Promise((resolve) => {
-    const p = spawn('az', [...args, '--only-show-errors'], { env: { ...process.env, ...azEnv, ...(o.shim ? { PYTHONPATH: SHIM } : {}) }, stdio: ['ignore', 'pipe', 'pipe'] });
-    let out = '';
-    let err = '';
-    p.stdout.on('data', (d: Buffer) => (out += d.toString()));
-    p.stderr.on('data', (d: Buffer) => (err += d.toString()));
-    p.on('exit', (code) => {
-      let json: unknown;
-      try {
-        json = out.trim() ? JSON.parse(out) : undefined;
-      } catch {
-        json = undefined;
-      }
-      resolve({ code, out, err, json });
-    });
-  });
-}
-async function ok(args: string[], o: { shim?: boolean } = {}): Promise<AzResult> {
-  const r = await az(args, o);
-  expect(r.code, `az ${args.join(' ')}\n${r.err}`).toBe(0);
-  return r;
-}
+let azs: AzSession;
+const ok: AzSession['ok'] = (args, o) => azs.ok(args, o);
 
 /** rsvault's guest I/O API (POST …/guestIo/{write|read}) with an ARM token. */
 async function guest(vm: string, op: 'write' | 'read', offset: number, data?: Buffer, length?: number): Promise<Buffer> {
@@ -77,35 +51,16 @@ async function guest(vm: string, op: 'write' | 'read', offset: number, data?: Bu
 }
 
 beforeAll(async () => {
-  if (!AZ) throw new Error('`az` is not installed: run `sudo bash scripts/install-test-deps.sh` (Debian package azure-cli)');
   s = await startTestServer({ env });
-  cfg = mkdtempSync(path.join(os.tmpdir(), 'rsv-e2e-az-'));
+  azs = await azSession(s, { storageSuffix: true, sslCertFile: true, prefix: 'rsv-e2e-az-' });
+  cfg = azs.dir;
   writeFileSync(path.join(cfg, 'os.raw'), randomBytes(16 * MiB));
   writeFileSync(path.join(cfg, 'data.raw'), randomBytes(8 * MiB));
-  const bundle = path.join(cfg, 'ca.pem');
-  writeFileSync(bundle, s.ca);
-  azEnv = {
-    AZURE_CONFIG_DIR: path.join(cfg, 'azconfig'),
-    REQUESTS_CA_BUNDLE: bundle,
-    SSL_CERT_FILE: bundle,
-    AZURE_CORE_COLLECT_TELEMETRY: 'false',
-    AZURE_EXTENSION_USE_DYNAMIC_INSTALL: 'no',
-    AZURE_CORE_ERROR_RECOMMENDATION: 'off',
-    AZURE_CORE_NO_COLOR: '1',
-    AZURE_CORE_OUTPUT: 'json',
-  };
-  const o = s.origin;
-  const reg = await az(['cloud', 'register', '-n', 'RsvaultLocal', '--endpoint-resource-manager', `${o}/`, '--endpoint-active-directory', `${o}/adfs`, '--endpoint-active-directory-resource-id', 'https://management.core.windows.net/', '--endpoint-active-directory-graph-resource-id', `${o}/`, '--suffix-keyvault-dns', `.vault.localhost:${s.port}`, '--suffix-storage-endpoint', `localhost:${s.port}`]);
-  if (reg.code !== 0) throw new Error(`cloud register: ${reg.err}`);
-  await az(['cloud', 'update', '-n', 'RsvaultLocal', '--cloud-config', JSON.stringify({ endpoints: { microsoftGraphResourceId: `${o}/` } })]);
-  await az(['cloud', 'set', '-n', 'RsvaultLocal']);
-  const login = await az(['login', '--service-principal', '-u', s.creds.clientId, `--password=${s.creds.clientSecret}`, '--tenant', s.creds.tenantId]);
-  if (login.code !== 0) throw new Error(`az login: ${login.err}`);
 }, 120_000);
 
 afterAll(async () => {
   await s?.stop();
-  if (cfg) rmSync(cfg, { recursive: true, force: true });
+  azs?.close();
 });
 
 let bag: Record<string, string>;

@@ -12,23 +12,19 @@
  *    disks of a VM whose encryption was disabled.
  */
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
-import { spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import os from 'node:os';
 import path from 'node:path';
 import { startTestServer, type TestServer } from './helpers/server.js';
+import { azSession, SHIM, type AzSession } from './helpers/az.js';
 import { Fixture, BK_API, COMPUTE_API, KV_API, MiB, env, type Job } from './recovery-fixture.js';
 import { cli, post } from './restore-helpers.js';
 
-const HERE = path.dirname(new URL(import.meta.url).pathname);
-// ../shared/tools beside the checkout (a worktree under /work/wt has it one level further up), or $RSVAULT_AZ_SHIM.
-const SHIM = [process.env.RSVAULT_AZ_SHIM ?? '', path.resolve(HERE, '..', '..', 'shared', 'tools', 'az-compute-shim'), path.resolve(HERE, '..', '..', '..', 'shared', 'tools', 'az-compute-shim')].find((p) => p && existsSync(p));
 let s: TestServer;
 let f: Fixture;
 let tmp: string;
 let cliEnv: Record<string, string>;
-let azEnv: Record<string, string>;
 const RG = 'rg-ade';
 const sfx = randomBytes(3).toString('hex');
 const KV = `kvade-${sfx}`;
@@ -42,24 +38,8 @@ const original: { os?: Buffer; data?: Buffer } = {};
 type OpError = { status: string; error?: { code: string; message: string; recommendation?: string; additionalInfo?: { info: { text: string } }[] } };
 type VmModel = { properties: { storageProfile: { osDisk: { managedDisk: { id: string } } }; instanceView?: { statuses: { code: string }[] } } };
 
-function az(args: string[]): Promise<{ code: number | null; out: string; err: string; json: unknown }> {
-  return new Promise((resolve) => {
-    const p = spawn('az', [...args, '--only-show-errors'], { env: { ...process.env, ...azEnv, PYTHONPATH: SHIM }, stdio: ['ignore', 'pipe', 'pipe'] });
-    let out = '';
-    let err = '';
-    p.stdout.on('data', (d: Buffer) => (out += d.toString()));
-    p.stderr.on('data', (d: Buffer) => (err += d.toString()));
-    p.on('exit', (code) => {
-      let json: unknown;
-      try {
-        json = out.trim() ? JSON.parse(out) : undefined;
-      } catch {
-        json = undefined;
-      }
-      resolve({ code, out, err, json });
-    });
-  });
-}
+let azs: AzSession;
+const az: AzSession['az'] = (args, o) => azs.az(args, o);
 
 /** Guest I/O read of a whole disk (`sel`: osDisk=true or lun=N): the bytes the guest sees (through the LUKS layer). */
 async function guestRead(vm: string, sel: string): Promise<{ status: number; body: Buffer }> {
@@ -150,22 +130,13 @@ beforeAll(async () => {
   const login = await cli(cliEnv, 'login', '--server', s.origin, '--service-principal', '-u', s.creds.clientId, '-p', s.creds.clientSecret, '--tenant', s.creds.tenantId, '--ca-file', s.creds.caPath);
   expect(login.code, login.stderr).toBe(0);
 
-  const cfg = path.join(tmp, 'az');
-  const bundle = path.join(tmp, 'ca.pem');
-  writeFileSync(bundle, s.ca);
-  azEnv = { AZURE_CONFIG_DIR: cfg, REQUESTS_CA_BUNDLE: bundle, AZURE_CORE_COLLECT_TELEMETRY: 'false', AZURE_EXTENSION_USE_DYNAMIC_INSTALL: 'no', AZURE_CORE_ERROR_RECOMMENDATION: 'off', AZURE_CORE_NO_COLOR: '1', AZURE_CORE_OUTPUT: 'json' };
-  const o = s.origin;
-  const reg = await az(['cloud', 'register', '-n', 'RsvAde', '--endpoint-resource-manager', `${o}/`, '--endpoint-active-directory', `${o}/adfs`, '--endpoint-active-directory-resource-id', 'https://management.core.windows.net/', '--endpoint-active-directory-graph-resource-id', `${o}/`, '--suffix-keyvault-dns', `.vault.localhost:${s.port}`]);
-  if (reg.code !== 0) throw new Error(`cloud register: ${reg.err}`);
-  await az(['cloud', 'update', '-n', 'RsvAde', '--cloud-config', JSON.stringify({ endpoints: { microsoftGraphResourceId: `${o}/` } })]);
-  await az(['cloud', 'set', '-n', 'RsvAde']);
-  const azl = await az(['login', '--service-principal', '-u', s.creds.clientId, `--password=${s.creds.clientSecret}`, '--tenant', s.creds.tenantId]);
-  if (azl.code !== 0) throw new Error(`az login: ${azl.err}`);
+  azs = await azSession(s, { shimAlways: true, cloudName: 'RsvAde', prefix: 'rsv-ade-az-' });
 }, 240_000);
 
 afterAll(async () => {
   await s?.stop();
   if (f) rmSync(f.tmp, { recursive: true, force: true });
+  azs?.close();
   if (tmp) rmSync(tmp, { recursive: true, force: true });
 });
 

@@ -9,23 +9,15 @@
  * list-deleted` (deletedManagedHSMs) and `az rest` POST directoryObjects/getByIds (Graph).
  */
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
-import { spawn, spawnSync } from 'node:child_process';
 import https from 'node:https';
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { readFileSync, rmSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
-import os from 'node:os';
-import path from 'node:path';
 import { startTestServer, type TestServer } from './helpers/server.js';
+import { azSession, type AzSession } from './helpers/az.js';
 import { Fixture, env, COMPUTE_API } from './recovery-fixture.js';
 
-const AZ = spawnSync('which', ['az']).status === 0;
-// ../shared/tools beside the checkout (main) or beside the worktrees' parent (a helper's worktree under wt/)
-const HERE = path.dirname(new URL(import.meta.url).pathname);
-const SHIM = [path.resolve(HERE, '..', '..', 'shared', 'tools', 'az-compute-shim'), path.resolve(HERE, '..', '..', '..', 'shared', 'tools', 'az-compute-shim')].find((p) => existsSync(p)) ?? 'az-compute-shim-not-found';
 let s: TestServer;
 let f: Fixture;
-let cfg: string;
-let azEnv: Record<string, string>;
 const RG = 'rg-azr';
 const TRG = 'rg-azr-target';
 const RSV = 'azrvault';
@@ -36,30 +28,8 @@ let rpName: string;
 /** The encrypted OS disk image as it was backed up (no guest writes after the backup). */
 let sourceImage: Buffer;
 
-interface AzResult {
-  code: number | null;
-  out: string;
-  err: string;
-  json: unknown;
-}
-function az(args: string[], o: { shim?: boolean } = {}): Promise<AzResult> {
-  return new Promise((resolve) => {
-    const p = spawn('az', [...args, '--only-show-errors'], { env: { ...process.env, ...azEnv, ...(o.shim ? { PYTHONPATH: SHIM } : {}) }, stdio: ['ignore', 'pipe', 'pipe'] });
-    let out = '';
-    let err = '';
-    p.stdout.on('data', (d: Buffer) => (out += d.toString()));
-    p.stderr.on('data', (d: Buffer) => (err += d.toString()));
-    p.on('exit', (code) => {
-      let json: unknown;
-      try {
-        json = out.trim() ? JSON.parse(out) : undefined;
-      } catch {
-        json = undefined;
-      }
-      resolve({ code, out, err, json });
-    });
-  });
-}
+let azs: AzSession;
+const az: AzSession['az'] = (args, o) => azs.az(args, o);
 
 function getBytes(url: string, token: string): Promise<{ status: number; body: Buffer }> {
   return new Promise((resolve, reject) => {
@@ -111,33 +81,14 @@ async function checkBlobs(bag: Record<string, string>, osBlob: boolean) {
 }
 
 beforeAll(async () => {
-  if (!AZ) throw new Error('`az` is not installed: run `sudo bash scripts/install-test-deps.sh` (Debian package azure-cli)');
   s = await startTestServer({ env });
   f = new Fixture(s, RG);
-  cfg = mkdtempSync(path.join(os.tmpdir(), 'rsv-azr-'));
-  const bundle = path.join(cfg, 'ca.pem');
-  writeFileSync(bundle, s.ca);
-  azEnv = {
-    AZURE_CONFIG_DIR: path.join(cfg, 'azconfig'),
-    REQUESTS_CA_BUNDLE: bundle,
-    AZURE_CORE_COLLECT_TELEMETRY: 'false',
-    AZURE_EXTENSION_USE_DYNAMIC_INSTALL: 'no',
-    AZURE_CORE_ERROR_RECOMMENDATION: 'off',
-    AZURE_CORE_NO_COLOR: '1',
-    AZURE_CORE_OUTPUT: 'json',
-  };
-  const o = s.origin;
-  const reg = await az(['cloud', 'register', '-n', 'RsvaultLocal', '--endpoint-resource-manager', `${o}/`, '--endpoint-active-directory', `${o}/adfs`, '--endpoint-active-directory-resource-id', 'https://management.core.windows.net/', '--endpoint-active-directory-graph-resource-id', `${o}/`, '--suffix-keyvault-dns', `.vault.localhost:${s.port}`]);
-  if (reg.code !== 0) throw new Error(`cloud register: ${reg.err}`);
-  await az(['cloud', 'update', '-n', 'RsvaultLocal', '--cloud-config', JSON.stringify({ endpoints: { microsoftGraphResourceId: `${o}/` } })]);
-  await az(['cloud', 'set', '-n', 'RsvaultLocal']);
-  const login = await az(['login', '--service-principal', '-u', s.creds.clientId, `--password=${s.creds.clientSecret}`, '--tenant', s.creds.tenantId]);
-  if (login.code !== 0) throw new Error(`az login: ${login.err}`);
+  azs = await azSession(s, { prefix: 'rsv-azr-' });
 }, 120_000);
 
 afterAll(async () => {
   await s?.stop();
-  if (cfg) rmSync(cfg, { recursive: true, force: true });
+  azs?.close();
   if (f) rmSync(f.tmp, { recursive: true, force: true });
 });
 

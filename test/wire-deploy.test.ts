@@ -8,21 +8,19 @@
  * trailing commas) validate. Linked templates are read only from this installation's blobs (never another host).
  */
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
-import { spawn, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import os from 'node:os';
+import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import https from 'node:https';
 import { startTestServer, ROOT, type TestServer } from './helpers/server.js';
+import { azSession, type AzSession } from './helpers/az.js';
 import { Fixture, env } from './recovery-fixture.js';
 import { backupAndRestoreToStorage } from './restore-helpers.js';
 
-const AZ = spawnSync('which', ['az']).status === 0;
 let s: TestServer;
 let f: Fixture;
 let cfg: string;
-let azEnv: Record<string, string>;
 const RG = 'rg-wdp';
 const suffix = randomBytes(3).toString('hex');
 const KV = `kvwdp-${suffix}`;
@@ -34,24 +32,8 @@ const CP = { 'api-version': '2022-08-01' };
 let bag: Record<string, string>;
 let template: string;
 
-function az(args: string[]): Promise<{ code: number | null; out: string; err: string; json: unknown }> {
-  return new Promise((resolve) => {
-    const p = spawn('az', [...args, '--only-show-errors'], { env: { ...process.env, ...azEnv }, stdio: ['ignore', 'pipe', 'pipe'] });
-    let out = '';
-    let err = '';
-    p.stdout.on('data', (d: Buffer) => (out += d.toString()));
-    p.stderr.on('data', (d: Buffer) => (err += d.toString()));
-    p.on('exit', (code) => {
-      let json: unknown;
-      try {
-        json = out.trim() ? JSON.parse(out) : undefined;
-      } catch {
-        json = undefined;
-      }
-      resolve({ code, out, err, json });
-    });
-  });
-}
+let azs: AzSession;
+const az: AzSession['az'] = (args, o) => azs.az(args, o);
 
 const saId = () => `${f.rgPath()}/providers/Microsoft.Storage/storageAccounts/${SA}`;
 async function sasOf(uri: string): Promise<string> {
@@ -71,37 +53,18 @@ async function expectRestoredVm(name: string) {
 }
 
 beforeAll(async () => {
-  if (!AZ) throw new Error('`az` is not installed: run `sudo bash scripts/install-test-deps.sh` (Debian package azure-cli)');
   s = await startTestServer({ env });
   f = new Fixture(s, RG);
   bag = await backupAndRestoreToStorage(f, { kv: KV, vm: VM, rsv: RSV, sa: SA });
   template = readFileSync(path.join(s.dataDir, 'storage', SA, bag['Config Blob Container Name']!, bag['Template Blob Uri']!.split('/').pop()!), 'utf8');
-  cfg = mkdtempSync(path.join(os.tmpdir(), 'rsv-wdp-'));
-  const bundle = path.join(cfg, 'ca.pem');
-  writeFileSync(bundle, s.ca);
-  azEnv = {
-    AZURE_CONFIG_DIR: path.join(cfg, 'azconfig'),
-    REQUESTS_CA_BUNDLE: bundle,
-    // az reads --template-uri itself with urllib (ssl.create_default_context): OpenSSL's trust-store variable.
-    SSL_CERT_FILE: bundle,
-    AZURE_CORE_COLLECT_TELEMETRY: 'false',
-    AZURE_EXTENSION_USE_DYNAMIC_INSTALL: 'no',
-    AZURE_CORE_ERROR_RECOMMENDATION: 'off',
-    AZURE_CORE_NO_COLOR: '1',
-    AZURE_CORE_OUTPUT: 'json',
-  };
-  const o = s.origin;
-  const reg = await az(['cloud', 'register', '-n', 'RsvaultLocal', '--endpoint-resource-manager', `${o}/`, '--endpoint-active-directory', `${o}/adfs`, '--endpoint-active-directory-resource-id', 'https://management.core.windows.net/', '--endpoint-active-directory-graph-resource-id', `${o}/`, '--suffix-keyvault-dns', `.vault.localhost:${s.port}`]);
-  if (reg.code !== 0) throw new Error(`cloud register: ${reg.err}`);
-  await az(['cloud', 'update', '-n', 'RsvaultLocal', '--cloud-config', JSON.stringify({ endpoints: { microsoftGraphResourceId: `${o}/` } })]);
-  await az(['cloud', 'set', '-n', 'RsvaultLocal']);
-  const login = await az(['login', '--service-principal', '-u', s.creds.clientId, `--password=${s.creds.clientSecret}`, '--tenant', s.creds.tenantId]);
-  if (login.code !== 0) throw new Error(`az login: ${login.err}`);
+  // sslCertFile: az reads --template-uri itself with urllib (ssl.create_default_context): OpenSSL's trust-store variable.
+  azs = await azSession(s, { sslCertFile: true, prefix: 'rsv-wdp-' });
+  cfg = azs.dir;
 }, 240_000);
 
 afterAll(async () => {
   await s?.stop();
-  if (cfg) rmSync(cfg, { recursive: true, force: true });
+  azs?.close();
   if (f) rmSync(f.tmp, { recursive: true, force: true });
 });
 

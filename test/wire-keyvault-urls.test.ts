@@ -13,25 +13,20 @@
  * so the Python SDK stands in for it; the test asserts that crash so the day it is fixed the az check can be added.
  */
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
-import { spawn, spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { rmSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
-import os from 'node:os';
 import path from 'node:path';
 import { ClientSecretCredential } from '@azure/identity';
 import { KeyClient } from '@azure/keyvault-keys';
 import { SecretClient, parseKeyVaultSecretIdentifier } from '@azure/keyvault-secrets';
 import { runCli, startTestServer, type TestServer } from './helpers/server.js';
+import { azSession, SHIM, type AzSession } from './helpers/az.js';
 import { Fixture, BK_API, COMPUTE_API, KV_API, MiB, env, type Job, type RecoveryPoint } from './recovery-fixture.js';
 import { get } from './restore-helpers.js';
 
-// ../shared/tools beside the checkout (a worktree under /work/wt has it one level further up), or $RSVAULT_AZ_SHIM.
-const HERE = path.dirname(new URL(import.meta.url).pathname);
-const SHIM = [process.env.RSVAULT_AZ_SHIM ?? '', path.resolve(HERE, '..', '..', 'shared', 'tools', 'az-compute-shim'), path.resolve(HERE, '..', '..', '..', 'shared', 'tools', 'az-compute-shim')].find((p) => p && existsSync(p));
 let s: TestServer;
 let f: Fixture;
-let cfg: string;
-let azEnv: Record<string, string>;
 const RG = 'rg-kvurl';
 const sfx = randomBytes(3).toString('hex');
 const KV = `kvurl-${sfx}`;
@@ -71,24 +66,8 @@ print(json.dumps({'contentType': g.properties.content_type, 'id': g.id}))
   return JSON.parse(r.stdout.trim()) as { contentType: string; id: string };
 }
 
-function az(args: string[], o: { shim?: boolean } = {}): Promise<{ code: number | null; out: string; err: string; json: unknown }> {
-  return new Promise((resolve) => {
-    const p = spawn('az', [...args, '--only-show-errors'], { env: { ...process.env, ...azEnv, ...(o.shim ? { PYTHONPATH: SHIM } : {}) }, stdio: ['ignore', 'pipe', 'pipe'] });
-    let out = '';
-    let err = '';
-    p.stdout.on('data', (d: Buffer) => (out += d.toString()));
-    p.stderr.on('data', (d: Buffer) => (err += d.toString()));
-    p.on('exit', (code) => {
-      let json: unknown;
-      try {
-        json = out.trim() ? JSON.parse(out) : undefined;
-      } catch {
-        json = undefined;
-      }
-      resolve({ code, out, err, json });
-    });
-  });
-}
+let azs: AzSession;
+const az: AzSession['az'] = (args, o) => azs.az(args, o);
 
 beforeAll(async () => {
   if (!SHIM) throw new Error('the az compute shim (../shared/tools/az-compute-shim) was not found: set RSVAULT_AZ_SHIM');
@@ -107,22 +86,12 @@ beforeAll(async () => {
   rpId = job.properties.extendedInfo.propertyBag['Recovery Point Id']!;
   rp = await s.client.request<RecoveryPoint>('GET', `${f.itemPath(RSV, VM)}/recoveryPoints/${rpId}`, { query: { 'api-version': BK_API } });
 
-  cfg = mkdtempSync(path.join(os.tmpdir(), 'rsv-kvurl-az-'));
-  const bundle = path.join(cfg, 'ca.pem');
-  writeFileSync(bundle, s.ca);
-  azEnv = { AZURE_CONFIG_DIR: path.join(cfg, 'azconfig'), REQUESTS_CA_BUNDLE: bundle, AZURE_CORE_COLLECT_TELEMETRY: 'false', AZURE_EXTENSION_USE_DYNAMIC_INSTALL: 'no', AZURE_CORE_ERROR_RECOMMENDATION: 'off', AZURE_CORE_NO_COLOR: '1', AZURE_CORE_OUTPUT: 'json' };
-  const o = s.origin;
-  const reg = await az(['cloud', 'register', '-n', 'RsvKvUrl', '--endpoint-resource-manager', `${o}/`, '--endpoint-active-directory', `${o}/adfs`, '--endpoint-active-directory-resource-id', 'https://management.core.windows.net/', '--endpoint-active-directory-graph-resource-id', `${o}/`, '--suffix-keyvault-dns', `.vault.localhost:${s.port}`]);
-  if (reg.code !== 0) throw new Error(`cloud register: ${reg.err}`);
-  await az(['cloud', 'update', '-n', 'RsvKvUrl', '--cloud-config', JSON.stringify({ endpoints: { microsoftGraphResourceId: `${o}/` } })]);
-  await az(['cloud', 'set', '-n', 'RsvKvUrl']);
-  const login = await az(['login', '--service-principal', '-u', s.creds.clientId, `--password=${s.creds.clientSecret}`, '--tenant', s.creds.tenantId]);
-  if (login.code !== 0) throw new Error(`az login: ${login.err}`);
+  azs = await azSession(s, { requireShim: true, cloudName: 'RsvKvUrl', prefix: 'rsv-kvurl-az-' });
 }, 180_000);
 
 afterAll(async () => {
   await s?.stop();
-  if (cfg) rmSync(cfg, { recursive: true, force: true });
+  azs?.close();
   if (f) rmSync(f.tmp, { recursive: true, force: true });
 });
 
