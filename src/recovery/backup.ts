@@ -329,21 +329,11 @@ export class Protection {
     }
   }
 
-  private setTask(jobId: string, taskId: string, patch: Partial<JobTask>, extra: { bag?: Record<string, string>; progress?: number } = {}): Promise<void> {
-    return this.s.serialJob(jobId, async () => {
-      const j = await this.s.getJob(jobId);
-      if (!j) return;
-      const tasks = (JSON.parse(j.tasks_json) as JobTask[]).map((t) => (t.taskId === taskId ? { ...t, ...patch } : t));
-      const bag = extra.bag ? JSON.stringify({ ...JSON.parse(j.bag_json), ...extra.bag }) : j.bag_json;
-      await this.s.updateJob(jobId, { tasks_json: JSON.stringify(tasks), bag_json: bag, ...(extra.progress !== undefined ? { progress: extra.progress } : {}) });
-    });
-  }
-
   private async backupSteps(v: VaultRow, item: ItemRow, job: JobRow, signal: AbortSignal, beat: () => void): Promise<void> {
     const s = this.s;
     const compute = s.d.compute;
     const params = JSON.parse(job.params_json) as { expiry: number; rule: string };
-    await this.setTask(job.id, TASK_SNAPSHOT, { status: 'InProgress', startTime: Date.now() });
+    await this.s.setJobTask(job.id, TASK_SNAPSHOT, { status: 'InProgress', startTime: Date.now() });
 
     // 1. Preflight again: the VM may have changed (encrypted since protection, agent stopped, permission revoked).
     const plan = await s.preflight(v, item.vm_id);
@@ -379,8 +369,8 @@ export class Protection {
         });
       }
       const t1 = Date.now();
-      await this.setTask(job.id, TASK_SNAPSHOT, { status: 'Completed', endTime: t1 });
-      await this.setTask(job.id, TASK_TRANSFER, { status: 'InProgress', startTime: t1, progressPercentage: 0 });
+      await this.s.setJobTask(job.id, TASK_SNAPSHOT, { status: 'Completed', endTime: t1 });
+      await this.s.setJobTask(job.id, TASK_TRANSFER, { status: 'InProgress', startTime: t1, progressPercentage: 0 });
       signal.throwIfAborted();
 
       // 4. Transfer: per disk, incremental against the previous recovery point's manifest when the bitmap is valid.
@@ -419,7 +409,7 @@ export class Protection {
             if (now - lastUpdate < 500) return;
             lastUpdate = now;
             const pct = total ? Math.min(99, Math.floor(((doneBefore + p.bytesDone) / total) * 100)) : 0;
-            void this.setTask(job.id, TASK_TRANSFER, { progressPercentage: pct }, { progress: pct }).catch(() => undefined);
+            void this.s.setJobTask(job.id, TASK_TRANSFER, { progressPercentage: pct }, { progress: pct }).catch(() => undefined);
           },
         });
         doneBefore += x.snap.size;

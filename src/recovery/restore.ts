@@ -26,7 +26,7 @@ import type { Caller } from '../platform/auth/index.js';
 import { DISK_WRITE, GROUP_WRITE, STORAGE_WRITE, VM_READ, VM_WRITE, keyNeeds, protectNeeds, requireAccess, type Need } from './access.js';
 import { RecoveryError, recoveryErrors, restoreErrors } from './errors.js';
 import { itemName } from './model.js';
-import { QUEUE_RESTORE, refOfItem, type ItemRow, type JobRow, type JobTask, type PointRow, type RecoveryService, type VaultRow } from './service.js';
+import { QUEUE_RESTORE, refOfItem, type ItemRow, type JobRow, type PointRow, type RecoveryService, type VaultRow } from './service.js';
 import type { DiskRecord } from './backup.js';
 import { parseVmId } from './backup.js';
 import { armTemplate, encryptionInfoJson, encryptionSettingsCollection, vmConfigJson, vmEncryptionSettings, type EncryptionTarget, type RestoredDisk, type RpKeys, type VmSource } from './restore-outputs.js';
@@ -337,16 +337,6 @@ export class Restore {
     return { errorCode: 500003, errorString: `Restore failed: ${msg}. Nothing was kept as restored.`, errorTitle: 'RestoreFailed', recommendations: ['Retry the restore; if it keeps failing, check the server log.'] };
   }
 
-  private setTask(jobId: string, taskId: string, patch: Partial<JobTask>, extra: { bag?: Record<string, string>; progress?: number } = {}): Promise<void> {
-    return this.s.serialJob(jobId, async () => {
-      const j = await this.s.getJob(jobId);
-      if (!j) return;
-      const tasks = (JSON.parse(j.tasks_json) as JobTask[]).map((t) => (t.taskId === taskId ? { ...t, ...patch } : t));
-      const bag = extra.bag ? JSON.stringify({ ...JSON.parse(j.bag_json), ...extra.bag }) : j.bag_json;
-      await this.s.updateJob(jobId, { tasks_json: JSON.stringify(tasks), bag_json: bag, ...(extra.progress !== undefined ? { progress: extra.progress } : {}) });
-    });
-  }
-
   tmpDir(jobId?: string): string {
     return path.join(this.s.d.dataDir, 'restore-tmp', ...(jobId ? [jobId] : []));
   }
@@ -355,7 +345,7 @@ export class Restore {
     const s = this.s;
     const compute = s.d.compute;
     const storage = plan.storageAccount ? this.storage : undefined;
-    await this.setTask(job.id, TASK_TRANSFER, { status: 'InProgress', startTime: Date.now(), progressPercentage: 0 });
+    await this.s.setJobTask(job.id, TASK_TRANSFER, { status: 'InProgress', startTime: Date.now(), progressPercentage: 0 });
     // Keys may have vanished since the request: check again before writing anything that depends on them.
     if (plan.enc) await this.checkKeys(v, item, rp.id, plan.enc, plan.caller);
 
@@ -399,7 +389,7 @@ export class Restore {
               if (now - last < 500) return;
               last = now;
               const pct = total ? Math.min(99, Math.floor(((doneBefore + pr.bytesDone) / total) * 100)) : 0;
-              void this.setTask(job.id, TASK_TRANSFER, { progressPercentage: pct }, { progress: pct }).catch(() => undefined);
+              void this.s.setJobTask(job.id, TASK_TRANSFER, { progressPercentage: pct }, { progress: pct }).catch(() => undefined);
             },
             progressIntervalMs: 50,
           });
@@ -476,10 +466,10 @@ export class Restore {
       });
       if (plan.enc) Object.assign(outBag, { 'Secret Url': plan.enc.secretUrl, ...(plan.enc.kekUrl ? { 'Key Url': plan.enc.kekUrl } : {}) });
       const tEnd = Date.now();
-      await this.setTask(job.id, TASK_TRANSFER, { status: 'Completed', endTime: tEnd, progressPercentage: 100 }, { bag: outBag, progress: plan.recoveryType === 'AlternateLocation' ? 90 : 99 });
+      await this.s.setJobTask(job.id, TASK_TRANSFER, { status: 'Completed', endTime: tEnd, progressPercentage: 100 }, { bag: outBag, progress: plan.recoveryType === 'AlternateLocation' ? 90 : 99 });
 
       if (plan.recoveryType === 'AlternateLocation') {
-        await this.setTask(job.id, TASK_VM, { status: 'InProgress', startTime: Date.now() });
+        await this.s.setJobTask(job.id, TASK_VM, { status: 'InProgress', startTime: Date.now() });
         const os = restored.find((r) => r.os)!;
         const tv = plan.targetVm!;
         const { vm } = await compute.createOrUpdateVm(tv.sub, tv.rg, tv.name, {
@@ -489,7 +479,7 @@ export class Restore {
           osProfile: { computerName: source.computerName ?? tv.name, adminUsername: 'azureuser', linuxConfiguration: { provisionVMAgent: true } },
         });
         createdDisks.length = 0; // attached to the new VM: kept
-        await this.setTask(job.id, TASK_VM, { status: 'Completed', endTime: Date.now() }, { bag: { 'Target VM Id': vm.id } });
+        await this.s.setJobTask(job.id, TASK_VM, { status: 'Completed', endTime: Date.now() }, { bag: { 'Target VM Id': vm.id } });
       }
       createdDisks.length = 0;
       await s.finishJob(job.id, 'Completed');

@@ -479,6 +479,17 @@ export class RecoveryService {
     return next;
   }
 
+  /** One task of a job: `patch` merged into it, the property bag and progress updated, in the job's serial order. */
+  setJobTask(jobId: string, taskId: string, patch: Partial<JobTask>, extra: { bag?: Record<string, string>; progress?: number } = {}): Promise<void> {
+    return this.serialJob(jobId, async () => {
+      const j = await this.getJob(jobId);
+      if (!j) return;
+      const tasks = (JSON.parse(j.tasks_json) as JobTask[]).map((t) => (t.taskId === taskId ? { ...t, ...patch } : t));
+      const bag = extra.bag ? JSON.stringify({ ...JSON.parse(j.bag_json), ...extra.bag }) : j.bag_json;
+      await this.updateJob(jobId, { tasks_json: JSON.stringify(tasks), bag_json: bag, ...(extra.progress !== undefined ? { progress: extra.progress } : {}) });
+    });
+  }
+
   finishJob(id: string, status: 'Completed' | 'Failed' | 'Cancelled' | 'CompletedWithWarnings', err?: unknown, tasksFix?: (t: JobTask[]) => JobTask[]): Promise<void> {
     return this.serialJob(id, () => this.finishJobNow(id, status, err, tasksFix));
   }
