@@ -531,10 +531,12 @@ export async function fsyncDir(dir: string): Promise<void> {
   }
 }
 
-/** Write a file durably: temp + fsync + rename + directory fsync. */
-export async function writeFileDurable(file: string, data: Uint8Array): Promise<void> {
-  const dir = path.dirname(file);
-  const tmp = path.join(dir, `.${path.basename(file)}.tmp-${randomBytes(6).toString('hex')}`);
+/**
+ * Writes `data` to a fresh temp file beside `file` and fsyncs it, then `publish(tmp)` puts it in place (rename, or
+ * link for an exclusive create); if anything fails the temp is removed.
+ */
+export async function publishViaTemp(file: string, data: Uint8Array, publish: (tmp: string) => Promise<void>): Promise<void> {
+  const tmp = path.join(path.dirname(file), `.${path.basename(file)}.tmp-${randomBytes(6).toString('hex')}`);
   try {
     const fh = await fsp.open(tmp, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL, 0o600);
     try {
@@ -543,10 +545,17 @@ export async function writeFileDurable(file: string, data: Uint8Array): Promise<
     } finally {
       await fh.close();
     }
-    await fsp.rename(tmp, file);
-    await fsyncDir(dir);
+    await publish(tmp);
   } catch (err) {
     await fsp.rm(tmp, { force: true }).catch(() => undefined);
     throw err;
   }
+}
+
+/** Write a file durably: temp + fsync + rename + directory fsync. */
+export function writeFileDurable(file: string, data: Uint8Array): Promise<void> {
+  return publishViaTemp(file, data, async (tmp) => {
+    await fsp.rename(tmp, file);
+    await fsyncDir(path.dirname(file));
+  });
 }

@@ -11,11 +11,11 @@
  *   link(2), which fails with EEXIST, + directory fsync): a name collision is detected, never an
  *   overwrite.
  */
-import { createHmac, hkdfSync, randomBytes, timingSafeEqual } from 'node:crypto';
-import { constants as fsc, promises as fsp } from 'node:fs';
+import { createHmac, hkdfSync, timingSafeEqual } from 'node:crypto';
+import { promises as fsp } from 'node:fs';
 import path from 'node:path';
 import { EngineError } from './errors.js';
-import { fsyncDir } from './fs-store.js';
+import { fsyncDir, publishViaTemp } from './fs-store.js';
 import type { StoreKeys } from './seal.js';
 
 const MANIFEST_KEY_INFO = Buffer.from('rsvault manifest mac v1', 'latin1');
@@ -64,17 +64,9 @@ export function bindingOf(fields: Array<[string, string]>): string {
  * appears meanwhile): temp + fsync, then link(2) to the final name (atomic, never replaces),
  * unlink the temp, fsync the directory.
  */
-export async function writeFileExclusive(file: string, data: Uint8Array): Promise<void> {
+export function writeFileExclusive(file: string, data: Uint8Array): Promise<void> {
   const dir = path.dirname(file);
-  const tmp = path.join(dir, `.${path.basename(file)}.tmp-${randomBytes(6).toString('hex')}`);
-  try {
-    const fh = await fsp.open(tmp, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL, 0o600);
-    try {
-      await fh.writeFile(data);
-      await fh.sync();
-    } finally {
-      await fh.close();
-    }
+  return publishViaTemp(file, data, async (tmp) => {
     try {
       await fsp.link(tmp, file);
     } catch (err) {
@@ -83,7 +75,5 @@ export async function writeFileExclusive(file: string, data: Uint8Array): Promis
     }
     await fsp.unlink(tmp);
     await fsyncDir(dir);
-  } finally {
-    await fsp.rm(tmp, { force: true }).catch(() => undefined);
-  }
+  });
 }
