@@ -11,6 +11,7 @@ import { randomBytes } from 'node:crypto';
 import os from 'node:os';
 import path from 'node:path';
 import { startTestServer, type TestServer } from './helpers/server.js';
+import { qemuImg } from './helpers/qemu.js';
 import type { RsvaultClient } from '../src/client/index.js';
 
 const API = '2022-08-01';
@@ -85,7 +86,7 @@ function makeForeignLuksImages(): void {
   truncateSync(c, 4 * MiB);
   execFileSync('cryptsetup', ['luksFormat', '--type', 'luks1', '--batch-mode', '--key-file', path.join(tmp, 'pk'), '--pbkdf-force-iterations', '1000', c]);
   execFileSync('qemu-img', ['convert', '-n', '--object', 'secret,id=s,data=imported-pass', '-f', 'raw', path.join(tmp, 'p.raw'), '--target-image-opts', `driver=luks,key-secret=s,file.filename=${c}`]);
-  execFileSync('qemu-img', ['convert', '--object', 'secret,id=s,data=imported-pass', '-f', 'raw', path.join(tmp, 'p.raw'), '-O', 'luks', '-o', 'key-secret=s,iter-time=10', path.join(tmp, 'q.img')]);
+  qemuImg(['convert', '--object', 'secret,id=s,data=imported-pass', '-f', 'raw', path.join(tmp, 'p.raw'), '-O', 'luks', '-o', 'key-secret=s,iter-time=10', path.join(tmp, 'q.img')]);
 }
 let adminObjectId: string;
 

@@ -5,6 +5,7 @@ import { mkdtempSync, rmSync, readFileSync, writeFileSync, truncateSync } from '
 import { open } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
+import { qemuImg } from '../../../test/helpers/qemu.js';
 import { Xts, SECTOR } from './xts.js';
 import { addKey, afMerge, afSplit, formatHeader, LuksVolume, readHeader, removeKey, unlock, LuksError } from './luks1.js';
 
@@ -95,7 +96,7 @@ describe('luks1 interop', () => {
     run('qemu-img', ['convert', '-n', '--object', 'secret,id=s,data=pw-123', '-f', 'raw', path.join(dir, 'plain'), '--target-image-opts', `driver=luks,key-secret=s,file.filename=${c}`]);
     // qemu
     const q = path.join(dir, 'q.img');
-    run('qemu-img', ['convert', '--object', 'secret,id=s,data=pw-123', '-f', 'raw', path.join(dir, 'plain'), '-O', 'luks', '-o', 'key-secret=s,iter-time=10', q]);
+    qemuImg(['convert', '--object', 'secret,id=s,data=pw-123', '-f', 'raw', path.join(dir, 'plain'), '-O', 'luks', '-o', 'key-secret=s,iter-time=10', q]);
     for (const img of [c, q]) {
       const fh = await open(img, 'r');
       const h = await readHeader(fh);
