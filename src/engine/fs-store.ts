@@ -57,10 +57,11 @@ export interface FsChunkStoreOptions {
   maxPendingObjects?: number;
   /**
    * Write objects with O_DIRECT when the caller's buffer allows it (`PutOptions.alignedTail`,
-   * checked with the native addon) — default: as `fsyncObjects`. The bytes go from the caller's
-   * buffer to the device without a copy into the page cache (that copy cost more CPU than hashing
-   * and sealing together: bench/README.md). Filesystems that refuse O_DIRECT fall back to buffered
-   * writes, once and for all.
+   * checked with the native addon) — default true, also without `fsyncObjects` (then only the
+   * fdatasync is skipped). The bytes go from the caller's buffer to the device without a copy into
+   * the page cache (that copy cost more CPU than hashing and sealing together, and made a backup
+   * without fdatasync slower than the durable one: bench/README.md). Filesystems that refuse
+   * O_DIRECT fall back to buffered writes, once and for all.
    */
   directIO?: boolean;
   /** Where metadata objects live (default `<root>/meta`). May contain `root` itself (never listed). */
@@ -97,7 +98,7 @@ export class FsChunkStore implements ChunkStore {
     this.metaDir = path.resolve(options.metaDir ?? path.join(root, 'meta'));
     this.fsyncObjects = options.fsyncObjects ?? true;
     this.pendingSlots = new Semaphore(Math.max(1, options.maxPendingObjects ?? 32));
-    this.direct = (options.directIO ?? this.fsyncObjects) && typeof fsc.O_DIRECT === 'number';
+    this.direct = (options.directIO ?? true) && typeof fsc.O_DIRECT === 'number';
   }
 
   /**

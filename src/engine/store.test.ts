@@ -273,7 +273,7 @@ describe('fs store: O_DIRECT writes from aligned buffers', () => {
     }
   });
 
-  it('falls back to buffered writes: no hint, a misaligned buffer, no room for padding, directIO off, no fsync', async () => {
+  it('falls back to buffered writes: no hint, a misaligned buffer, no room for padding, directIO off', async () => {
     const t = await tempDir();
     try {
       const store = await FsChunkStore.open(path.join(t.dir, 'a'));
@@ -291,14 +291,28 @@ describe('fs store: O_DIRECT writes from aligned buffers', () => {
         expect((await store.get(id)).equals(Buffer.from(data))).toBe(true);
       }
       expect(store.writeCounters).toEqual({ direct: 0, buffered: 3 });
-      for (const opts of [{ directIO: false }, { fsyncObjects: false }]) {
-        const s = await FsChunkStore.open(path.join(t.dir, JSON.stringify(opts).replace(/\W/g, '')), opts);
-        const { data } = alignedData(len);
-        const id = createHash('sha256').update(data).digest('hex');
-        expect(await s.putIfAbsent(id, data, { alignedTail: 4096 })).toBe(true);
-        expect((await s.get(id)).equals(data)).toBe(true);
-        expect(s.writeCounters).toEqual({ direct: 0, buffered: 1 });
-      }
+      const s = await FsChunkStore.open(path.join(t.dir, 'b'), { directIO: false });
+      const { data } = alignedData(len);
+      const id = createHash('sha256').update(data).digest('hex');
+      expect(await s.putIfAbsent(id, data, { alignedTail: 4096 })).toBe(true);
+      expect((await s.get(id)).equals(data)).toBe(true);
+      expect(s.writeCounters).toEqual({ direct: 0, buffered: 1 });
+    } finally {
+      await t.dispose();
+    }
+  });
+
+  it('without fsyncObjects (the bench "no fsync" mode) still writes aligned buffers with O_DIRECT: only the fdatasync is skipped', async () => {
+    // The page-cache copy of a buffered write cost more CPU than the whole hash + seal on the reference VM, so a
+    // backup without fdatasync but with buffered writes was slower than the durable one (bench/README.md).
+    const t = await tempDir();
+    try {
+      const store = await FsChunkStore.open(t.dir, { fsyncObjects: false });
+      const { data } = alignedData(4 * MiB + 36);
+      const id = createHash('sha256').update(data).digest('hex');
+      expect(await store.putIfAbsent(id, data, { alignedTail: 4096 })).toBe(true);
+      expect((await store.get(id)).equals(data)).toBe(true);
+      expect(store.writeCounters).toEqual({ direct: 1, buffered: 0 });
     } finally {
       await t.dispose();
     }
