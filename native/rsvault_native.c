@@ -17,16 +17,25 @@
  *       out.length >= ct.length; plaintext -> out[0..n); false when the tag does not authenticate.
  *   addressMod(bytes, m): number
  *       the address of bytes[0] modulo m: lets JavaScript align views for O_DIRECT I/O.
+ *   adviseHugePages(bytes): number
+ *       madvise(MADV_HUGEPAGE) over the 2 MiB-aligned interior of bytes (Linux; 0 elsewhere or
+ *       when refused): the number of bytes advised.
  *
  * All arguments are Uint8Array (Buffer included), possibly views into a SharedArrayBuffer.
  * key 32 bytes, iv 12 bytes, tag 16 bytes; wrong sizes throw a TypeError. out may be exactly the
  * input memory (in place) or disjoint from it; a partial overlap throws a TypeError.
  */
+#if defined(__linux__) && !defined(_DEFAULT_SOURCE)
+#define _DEFAULT_SOURCE /* madvise and MADV_HUGEPAGE under -std=c11 */
+#endif
 #include <limits.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
+#if defined(__linux__)
+#include <sys/mman.h>
+#endif
 
 #include <node_api.h>
 #include <openssl/err.h>
@@ -225,6 +234,35 @@ static napi_value address_mod(napi_env env, napi_callback_info info) {
   return result;
 }
 
+/*
+ * adviseHugePages(bytes): transparent huge pages for a large, long-lived buffer (the engine's slot
+ * pools). On a guest where a 4 KiB page fault is expensive (≈ 6 µs on the reference VM: the first
+ * touch of 64 MiB took 0.35–0.5 s, against 0.01 s with 2 MiB pages), a fresh 4 MiB slot costs
+ * ≈ 25 ms before the first byte is read into it. Only the 2 MiB-aligned interior of the view is
+ * advised (its edges stay 4 KiB pages, so no memory outside the view is pulled in), and only
+ * memory not yet touched gets huge pages at fault time; touched pages are left to khugepaged.
+ * Returns the bytes advised: 0 when the view has no aligned 2 MiB inside it, the kernel refuses
+ * (THP disabled: "never"), or the platform is not Linux. Harmless in every case.
+ */
+static napi_value advise_huge_pages(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc != 1)
+    return throw_type(env, "adviseHugePages(bytes) takes one argument");
+  bytes_t b;
+  if (!get_bytes(env, argv[0], "adviseHugePages: bytes must be a Uint8Array", &b)) return NULL;
+  double advised = 0;
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+  const uintptr_t huge = (uintptr_t)2 << 20;
+  uintptr_t start = ((uintptr_t)b.data + huge - 1) & ~(huge - 1);
+  uintptr_t end = ((uintptr_t)b.data + b.len) & ~(huge - 1);
+  if (b.data != NULL && end > start && madvise((void *)start, end - start, MADV_HUGEPAGE) == 0) advised = (double)(end - start);
+#endif
+  napi_value result;
+  napi_create_double(env, advised, &result);
+  return result;
+}
+
 /* ---------- module ---------- */
 
 static EVP_CIPHER_CTX *new_ctx(int enc) {
@@ -256,6 +294,7 @@ NAPI_MODULE_INIT(/* napi_env env, napi_value exports */) {
       {"seal", NULL, seal, NULL, NULL, NULL, napi_enumerable, NULL},
       {"open", NULL, open_, NULL, NULL, NULL, napi_enumerable, NULL},
       {"addressMod", NULL, address_mod, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"adviseHugePages", NULL, advise_huge_pages, NULL, NULL, NULL, napi_enumerable, NULL},
   };
   if (napi_define_properties(env, exports, sizeof props / sizeof props[0], props) != napi_ok)
     return throw_error(env, "rsvault_native: napi_define_properties failed");

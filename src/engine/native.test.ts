@@ -2,7 +2,7 @@ import { createCipheriv, randomBytes } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import { describe, it, expect } from 'vitest';
-import { addressMod, nativeGcm, nativeStatus, type NativeGcm } from './native.js';
+import { addressMod, adviseHugePages, nativeGcm, nativeStatus, type NativeGcm } from './native.js';
 
 // CI builds the addon (npm install runs scripts/build-native.mjs), so a missing addon is a failure,
 // not a skip. With RSVAULT_NATIVE=0 the loader must report it as disabled instead.
@@ -83,6 +83,25 @@ describe('native AES-256-GCM addon', () => {
     expect(() => g.addressMod?.(new Uint8Array(8), 0)).toThrow(TypeError);
     expect(() => g.addressMod?.(new Uint8Array(8), 1 << 21)).toThrow(TypeError);
     expect(() => g.addressMod?.(new Uint16Array(8) as unknown as Uint8Array, 16)).toThrow(TypeError);
+  });
+
+  it('adviseHugePages advises the 2 MiB-aligned interior of a view (Linux) and nothing outside it', () => {
+    const g = gcm();
+    expect(typeof g.adviseHugePages).toBe('function');
+    const MiB = 1024 * 1024;
+    const big = new Uint8Array(new ArrayBuffer(6 * MiB));
+    const advised = adviseHugePages(big);
+    if (process.platform === 'linux') {
+      // 6 MiB hold at least two whole aligned 2 MiB pages, at most three.
+      expect([4 * MiB, 6 * MiB]).toContain(advised);
+    } else {
+      expect(advised).toBe(0);
+    }
+    big.fill(1); // still ordinary memory
+    expect(big[6 * MiB - 1]).toBe(1);
+    expect(adviseHugePages(new Uint8Array(MiB))).toBe(0); // no aligned 2 MiB inside
+    expect(adviseHugePages(new Uint8Array(new SharedArrayBuffer(5 * MiB))) % (2 * MiB)).toBe(0);
+    expect(() => g.adviseHugePages?.(new Uint16Array(8) as unknown as Uint8Array)).toThrow(TypeError);
   });
 
   for (const kind of KINDS) {

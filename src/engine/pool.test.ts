@@ -1,7 +1,8 @@
 import { randomBytes } from 'node:crypto';
 import { afterAll, describe, expect, it } from 'vitest';
-import { CryptoPool, InlineCrypto, LentSlotPool, SlotPool, WorkerTaskError, compactForMessage, type CryptoRunner } from './pool.js';
+import { CryptoPool, InlineCrypto, LentSlotPool, SlotPool, WorkerTaskError, compactForMessage, spareSlotBytes, type CryptoRunner } from './pool.js';
 import { SEAL_OVERHEAD, chunkIdOf, generateStoreKeys, open } from './seal.js';
+import { addressMod } from './native.js';
 
 const pool = new CryptoPool(1);
 afterAll(async () => pool.close());
@@ -58,5 +59,47 @@ describe.each<[string, () => CryptoRunner]>([
     expect(out.buffer(again).length).toBe(64);
     out.buffer(again).fill(1);
     out.release(again);
+  });
+});
+
+describe('slot memory between jobs', () => {
+  // A fresh slot pays a page fault per 4 KiB on first touch (≈ 25 ms per 4 MiB on the reference VM): a finished
+  // job gives its slots back and the next job of the same slot size takes them (bench/README.md, item 2).
+  it('a disposed pool\'s memory serves the next pool of the same slot size, aligned again', async () => {
+    const size = 3 * 65536 + 4096;
+    const a = new SlotPool(2, size, 4096);
+    const la = new LentSlotPool(2, size + SEAL_OVERHEAD, 4096);
+    const sabs = [a.ref(0, 1).sab, a.ref(1, 1).sab];
+    const bufs = [la.ref(0, 1).sab, la.ref(1, 1).sab];
+    const before = spareSlotBytes();
+    a.dispose();
+    la.dispose();
+    expect(spareSlotBytes()).toBeGreaterThanOrEqual(before + 2 * size + 2 * (size + SEAL_OVERHEAD));
+    const b = new SlotPool(2, size, 4096);
+    const lb = new LentSlotPool(2, size + SEAL_OVERHEAD, 4096);
+    expect(sabs).toContain(b.ref(0, 1).sab);
+    expect(sabs).toContain(b.ref(1, 1).sab);
+    expect(bufs).toContain(lb.ref(0, 1).sab);
+    expect(bufs).toContain(lb.ref(1, 1).sab);
+    if (b.aligned) expect(addressMod(b.buffer(1, 1), 4096)).toBe(0);
+    if (lb.aligned) expect(addressMod(lb.buffer(1, 1), 4096)).toBe(0);
+    // Another slot size does not take them.
+    const c = new SlotPool(1, size + 65536);
+    expect(sabs).not.toContain(c.ref(0, 1).sab);
+    b.dispose();
+    lb.dispose();
+  });
+
+  it('a buffer detached with a request that never came back is not kept', async () => {
+    const size = 5 * 65536;
+    const p = new LentSlotPool(1, size);
+    const { sab } = p.ref(0, 1);
+    const { port1, port2 } = new MessageChannel();
+    port1.postMessage(sab, [sab as ArrayBuffer]); // what a worker request does with it
+    port1.close();
+    port2.close();
+    const before = spareSlotBytes();
+    p.dispose();
+    expect(spareSlotBytes()).toBe(before);
   });
 });

@@ -18,7 +18,7 @@ import { fileURLToPath, pathToFileURL } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import { handleRequest, transferablesOf, type OkResponse, type RequestBody, type SlotRef, type WorkerRequest, type WorkerResponse } from './crypto-ops.js';
 import { EngineError } from './errors.js';
-import { addressMod } from './native.js';
+import { addressMod, adviseHugePages } from './native.js';
 
 export type { OkResponse, RequestBody, SlotRef, WorkerRequest, WorkerResponse } from './crypto-ops.js';
 
@@ -184,14 +184,69 @@ export function sharedCryptoPool(): CryptoPool {
 }
 
 /**
- * A fixed set of equal slots in one SharedArrayBuffer; acquire waits when all are in use. With
- * `align` (a power of two dividing `slotSize`) and the native addon, every slot starts at an
- * `align`-aligned address (`aligned`), for O_DIRECT I/O from the slots.
+ * Slot memory kept between jobs. A fresh buffer costs a page fault per 4 KiB on first touch (≈ 25 ms
+ * per 4 MiB slot on the reference VM, more than hashing and sealing the chunk): a running server would
+ * pay that on every job, and a small bitmap incremental is mostly that. Pools therefore take their
+ * slots from here and give them back when their job is over (`dispose`): only buffers no worker can
+ * still write (the job has settled every request). At most `SPARE_MAX_BYTES` are kept, and all of them
+ * are dropped after `SPARE_IDLE_MS` without a job, so an idle process returns the memory (to the GC).
+ * Reused memory holds an earlier job's bytes: every user overwrites a slot before reading it (reads,
+ * seals, opens), and O_DIRECT padding is zeroed before it is written (fs-store).
+ */
+const SPARE_MAX_BYTES = 128 * 1024 * 1024;
+const SPARE_IDLE_MS = 60_000;
+const spare = { shared: new Map<number, SharedArrayBuffer[]>(), plain: new Map<number, ArrayBuffer[]>(), bytes: 0 };
+let spareTimer: NodeJS.Timeout | undefined;
+
+function takeSpare<T extends SharedArrayBuffer | ArrayBuffer>(map: Map<number, T[]>, size: number): T | undefined {
+  const b = map.get(size)?.pop();
+  if (b) spare.bytes -= size;
+  return b;
+}
+
+function giveSpare<T extends SharedArrayBuffer | ArrayBuffer>(map: Map<number, T[]>, b: T): void {
+  if (b.byteLength === 0 || spare.bytes + b.byteLength > SPARE_MAX_BYTES) return; // detached, or enough kept
+  let list = map.get(b.byteLength);
+  if (!list) map.set(b.byteLength, (list = []));
+  list.push(b);
+  spare.bytes += b.byteLength;
+  if (spareTimer) spareTimer.refresh();
+  else {
+    spareTimer = setTimeout(() => {
+      spare.shared.clear();
+      spare.plain.clear();
+      spare.bytes = 0;
+      spareTimer = undefined;
+    }, SPARE_IDLE_MS);
+    spareTimer.unref();
+  }
+}
+
+/** Bytes of slot memory kept for the next job (for tests). */
+export function spareSlotBytes(): number {
+  return spare.bytes;
+}
+
+/** Offset of the first `align`-aligned byte of `b` (0 without alignment), and huge pages for the slot there. */
+function prepare(b: SharedArrayBuffer | ArrayBuffer, align: number, slotSize: number, fresh: boolean): number {
+  const off = align > 0 ? (align - (addressMod(new Uint8Array(b, 0, 1), align) ?? 0)) % align : 0;
+  if (fresh) adviseHugePages(new Uint8Array(b, off, slotSize));
+  return off;
+}
+
+/**
+ * A fixed set of equal slots of shared memory (one SharedArrayBuffer each, allocated on first use or
+ * taken from the memory a finished job gave back); acquire waits when all are in use. With `align` (a
+ * power of two) and the native addon, every slot starts at an `align`-aligned address (`aligned`), for
+ * O_DIRECT I/O from the slots. `dispose()` gives the memory back for the next job: call it only when
+ * no request that names a slot can still be running.
  */
 export class SlotPool {
-  readonly sab: SharedArrayBuffer;
   readonly aligned: boolean;
-  private readonly base: number;
+  private readonly allocSize: number;
+  private readonly align: number;
+  private readonly bufs: Array<SharedArrayBuffer | undefined>;
+  private readonly offs: number[];
   private readonly free: number[] = [];
   private readonly waiters: Array<(slot: number) => void> = [];
 
@@ -201,8 +256,10 @@ export class SlotPool {
     align = 0,
   ) {
     this.aligned = align > 0 && slotSize % align === 0 && addressMod(new Uint8Array(1), align) !== undefined;
-    this.sab = new SharedArrayBuffer(count * slotSize + (this.aligned ? align : 0));
-    this.base = this.aligned ? (align - (addressMod(new Uint8Array(this.sab, 0, 1), align) ?? 0)) % align : 0;
+    this.align = this.aligned ? align : 0;
+    this.allocSize = slotSize + this.align;
+    this.bufs = new Array<SharedArrayBuffer | undefined>(count).fill(undefined);
+    this.offs = new Array<number>(count).fill(0);
     for (let i = count - 1; i >= 0; i--) this.free.push(i);
   }
 
@@ -218,20 +275,43 @@ export class SlotPool {
     else this.free.push(slot);
   }
 
+  private buf(slot: number): SharedArrayBuffer {
+    let b = this.bufs[slot];
+    if (!b) {
+      const kept = takeSpare(spare.shared, this.allocSize);
+      b = kept ?? new SharedArrayBuffer(this.allocSize);
+      this.offs[slot] = prepare(b, this.align, this.slotSize, !kept);
+      this.bufs[slot] = b;
+    }
+    return b;
+  }
+
   ref(slot: number, len: number, at = 0): SlotRef {
-    return { sab: this.sab, off: this.base + slot * this.slotSize + at, len };
+    const sab = this.buf(slot);
+    return { sab, off: (this.offs[slot] ?? 0) + at, len };
   }
 
   buffer(slot: number, len = this.slotSize, at = 0): Buffer {
-    return Buffer.from(this.sab, this.base + slot * this.slotSize + at, len);
+    const sab = this.buf(slot);
+    return Buffer.from(sab, (this.offs[slot] ?? 0) + at, len);
+  }
+
+  /** Give every slot's memory back for the next job; the pool must not be used afterwards. */
+  dispose(): void {
+    for (let i = 0; i < this.bufs.length; i++) {
+      const b = this.bufs[i];
+      this.bufs[i] = undefined;
+      if (b) giveSpare(spare.shared, b);
+    }
   }
 }
 
 /**
- * Output slots: a fixed number of ordinary ArrayBuffers (allocated on first use). `ref` lends the
- * slot's buffer to a worker request (the request transfers it, which detaches it here); give the
- * response's `out` back with `adopt` before reading the slot. A buffer lost with a failed or dead
- * worker is replaced on `release`, so the pool never shrinks and never grows.
+ * Output slots: a fixed number of ordinary ArrayBuffers (allocated on first use, or taken from the
+ * memory a finished job gave back). `ref` lends the slot's buffer to a worker request (the request
+ * transfers it, which detaches it here); give the response's `out` back with `adopt` before reading
+ * the slot. A buffer lost with a failed or dead worker is replaced on `release`, so the pool never
+ * shrinks and never grows. `dispose()` gives the buffers back for the next job.
  *
  * With `align` (a power of two, e.g. 4096) and the native addon (it alone can see addresses), every
  * slot starts at an `align`-aligned address and has room up to the next multiple of `align` after
@@ -273,16 +353,17 @@ export class LentSlotPool {
     else this.free.push(slot);
   }
 
-  private place(slot: number, b: ArrayBuffer): void {
+  private place(slot: number, b: ArrayBuffer, fresh: boolean): void {
     this.bufs[slot] = b;
-    this.offs[slot] = this.aligned ? (this.align - (addressMod(new Uint8Array(b, 0, 1), this.align) ?? 0)) % this.align : 0;
+    this.offs[slot] = prepare(b, this.aligned ? this.align : 0, this.slotSize, fresh);
   }
 
   private buf(slot: number): ArrayBuffer {
     let b = this.bufs[slot];
     if (!b || b.byteLength !== this.allocSize) {
-      b = new ArrayBuffer(this.allocSize);
-      this.place(slot, b);
+      const kept = takeSpare(spare.plain, this.allocSize);
+      b = kept ?? new ArrayBuffer(this.allocSize);
+      this.place(slot, b, !kept);
     }
     return b;
   }
@@ -294,12 +375,21 @@ export class LentSlotPool {
 
   /** Take back the buffer a worker returned for `slot` (the response's `out`). */
   adopt(slot: number, out: ArrayBuffer | undefined): void {
-    if (out && out.byteLength === this.allocSize) this.place(slot, out);
+    if (out && out.byteLength === this.allocSize) this.place(slot, out, false);
   }
 
   /** The slot's first `len` bytes; with `aligned`, the view's buffer extends to the next multiple of `align`. */
   buffer(slot: number, len = this.slotSize): Buffer {
     const b = this.buf(slot);
     return Buffer.from(b, this.offs[slot] ?? 0, len);
+  }
+
+  /** Give every slot's buffer back for the next job; the pool must not be used afterwards. */
+  dispose(): void {
+    for (let i = 0; i < this.bufs.length; i++) {
+      const b = this.bufs[i];
+      this.bufs[i] = undefined;
+      if (b && b.byteLength === this.allocSize) giveSpare(spare.plain, b);
+    }
   }
 }

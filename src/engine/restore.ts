@@ -205,6 +205,9 @@ export async function restoreImage(options: RestoreOptions): Promise<RestoreStat
       tasks.add(task);
     }
     await tasks.settle();
+    // Every request naming a slot has finished: the slot memory serves the next job (pool.ts).
+    inPool.dispose();
+    outPool.dispose();
     await flushing;
     if (tasks.failure !== undefined) throw tasks.failure;
     if (fsync) await fh.sync();

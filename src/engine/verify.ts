@@ -105,6 +105,9 @@ export async function verifyManifest(options: VerifyManifestOptions): Promise<Ma
     tasks.add(task);
   }
   await tasks.settle();
+  // Every request naming a slot has finished: the slot memory serves the next job (pool.ts).
+  inPool.dispose();
+  outPool.dispose();
   if (tasks.failure !== undefined) throw tasks.failure;
   report.problems.sort((a, b) => a.chunkIndex - b.chunkIndex);
   if (chunkDigests && m.imageDigest) {
