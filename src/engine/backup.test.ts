@@ -268,6 +268,43 @@ describe('dedup and incrementals', () => {
     expect((await verifyManifest({ store, keys, manifest: incr.manifest })).ok).toBe(true);
   });
 
+  it('a bitmap incremental stores its dirty chunks first (sealed in the hashing visit), then touches the clean ones', async () => {
+    // The dirty chunks' puts end with an fdatasync each: started first, they run while the clean chunks are touched.
+    const { dir, store } = await fresh();
+    const keys = generateStoreKeys();
+    const img = path.join(dir, 'disk.img');
+    await writeImage(img, [['r', 12 * CS]]);
+    const full = await backupImage({ store, keys, source: img, chunkSize: CS });
+    const bitmap = new ChangedBlockBitmap(12 * CS);
+    const fh = await fsp.open(img, 'r+');
+    for (const c of [1, 6, 10]) {
+      await fh.write(Buffer.alloc(100, c), 0, 100, c * CS + 5);
+      bitmap.markWritten(c * CS + 5, 100);
+    }
+    await fh.close();
+    const calls: string[] = [];
+    const known = new Map<string, number>();
+    for (let i = 0; i < 12; i++) known.set(full.manifest.idHex(i), i);
+    const spy = Object.create(store) as FsChunkStore;
+    spy.touch = async (id: string) => {
+      calls.push(known.has(id) ? `touch ${known.get(id)}` : 'touch new');
+      return store.touch(id);
+    };
+    spy.putIfAbsent = async (id, data, opts) => {
+      calls.push('put');
+      return store.putIfAbsent(id, data, opts);
+    };
+    const incr = await backupImage({ store: spy, keys, source: img, chunkSize: CS, previous: full.manifest, bitmap });
+    expect(incr.stats.chunksNew).toBe(3);
+    // Three puts before any touch, and no separate existence check of a dirty chunk (putIfAbsent is it).
+    expect(calls.slice(0, 3)).toEqual(['put', 'put', 'put']);
+    expect(calls).not.toContain('touch new');
+    expect(calls.filter((c) => c.startsWith('touch')).sort()).toEqual([0, 2, 3, 4, 5, 7, 8, 9, 11].map((i) => `touch ${i}`).sort());
+    const target = path.join(dir, 'r.img');
+    await restoreImage({ store, keys, manifest: incr.manifest, target });
+    expect((await fsp.readFile(target)).equals(await fsp.readFile(img))).toBe(true);
+  });
+
   it('rejects a bitmap of another size', async () => {
     const { dir, store } = await fresh();
     const keys = generateStoreKeys();

@@ -121,7 +121,11 @@ export async function backupImage(options: BackupOptions): Promise<BackupResult>
     const pool: CryptoRunner = options.pool ?? (inline ? new InlineCrypto() : sharedCryptoPool());
     // Per-chunk SHA-256s for the whole-image digest (32 B per chunk, like the ids); only on full reads.
     const chunkDigests = (options.imageDigest ?? true) && !useBitmap ? new Uint8Array(count * 32) : undefined;
-    const eagerSeal = !previous;
+    // Seal in the hashing visit when the chunk is probably new: always on a full backup, and on a
+    // bitmap incremental, which reads only chunks the guest wrote (one visit and one existence
+    // check — putIfAbsent's — instead of hash, touch, seal). Without a bitmap, most chunks a backup
+    // with a previous manifest reads are unchanged: it seals only those `touch` finds absent.
+    const eagerSeal = !previous || useBitmap;
     const putConcurrency = options.putConcurrency ?? 4;
     const inPool = new SlotPool(Math.max(2, options.readAhead ?? pool.size * 2 + 2), chunkSize);
     // Output slots aligned for O_DIRECT (with the native addon): a store can write them without a page-cache copy.
@@ -234,46 +238,58 @@ export async function backupImage(options: BackupOptions): Promise<BackupResult>
       tasks.add(processChunk(i, slot, len, () => inPool.release(slot)));
     };
 
-    for (let i = 0; i < count && tasks.failure === undefined; i++) {
-      if (signal?.aborted) {
-        tasks.failure = new EngineError('Aborted', 'backup aborted');
-        break;
-      }
-      const off = i * chunkSize;
-      const len = Math.min(chunkSize, size - off);
-      if (useBitmap && previous && bitmap && i < previous.chunkCount && previous.lengthOf(i) === len && !bitmap.isRangeDirty(off, len)) {
-        if (previous.isHole(i)) {
-          stats.holes++;
-          stats.bytesHoles += len;
-          progress.add(len);
+    const isClean = (i: number, off: number, len: number): boolean =>
+      !!(useBitmap && previous && bitmap && i < previous.chunkCount && previous.lengthOf(i) === len && !bitmap.isRangeDirty(off, len));
+    // With a bitmap the dirty chunks go first, clean ones second: the dirty chunks' reads, seals and
+    // puts (each ends with an fdatasync, behind the caller) then run while the clean ones are
+    // touched, instead of the last dirty chunk's put starting after most of the touches.
+    for (const cleanPass of useBitmap ? [false, true] : [false]) {
+      for (let i = 0; i < count && tasks.failure === undefined; i++) {
+        if (signal?.aborted) {
+          tasks.failure = new EngineError('Aborted', 'backup aborted');
+          break;
+        }
+        const off = i * chunkSize;
+        const len = Math.min(chunkSize, size - off);
+        const clean = isClean(i, off, len);
+        if (clean !== cleanPass) continue;
+        if (clean && previous) {
+          if (previous.isHole(i)) {
+            stats.holes++;
+            stats.bytesHoles += len;
+            progress.add(len);
+            continue;
+          }
+          const id = previous.idAt(i);
+          await touchSem.acquire();
+          tasks.add(
+            (async () => {
+              try {
+                if (await store.touch(id.toString('hex'))) {
+                  ids.set(id, i * 32);
+                  reused(len);
+                  progress.add(len);
+                } else {
+                  await readChunk(i);
+                }
+              } finally {
+                touchSem.release();
+              }
+            })(),
+          );
           continue;
         }
-        const id = previous.idAt(i);
-        await touchSem.acquire();
-        tasks.add(
-          (async () => {
-            try {
-              if (await store.touch(id.toString('hex'))) {
-                ids.set(id, i * 32);
-                reused(len);
-                progress.add(len);
-              } else {
-                await readChunk(i);
-              }
-            } finally {
-              touchSem.release();
-            }
-          })(),
-        );
-        continue;
-      }
-      try {
-        await readChunk(i);
-      } catch (err) {
-        tasks.failure ??= err;
+        try {
+          await readChunk(i);
+        } catch (err) {
+          tasks.failure ??= err;
+        }
       }
     }
     await tasks.settle();
+    // Every request naming a slot has finished: the slot memory serves the next job (pool.ts).
+    inPool.dispose();
+    outPool.dispose();
     if (tasks.failure !== undefined) throw asEngineError(tasks.failure, 'backup failed');
     await store.sync();
     const imageDigest = chunkDigests ? imageDigestOf(chunkDigests, hash) : undefined;
