@@ -11,6 +11,7 @@ import { ImageReader, restoreImage, restoreToStream } from './restore.js';
 import { chunkIdOf, generateStoreKeys } from './seal.js';
 import { chunkPath, countChunks, imageDigest, sha256, tempDir, writeImage } from './testdata/helpers.js';
 import { verifyManifest, verifyStore } from './verify.js';
+import { CryptoPool, type CryptoRunner } from './pool.js';
 import { Writable } from 'node:stream';
 
 const KiB = 1024;
@@ -124,6 +125,43 @@ describe('backup → restore round trips', () => {
     expect(incr.manifest.chunkSize).toBe(CS);
     expect(incr.stats.chunksNew).toBe(0);
     expect(incr.stats.chunksReused).toBe(4);
+  });
+
+  it('while the pool\'s workers boot, the calling thread hashes and seals chunks itself; once one is up, the pool does', async () => {
+    const { dir, store, storeRoot } = await fresh();
+    const keys = generateStoreKeys();
+    const img = path.join(dir, 'disk.img');
+    await writeImage(img, [['r', 6 * CS]]);
+    let warmed = 0;
+    let sent = 0;
+    const real = new CryptoPool(1);
+    try {
+      // Boots only when told (after two chunks were done inline); before, a request would wait forever.
+      const booting: CryptoRunner & { ready: boolean } = {
+        size: 2,
+        ready: false,
+        warm: () => void warmed++,
+        run: (body) => {
+          sent++;
+          return booting.ready ? real.run(body) : new Promise<never>(() => undefined);
+        },
+      };
+      let stored = 0;
+      const spy = Object.create(store) as FsChunkStore;
+      spy.putIfAbsent = async (id, data, opts) => {
+        if (++stored === 2) booting.ready = true;
+        return store.putIfAbsent(id, data, opts);
+      };
+      const { manifest, stats } = await backupImage({ store: spy, keys, source: img, chunkSize: CS, pool: booting });
+      expect(warmed).toBe(1);
+      expect(stats.chunksNew).toBe(6);
+      expect(sent).toBeGreaterThan(0); // the later chunks went to the pool
+      expect(sent).toBeLessThanOrEqual(4);
+      expect(await countChunks(storeRoot)).toBe(6);
+      expect((await verifyManifest({ store, keys, manifest })).ok).toBe(true);
+    } finally {
+      await real.close();
+    }
   });
 
   it('a 0-byte image', async () => {

@@ -12,4 +12,7 @@ if (port) {
     const res = handleRequest(req);
     port.postMessage(res, res.out ? [res.out] : []);
   });
+  // Booted (modules loaded): seq 0 is never a request's. Until a worker says so, a backup hashes and
+  // seals on its own thread instead of queueing behind the boot (pool.ts `ready`).
+  port.postMessage({ seq: 0, ok: true });
 }
