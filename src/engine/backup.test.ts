@@ -164,6 +164,22 @@ describe('backup → restore round trips', () => {
     }
   });
 
+  it('a restore opens chunks on the calling thread while the pool\'s workers boot', async () => {
+    const { dir, store } = await fresh();
+    const keys = generateStoreKeys();
+    const img = path.join(dir, 'disk.img');
+    await writeImage(img, [['r', 5 * CS]]);
+    const { manifest } = await backupImage({ store, keys, source: img, chunkSize: CS });
+    let warmed = 0;
+    // Never boots: before, the restore waited for it forever.
+    const booting: CryptoRunner = { size: 2, ready: false, warm: () => void warmed++, run: () => new Promise<never>(() => undefined) };
+    const target = path.join(dir, 'r.img');
+    const stats = await restoreImage({ store, keys, manifest, target, pool: booting });
+    expect(warmed).toBe(1);
+    expect(stats.chunks).toBe(5);
+    expect((await fsp.readFile(target)).equals(await fsp.readFile(img))).toBe(true);
+  });
+
   it('a 0-byte image', async () => {
     const { dir, store } = await fresh();
     const keys = generateStoreKeys();

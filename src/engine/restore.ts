@@ -14,7 +14,7 @@ import path from 'node:path';
 import { EngineError, asEngineError, isNotFound } from './errors.js';
 import { fsyncDir } from './fs-store.js';
 import type { Manifest } from './manifest.js';
-import { LentSlotPool, SlotPool, WorkerTaskError, sharedCryptoPool, type CryptoRunner } from './pool.js';
+import { InlineCrypto, LentSlotPool, SlotPool, WorkerTaskError, sharedCryptoPool, type CryptoRunner } from './pool.js';
 import { ProgressTracker, type ProgressListener } from './progress.js';
 import { nativeGcm } from './native.js';
 import { SEAL_HEADER_BYTES, SEAL_OVERHEAD, open as openSealed, type StoreKeys } from './seal.js';
@@ -110,6 +110,10 @@ export async function restoreImage(options: RestoreOptions): Promise<RestoreStat
   const started = performance.now();
   const { store, keys, manifest: m, signal } = options;
   const pool = options.pool ?? sharedCryptoPool();
+  // As backup: until a worker has booted, chunks open on the calling thread (reads and writes start at once).
+  const bootRunner = pool.ready === false ? new InlineCrypto() : undefined;
+  pool.warm?.();
+  const runner = (): CryptoRunner => (bootRunner && pool.ready === false ? bootRunner : pool);
   const window = Math.max(1, options.readAhead ?? pool.size * 2 + 2);
   const partial = `${options.target}.partial`;
   const progress = new ProgressTracker(m.diskSize, options.onProgress, options.progressIntervalMs);
@@ -170,10 +174,10 @@ export async function restoreImage(options: RestoreOptions): Promise<RestoreStat
           if (got !== len + SEAL_OVERHEAD) throw sizeMismatch(m, i, got, 'restore');
           let buf: Buffer;
           if (outSlot === undefined) {
-            await pool.run({ op: 'openInPlace', sealKey: keys.sealKey, id: m.idAt(i), src: inPool.ref(inSlot, got, lead) });
+            await runner().run({ op: 'openInPlace', sealKey: keys.sealKey, id: m.idAt(i), src: inPool.ref(inSlot, got, lead) });
             buf = inPool.buffer(inSlot, got, lead).subarray(SEAL_HEADER_BYTES, SEAL_HEADER_BYTES + len);
           } else {
-            const r = await pool.run({ op: 'open', sealKey: keys.sealKey, id: m.idAt(i), src: inPool.ref(inSlot, got), dst: outPool.ref(outSlot, len) });
+            const r = await runner().run({ op: 'open', sealKey: keys.sealKey, id: m.idAt(i), src: inPool.ref(inSlot, got), dst: outPool.ref(outSlot, len) });
             outPool.adopt(outSlot, r.out);
             inPool.release(inSlot);
             inHeld = false;
