@@ -6,9 +6,10 @@
  *
  * Ten backups of ten different VMs are started at once; one worker is frozen (SIGSTOP) while it transfers one of
  * them, the job is checked to be still running (not committed), and the worker is SIGKILLed. Then: every job ended
- * Completed or Failed with a code; the victim was taken over (attempt ≥ 2) and completed; every Completed recovery
- * point restores byte-identical to the image at backup time; the chunks are blobs in Azurite and the vault's local
- * directory holds no chunk file; the product's Verify job completes with every recovery point and chunk verified.
+ * Completed or Failed with a code; the victim was taken over (attempt ≥ 2) and completed; the chunks, manifests and
+ * index files are blobs in Azurite and the vault's local directory holds no chunk file; with the vault's local
+ * `manifests/` directory deleted, every Completed recovery point restores byte-identical to the image at backup time
+ * and the product's Verify job completes with every recovery point and chunk verified.
  * Then a restore whose worker is killed ends with a code (UserErrorRestoreInterrupted) or Completed — never
  * InProgress, never half-presented.
  */
@@ -169,6 +170,24 @@ describe('scale-out: api + 2 workers + scheduler on PostgreSQL, chunks in Azure 
     const completed = jobs.filter((j) => j.properties.status === 'Completed');
     expect(completed.length).toBeGreaterThanOrEqual(VMS.length - 1);
 
+    // The chunks are blobs in Azurite (listed with the Azure SDK); the vault's local directory holds no chunk file.
+    const [{ uid }] = await q<{ uid: string }>('select uid from recovery_vaults where name = $1', [RSV]) as [{ uid: string }];
+    const container = new BlobServiceClient(azurite.url, new StorageSharedKeyCredential(AZURITE_ACCOUNT, AZURITE_KEY)).getContainerClient(CONTAINER);
+    const blobs: string[] = [];
+    for await (const b of container.listBlobsFlat({ prefix: `vaults/${uid}/` })) blobs.push(b.name);
+    const chunkBlobs = blobs.filter((n) => /^vaults\/[^/]+\/chunks\/[0-9a-f]{64}$/.test(n));
+    expect(chunkBlobs.length).toBeGreaterThanOrEqual(completed.length * (SIZE / (64 * 1024)) * 0.9); // random data: one chunk per ~64 KiB
+    for (const j of completed) {
+      const rp = j.properties.extendedInfo.propertyBag['Recovery Point Id']!;
+      expect(blobs).toEqual(expect.arrayContaining([`vaults/${uid}/meta/manifests/${rp}/os.manifest`, `vaults/${uid}/meta/manifests/${rp}/index`]));
+    }
+    const localFiles = readdirSync(path.join(dataDir, 'vaults', uid), { recursive: true, withFileTypes: true }).filter((e) => e.isFile());
+    expect(localFiles.filter((e) => /^[0-9a-f]{64}$/.test(e.name)).map((e) => path.join(e.parentPath, e.name))).toEqual([]);
+    expect(existsSync(path.join(dataDir, 'vaults', uid, 'store'))).toBe(false);
+    // The manifests and index files written to the vault's local directory are copies: without them (a worker on
+    // another machine never had them), restores and verify read the store's.
+    rmSync(path.join(dataDir, 'vaults', uid, 'manifests'), { recursive: true, force: true });
+
     // Every recovery point restores (on the surviving worker) byte-identical to the image at backup time.
     const restores = await Promise.all(VMS.map(async (vm, i) => {
       const j = jobs[i]!;
@@ -181,18 +200,6 @@ describe('scale-out: api + 2 workers + scheduler on PostgreSQL, chunks in Azure 
       expect(x.r.properties.status, JSON.stringify(x.r.properties.errorDetails)).toBe('Completed');
       expect(f.restoredOsDisk(x.r, SA).equals(images.get(x.vm)!), `${x.vm} restored byte-identical`).toBe(true);
     }
-
-    // The chunks are blobs in Azurite (listed with the Azure SDK); the vault's local directory holds no chunk file.
-    const [{ uid }] = await q<{ uid: string }>('select uid from recovery_vaults where name = $1', [RSV]) as [{ uid: string }];
-    const container = new BlobServiceClient(azurite.url, new StorageSharedKeyCredential(AZURITE_ACCOUNT, AZURITE_KEY)).getContainerClient(CONTAINER);
-    const blobs: string[] = [];
-    for await (const b of container.listBlobsFlat({ prefix: `vaults/${uid}/` })) blobs.push(b.name);
-    const chunkBlobs = blobs.filter((n) => /^vaults\/[^/]+\/chunks\/[0-9a-f]{64}$/.test(n));
-    expect(chunkBlobs.length).toBeGreaterThanOrEqual(completed.length * (SIZE / (64 * 1024)) * 0.9); // random data: one chunk per ~64 KiB
-    for (const j of completed) expect(blobs).toContain(`vaults/${uid}/meta/manifests/${j.properties.extendedInfo.propertyBag['Recovery Point Id']}/os.manifest`);
-    const localFiles = readdirSync(path.join(dataDir, 'vaults', uid), { recursive: true, withFileTypes: true }).filter((e) => e.isFile());
-    expect(localFiles.filter((e) => /^[0-9a-f]{64}$/.test(e.name)).map((e) => path.join(e.parentPath, e.name))).toEqual([]);
-    expect(existsSync(path.join(dataDir, 'vaults', uid, 'store'))).toBe(false);
 
     // The product's Verify job: every recovery point's manifests authenticate and every chunk hashes back to its id.
     const res = await apiS.client.send('POST', `${f.vaultPath(RSV)}/verify`, { query: { 'api-version': BK_API } });
