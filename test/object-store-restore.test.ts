@@ -8,6 +8,8 @@
  *   the rows back from the store's index files; a restore is byte-identical; verify completes with every chunk checked;
  * - a manifest object in the store replaced by another VM's: the restore fails with UserErrorRecoveryPointTampered
  *   (the HMAC, not the source, decides) and verify reports it;
+ * - a point deleted through another node (its row and store objects gone, this node's local directory left): the
+ *   store decides, recatalog does not bring it back;
  * - a GeoRedundant vault whose objects in the primary (Azurite) are deleted and whose local manifests are gone: the
  *   restore reads manifests and chunks from the secondary (S3), byte-identical.
  */
@@ -171,6 +173,29 @@ describe('restore, verify and recatalog from the object store alone', () => {
     expect(v.properties.status).toBe('Failed');
     expect(v.properties.extendedInfo.propertyBag['Tampered Manifests']).toBe('1');
     expect(v.properties.errorDetails[0]?.errorString).toContain(rpA!);
+  }, 90_000);
+
+  it('a recovery point deleted through another node (rows and store objects gone) is not recatalogued from the stale local copy on this one', async () => {
+    await f.vm('vmosc', 4 * MiB);
+    const rpC = await protectAndBackup(RSV, 'vmosc');
+    const uid = await uidOf(RSV);
+    expect(existsSync(path.join(dataDir, 'vaults', uid, 'manifests', rpC, 'index'))).toBe(true);
+    // What removing the point does on another node: its row and its objects in the store go; this node's directory stays.
+    const db = new Database(path.join(dataDir, 'rsvault.db'));
+    try {
+      db.pragma('busy_timeout = 5000');
+      expect(db.prepare('DELETE FROM recovery_points WHERE id = ?').run(rpC).changes).toBe(1);
+      db.prepare('UPDATE recovery_items SET last_rp_id = NULL WHERE last_rp_id = ?').run(rpC);
+    } finally {
+      db.close();
+    }
+    for (const k of await primaryKeys(uid)) if (k.includes(`/meta/manifests/${rpC}/`)) await blob.delete(k);
+    const r = await cli(cliEnv, 'backup', 'vault', 'recatalog', '-g', RG, '-n', RSV);
+    expect(r.code, r.stderr).toBe(0);
+    const rep = r.json as { recovered: { recoveryPointId: string }[]; skipped: { name: string; reason: string }[] };
+    expect(rep.recovered).toEqual([]);
+    expect(rep.skipped).toEqual([{ name: rpC, reason: expect.stringMatching(/no index file in the vault's chunk store/) }]);
+    expect(await s.client.list(`${f.itemPath(RSV, 'vmosc')}/recoveryPoints`, { query: bk })).toEqual([]);
   }, 90_000);
 
   it("GeoRedundant vault: the vault's objects deleted from the primary (Azurite) and its local manifests gone: the restore reads the secondary (S3), byte-identical", async () => {

@@ -569,14 +569,15 @@ export class Protection {
       const running = await this.s.db.selectFrom('recovery_jobs').select('start_time').where('vault_norm', '=', v.id_norm).where('status', 'in', ['InProgress', 'Cancelling']).orderBy('start_time').executeTakeFirst();
       const cutoff = new Date(Math.min(Date.now(), running ? Number(running.start_time) : Date.now()));
       const points: { id: string; item_norm: string; disks_json: string }[] = await this.s.db.selectFrom('recovery_points').select(['id', 'item_norm', 'disks_json']).where('vault_norm', '=', v.id_norm).execute();
-      // Manifests of a backup that crashed before its index was written: not a recovery point, remove (after an
-      // hour). A point with a valid index (in the store or the local directory) but no row is a recovery point the
-      // database lost (recatalog brings it back): its chunks stay live.
+      // A point with a valid index in the store but no row is a recovery point the database lost (recatalog brings it
+      // back): its chunks stay live. A local directory without one (a backup that crashed before its index reached
+      // the store, or this node's copy of a point deleted through another) is not a recovery point: removed after an
+      // hour.
       const ids = new Set(points.map((p) => p.id));
       let uncatalogued = 0;
       for (const id of await listPointDirs({ store, dir })) {
         if (ids.has(id)) continue;
-        const idx = await readPointIndex({ store, dir }, keys, id).catch(() => undefined);
+        const idx = await readPointIndex({ store, dir }, keys, id, { local: false }).catch(() => undefined);
         if (idx) {
           points.push({ id: idx.recoveryPointId, item_norm: idx.item.idNorm, disks_json: JSON.stringify(idx.disks) });
           uncatalogued++;

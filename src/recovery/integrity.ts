@@ -26,7 +26,12 @@
  * pins each manifest's MAC), so a tampered object fails with `UserErrorRecoveryPointTampered` wherever it was read;
  * a copy that fails authentication is reported, never replaced by the other copy. The local directory is only read
  * when the store lacks the object or cannot be reached (a point written before mirroring existed, a store outage).
- * Listings (GC's live set, recatalog) are the union of the store's `manifests/` objects and the local directories.
+ *
+ * Whether a point *exists* without a row (GC keeping its chunks, recatalog bringing it back) is the store's call:
+ * its index object is mirrored last, after the manifests, so an index in the store is a complete point. A local
+ * directory whose index is not in the store is a backup that died before mirroring, or a copy left on one node of a
+ * point deleted through another (prune removes the store's copy and only the pruning node's directory): neither is
+ * recovered, or its chunks would be missing. With the embedded fs store the two are the same files.
  */
 import { mkdir, readFile, readdir } from 'node:fs/promises';
 import path from 'node:path';
@@ -94,12 +99,12 @@ export interface PointSource {
  * The bytes of file `file` of recovery point `rpId`: the store's metadata object `manifests/{rpId}/{file}`, else the
  * local file. Missing from both: the local read's ENOENT error (callers treat it as "missing").
  */
-export async function readPointFile(src: PointSource, rpId: string, file: string): Promise<Buffer> {
+export async function readPointFile(src: PointSource, rpId: string, file: string, o: { local?: boolean } = {}): Promise<Buffer> {
   let storeErr: unknown;
   try {
     return await src.store.getMeta(`manifests/${rpId}/${file}`);
   } catch (e) {
-    if (!(e instanceof ChunkStoreError)) throw e;
+    if (!(e instanceof ChunkStoreError) || o.local === false) throw e;
     storeErr = e;
   }
   try {
@@ -165,8 +170,12 @@ export async function writePointIndex(rpDir: string, keys: StoreKeys, index: Poi
   await writeIndexFile(path.join(rpDir, INDEX_FILE), index, indexMac(keys, index.recoveryPointId));
 }
 
-export async function readPointIndex(src: PointSource, keys: StoreKeys, rpId: string): Promise<PointIndex> {
-  const idx = decodeIndexFile<PointIndex>(await readPointFile(src, rpId, INDEX_FILE), indexMac(keys, rpId));
+/**
+ * A point's authenticated index. `{ local: false }`: the store's copy only (a NotFound ChunkStoreError when it has
+ * none) — what decides whether a point without a row exists.
+ */
+export async function readPointIndex(src: PointSource, keys: StoreKeys, rpId: string, o: { local?: boolean } = {}): Promise<PointIndex> {
+  const idx = decodeIndexFile<PointIndex>(await readPointFile(src, rpId, INDEX_FILE, o), indexMac(keys, rpId));
   if (idx.recoveryPointId !== rpId || idx.format !== 1 || !Array.isArray(idx.disks)) throw new EngineError('ManifestAuthenticationFailed', `index of ${rpId} names another recovery point or has an unknown format`);
   return idx;
 }

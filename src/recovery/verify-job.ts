@@ -21,7 +21,7 @@
  * them from the store; points whose index or manifests do not authenticate are skipped and reported.
  */
 import { randomUUID } from 'node:crypto';
-import { ChunkStoreError, quarantineChunk, verifyManifest, type ChunkProblem, type Manifest } from '../engine/index.js';
+import { ChunkStoreError, isNotFound, quarantineChunk, verifyManifest, type ChunkProblem, type Manifest } from '../engine/index.js';
 import type { JobContext, ScheduleSource } from '../platform/jobs/index.js';
 import { ArmError } from '../platform/http/errors.js';
 import { RecoveryError } from './errors.js';
@@ -222,10 +222,9 @@ export class VaultIntegrity {
       if (have.has(name)) continue;
       let idx: PointIndex;
       try {
-        idx = await readPointIndex({ store, dir }, keys, name);
+        idx = await readPointIndex({ store, dir }, keys, name, { local: false }); // the store's copy decides (integrity.ts)
       } catch (err) {
-        const code = (err as NodeJS.ErrnoException).code;
-        const reason = code === 'ENOENT' ? 'no index file (a backup that did not finish, or written before index files existed)'
+        const reason = isNotFound(err) ? 'no index file in the vault\'s chunk store (a backup that did not finish, a recovery point deleted through another node, or one written before index files existed)'
           : err instanceof ChunkStoreError ? `the chunk store could not be read: ${err.message}` : `the index does not authenticate: ${(err as Error).message}`;
         report.skipped.push({ name, reason });
         continue;
