@@ -239,7 +239,7 @@ export function registerBackupCommands(program: Command, h: CliHelpers): void {
     );
   vault
     .command('recatalog')
-    .description("Rebuild the vault's recovery points from the authenticated index files in its directory (after the database lost them); points whose index or manifests do not authenticate are skipped and listed.")
+    .description("Rebuild the vault's recovery points from the authenticated index files in its chunk store (after the database lost them; the local vault directory is not needed); points whose index or manifests do not authenticate are skipped and listed.")
     .requiredOption('-n, --name <name>', 'vault name')
     .requiredOption('-g, --resource-group <rg>', 'resource group')
     .action(action(async (o: { name: string; resourceGroup: string }, cmd: Command) => withClient(async (c, p) => out(await c.request('POST', `${vaultPath(sub(p, cmd), o.resourceGroup, o.name)}/recatalog`, { query: q }), cmd))));

@@ -12,7 +12,7 @@ import {
   backupImage, collectGarbage, createSnapshot, ChangedBlockBitmap, writeManifestFile, MIN_CHUNK_SIZE, DEFAULT_CHUNK_SIZE,
   type ChunkStore, type Manifest, type Snapshot,
 } from '../engine/index.js';
-import { allocatePointId, diskSlot, manifestMac, readPointIndex, readPointManifest, writePointIndex } from './integrity.js';
+import { INDEX_FILE, allocatePointId, diskSlot, listPointDirs, manifestMac, readPointIndex, readPointManifest, writePointIndex } from './integrity.js';
 import type { JobContext } from '../platform/jobs/index.js';
 import type { Caller } from '../platform/auth/index.js';
 import { protectNeeds, requireAccess } from './access.js';
@@ -62,12 +62,13 @@ const snapshotFileOf = (image: string, name: string): boolean => {
 /**
  * Copies a recovery point's manifests and index file (written under the vault's directory) into the vault's chunk
  * store as metadata objects `manifests/<rp>/<file>`, so an object store (and a GeoRedundant vault's secondary)
- * holds everything a restore needs next to the chunks. The embedded fs store keeps its metadata in the vault's
- * directory itself: identical bytes already there are not rewritten.
+ * holds everything a restore needs next to the chunks (integrity.ts: readers take the store's copy first). The
+ * embedded fs store keeps its metadata in the vault's directory itself: identical bytes already there are not
+ * rewritten. The index goes last: an index in the store means the point's manifests are there too.
  */
 async function mirrorPoint(store: ChunkStore, rpDir: string, rpId: string): Promise<void> {
-  for (const name of await readdir(rpDir)) {
-    if (name.startsWith('.')) continue;
+  const names = (await readdir(rpDir)).filter((n) => !n.startsWith('.')).sort((a, b) => Number(a === INDEX_FILE) - Number(b === INDEX_FILE));
+  for (const name of names) {
     const data = await readFile(path.join(rpDir, name));
     const meta = `manifests/${rpId}/${name}`;
     const there = await store.getMeta(meta).catch(() => undefined);
@@ -390,7 +391,7 @@ export class Protection {
         const prevRec = prevDisks.find((p) => p.diskId.toLowerCase() === x.diskId.toLowerCase());
         let previous: Manifest | undefined;
         // A previous manifest that does not authenticate is not trusted as a base: this backup reads everything.
-        if (prevRec) previous = await readPointManifest(dir, keys, prevRp!, prevRec).catch(() => undefined);
+        if (prevRec) previous = await readPointManifest({ store, dir }, keys, prevRp!, prevRec).catch(() => undefined);
         const chunkSize = previous && previous.diskSize === x.snap.size ? previous.chunkSize : chunkSizeFor(x.snap.size);
         if (previous && (previous.diskSize !== x.snap.size || previous.chunkSize !== chunkSize)) previous = undefined;
         let bitmap: ChangedBlockBitmap | undefined;
@@ -568,25 +569,26 @@ export class Protection {
       const running = await this.s.db.selectFrom('recovery_jobs').select('start_time').where('vault_norm', '=', v.id_norm).where('status', 'in', ['InProgress', 'Cancelling']).orderBy('start_time').executeTakeFirst();
       const cutoff = new Date(Math.min(Date.now(), running ? Number(running.start_time) : Date.now()));
       const points: { id: string; item_norm: string; disks_json: string }[] = await this.s.db.selectFrom('recovery_points').select(['id', 'item_norm', 'disks_json']).where('vault_norm', '=', v.id_norm).execute();
-      // Manifests of a backup that crashed before its index was written: not a recovery point, remove (after an
-      // hour). A directory with a valid index but no row is a recovery point the database lost (recatalog brings it
-      // back): its chunks stay live.
+      // A point with a valid index in the store but no row is a recovery point the database lost (recatalog brings it
+      // back): its chunks stay live. A local directory without one (a backup that crashed before its index reached
+      // the store, or this node's copy of a point deleted through another) is not a recovery point: removed after an
+      // hour.
       const ids = new Set(points.map((p) => p.id));
       let uncatalogued = 0;
-      for (const e of await readdir(path.join(dir, 'manifests'), { withFileTypes: true }).catch(() => [])) {
-        if (!e.isDirectory() || ids.has(e.name)) continue;
-        const idx = await readPointIndex(path.join(dir, 'manifests'), keys, e.name).catch(() => undefined);
+      for (const id of await listPointDirs({ store, dir })) {
+        if (ids.has(id)) continue;
+        const idx = await readPointIndex({ store, dir }, keys, id, { local: false }).catch(() => undefined);
         if (idx) {
           points.push({ id: idx.recoveryPointId, item_norm: idx.item.idNorm, disks_json: JSON.stringify(idx.disks) });
           uncatalogued++;
           continue;
         }
-        const st = await stat(path.join(dir, 'manifests', e.name)).catch(() => undefined);
-        if (st && st.mtimeMs < Date.now() - 3600_000) await rm(path.join(dir, 'manifests', e.name), { recursive: true, force: true });
+        const st = await stat(path.join(dir, 'manifests', id)).catch(() => undefined);
+        if (st?.isDirectory() && st.mtimeMs < Date.now() - 3600_000) await rm(path.join(dir, 'manifests', id), { recursive: true, force: true });
       }
       if (uncatalogued) this.s.d.log.warn({ vault: v.name, uncatalogued }, 'recovery points on disk have no database row: run rsvault backup vault recatalog');
       async function* live(): AsyncIterable<Manifest> {
-        for (const p of points) for (const d of JSON.parse(p.disks_json) as DiskRecord[]) yield await readPointManifest(dir, keys, p, d);
+        for (const p of points) for (const d of JSON.parse(p.disks_json) as DiskRecord[]) yield await readPointManifest({ store, dir }, keys, p, d);
       }
       const stats = await collectGarbage({ store, liveManifests: live(), cutoff, safetyMarginMs: 0 });
       this.s.d.log.info({ vault: v.name, fossilized: stats.fossilized, swept: stats.swept }, 'vault garbage collected');

@@ -14,12 +14,29 @@
  *   its chunks live even without a row). A backup killed between its index and its row leaves such a point behind
  *   (its retried job makes another one); recatalog adds it.
  *
- * Layout: `{data-dir}/vaults/{uid}/manifests/{rpId}/{os|lunN}.manifest` + `index`.
+ * Layout: `{data-dir}/vaults/{uid}/manifests/{rpId}/{os|lunN}.manifest` + `index`, written there first (exclusive
+ * create is what reserves ids), then copied into the vault's chunk store as metadata objects
+ * `manifests/{rpId}/{file}` (backup.ts `mirrorPoint`) before the row commits.
+ *
+ * Where they are read from (`readPointFile`): the chunk store's metadata object first, the vault directory's file
+ * when the store has none. The store is what every node shares (an object store, or the embedded fs store whose
+ * metadata directory *is* the vault directory, so nothing changes there): a restore, verify, GC or recatalog on any
+ * worker — or after the local `manifests/` directory was lost — reads the same bytes. Integrity does not depend
+ * on the source: every file is authenticated (HMAC under the vault's key, bound to the point, item and disk; the row
+ * pins each manifest's MAC), so a tampered object fails with `UserErrorRecoveryPointTampered` wherever it was read;
+ * a copy that fails authentication is reported, never replaced by the other copy. The local directory is only read
+ * when the store lacks the object or cannot be reached (a point written before mirroring existed, a store outage).
+ *
+ * Whether a point *exists* without a row (GC keeping its chunks, recatalog bringing it back) is the store's call:
+ * its index object is mirrored last, after the manifests, so an index in the store is a complete point. A local
+ * directory whose index is not in the store is a backup that died before mirroring, or a copy left on one node of a
+ * point deleted through another (prune removes the store's copy and only the pruning node's directory): neither is
+ * recovered, or its chunks would be missing. With the embedded fs store the two are the same files.
  */
-import { mkdir } from 'node:fs/promises';
+import { mkdir, readFile, readdir } from 'node:fs/promises';
 import path from 'node:path';
 import { randomInt } from 'node:crypto';
-import { EngineError, bindingOf, manifestKeyOf, readIndexFile, readManifestFile, writeIndexFile, type MacContext, type Manifest, type StoreKeys } from '../engine/index.js';
+import { ChunkStoreError, EngineError, bindingOf, decodeIndexFile, decodeManifest, manifestKeyOf, writeIndexFile, type ChunkStore, type MacContext, type Manifest, type StoreKeys } from '../engine/index.js';
 import { RecoveryError } from './errors.js';
 
 export const INDEX_FILE = 'index';
@@ -71,15 +88,54 @@ export const tampered = (rpId: string, what: string, detail: string) =>
     recommendation: 'Restore another recovery point (rsvault backup recoverypoint list), and run rsvault backup vault verify to find every affected one; check who can write the vault directory.',
   });
 
+/** Where a vault's recovery point files are: its chunk store (metadata objects) and its local directory. */
+export interface PointSource {
+  store: Pick<ChunkStore, 'getMeta' | 'listMeta'>;
+  /** The vault's directory (`{data-dir}/vaults/{uid}`). */
+  dir: string;
+}
+
+/**
+ * The bytes of file `file` of recovery point `rpId`: the store's metadata object `manifests/{rpId}/{file}`, else the
+ * local file. Missing from both: the local read's ENOENT error (callers treat it as "missing").
+ */
+export async function readPointFile(src: PointSource, rpId: string, file: string, o: { local?: boolean } = {}): Promise<Buffer> {
+  let storeErr: unknown;
+  try {
+    return await src.store.getMeta(`manifests/${rpId}/${file}`);
+  } catch (e) {
+    if (!(e instanceof ChunkStoreError) || o.local === false) throw e;
+    storeErr = e;
+  }
+  try {
+    return await readFile(path.join(src.dir, 'manifests', rpId, file));
+  } catch (e) {
+    // Missing locally too: a store that could not answer is the better explanation than "missing".
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT' && storeErr instanceof ChunkStoreError && storeErr.kind !== 'NotFound') throw storeErr;
+    throw e;
+  }
+}
+
+/** Ids of the recovery point directories of a vault: the store's `manifests/{id}/…` objects and the local directories. */
+export async function listPointDirs(src: PointSource): Promise<string[]> {
+  const ids = new Set<string>();
+  for (const e of await readdir(path.join(src.dir, 'manifests'), { withFileTypes: true }).catch(() => [])) if (e.isDirectory()) ids.add(e.name);
+  for await (const name of src.store.listMeta('manifests/')) {
+    const id = name.split('/')[1];
+    if (id) ids.add(id);
+  }
+  return [...ids].sort();
+}
+
 /**
  * Reads a disk's manifest of a recovery point and authenticates it (version 2) against the point, item and disk, and
  * the MAC recorded in the row (when the row has one). Version-1 manifests (written before authentication) are read
  * with `authenticated: false`. Failures: `UserErrorRecoveryPointTampered`.
  */
-export async function readPointManifest(dir: string, keys: StoreKeys, rp: { id: string; item_norm: string }, d: { os: boolean; lun?: number | undefined; diskId: string; name: string; manifest: string; mac?: string | undefined }): Promise<Manifest> {
+export async function readPointManifest(src: PointSource, keys: StoreKeys, rp: { id: string; item_norm: string }, d: { os: boolean; lun?: number | undefined; diskId: string; name: string; manifest: string; mac?: string | undefined }): Promise<Manifest> {
   let m: Manifest;
   try {
-    m = await readManifestFile(path.join(dir, 'manifests', rp.id, d.manifest), manifestMac(keys, rp.id, rp.item_norm, d));
+    m = decodeManifest(await readPointFile(src, rp.id, d.manifest), manifestMac(keys, rp.id, rp.item_norm, d));
   } catch (e) {
     if (e instanceof EngineError && e.code === 'ManifestAuthenticationFailed') throw tampered(rp.id, `the manifest of disk '${d.name}' (${d.manifest})`, 'does not authenticate: it was changed, swapped with another VM\'s or disk\'s, or copied from another recovery point');
     if (e instanceof EngineError && e.code === 'ManifestCorrupted') throw tampered(rp.id, `the manifest of disk '${d.name}' (${d.manifest})`, `is damaged (${e.message})`);
@@ -114,8 +170,12 @@ export async function writePointIndex(rpDir: string, keys: StoreKeys, index: Poi
   await writeIndexFile(path.join(rpDir, INDEX_FILE), index, indexMac(keys, index.recoveryPointId));
 }
 
-export async function readPointIndex(manifestsDir: string, keys: StoreKeys, rpId: string): Promise<PointIndex> {
-  const idx = await readIndexFile<PointIndex>(path.join(manifestsDir, rpId, INDEX_FILE), indexMac(keys, rpId));
+/**
+ * A point's authenticated index. `{ local: false }`: the store's copy only (a NotFound ChunkStoreError when it has
+ * none) — what decides whether a point without a row exists.
+ */
+export async function readPointIndex(src: PointSource, keys: StoreKeys, rpId: string, o: { local?: boolean } = {}): Promise<PointIndex> {
+  const idx = decodeIndexFile<PointIndex>(await readPointFile(src, rpId, INDEX_FILE, o), indexMac(keys, rpId));
   if (idx.recoveryPointId !== rpId || idx.format !== 1 || !Array.isArray(idx.disks)) throw new EngineError('ManifestAuthenticationFailed', `index of ${rpId} names another recovery point or has an unknown format`);
   return idx;
 }

@@ -371,7 +371,7 @@ export class Restore {
       let last = 0;
       const images: { d: DiskRecord; file: string; format: 'raw' | 'luks1'; blob?: string }[] = [];
       for (const d of disks) {
-        const manifest = await readPointManifest(dir, storeKeys, rp, d); // authenticated: a swapped or rolled-back manifest fails here
+        const manifest = await readPointManifest({ store, dir }, storeKeys, rp, d); // authenticated: a swapped or rolled-back manifest fails here
         const blob = toBlobs ? `${d.name}.img` : undefined;
         const file = blob ? path.join(staging!, blob) : path.join(tmp, `${d.os ? 'os' : `lun${d.lun}`}.img`);
         const ac = new AbortController();

@@ -16,17 +16,16 @@
  * running (its cutoff is the start of the oldest running job of the vault).
  *
  * Recatalog: rebuilds recovery point rows (and missing item rows, as protection stopped) from the authenticated
- * index files in the vault's `manifests/` directory; points whose index or manifests do not authenticate are skipped
- * and reported.
+ * index files of the vault — the chunk store's `manifests/` metadata objects and the vault directory's `manifests/`
+ * (integrity.ts `listPointDirs` / `readPointFile`), so a lost local directory or a node that never held it recovers
+ * them from the store; points whose index or manifests do not authenticate are skipped and reported.
  */
-import { readdir } from 'node:fs/promises';
-import path from 'node:path';
 import { randomUUID } from 'node:crypto';
-import { quarantineChunk, verifyManifest, type ChunkProblem, type Manifest } from '../engine/index.js';
+import { ChunkStoreError, isNotFound, quarantineChunk, verifyManifest, type ChunkProblem, type Manifest } from '../engine/index.js';
 import type { JobContext, ScheduleSource } from '../platform/jobs/index.js';
 import { ArmError } from '../platform/http/errors.js';
 import { RecoveryError } from './errors.js';
-import { readPointIndex, readPointManifest, type PointIndex } from './integrity.js';
+import { listPointDirs, readPointIndex, readPointManifest, type PointIndex, type PointSource } from './integrity.js';
 import { QUEUE_VERIFY, QUEUE_VERIFY_SCHEDULED, uuidFrom, type JobError, type JobRow, type JobTask, type PointRow, type RecoveryService, type VaultRow } from './service.js';
 import type { DiskRecord } from './backup.js';
 
@@ -132,7 +131,7 @@ export class VaultIntegrity {
           const where = `recovery point ${rp.id} (VM ${items.get(rp.item_norm) ?? rp.item_norm}), disk '${d.name}' (${d.os ? 'os' : `lun ${d.lun}`})`;
           let m: Manifest;
           try {
-            m = await readPointManifest(dir, keys, rp, d);
+            m = await readPointManifest({ store, dir }, keys, rp, d);
           } catch (e) {
             if (await this.pointExists(rp.id)) tampered.push(`${where}: ${(e as Error).message}`);
             doneBefore += d.sizeBytes;
@@ -215,32 +214,32 @@ export class VaultIntegrity {
   /** Rebuilds the rows of recovery points found on disk (authenticated index + manifests) that have no row. */
   async recatalog(v: VaultRow): Promise<RecatalogReport> {
     const s = this.s;
-    const { keys, dir } = await s.vaultStore(v);
-    const mdir = path.join(dir, 'manifests');
+    const { store, keys, dir } = await s.vaultStore(v);
     const report: RecatalogReport = { recovered: [], itemsCreated: [], skipped: [] };
     const have = new Set((await s.db.selectFrom('recovery_points').select('id').where('vault_norm', '=', v.id_norm).execute()).map((r) => r.id));
     const found: PointIndex[] = [];
-    for (const e of await readdir(mdir, { withFileTypes: true }).catch(() => [])) {
-      if (!e.isDirectory() || have.has(e.name)) continue;
+    for (const name of await listPointDirs({ store, dir })) {
+      if (have.has(name)) continue;
       let idx: PointIndex;
       try {
-        idx = await readPointIndex(mdir, keys, e.name);
+        idx = await readPointIndex({ store, dir }, keys, name, { local: false }); // the store's copy decides (integrity.ts)
       } catch (err) {
-        const code = (err as NodeJS.ErrnoException).code;
-        report.skipped.push({ name: e.name, reason: code === 'ENOENT' ? 'no index file (a backup that did not finish, or written before index files existed)' : `the index does not authenticate: ${(err as Error).message}` });
+        const reason = isNotFound(err) ? 'no index file in the vault\'s chunk store (a backup that did not finish, a recovery point deleted through another node, or one written before index files existed)'
+          : err instanceof ChunkStoreError ? `the chunk store could not be read: ${err.message}` : `the index does not authenticate: ${(err as Error).message}`;
+        report.skipped.push({ name, reason });
         continue;
       }
       if (idx.vault !== v.id_norm || !idx.item.idNorm.startsWith(`${v.id_norm}|`)) {
-        report.skipped.push({ name: e.name, reason: 'the index names another vault' });
+        report.skipped.push({ name, reason: 'the index names another vault' });
         continue;
       }
-      const bad = await this.checkManifests(dir, keys, idx);
+      const bad = await this.checkManifests({ store, dir }, keys, idx);
       if (bad) {
-        report.skipped.push({ name: e.name, reason: bad });
+        report.skipped.push({ name, reason: bad });
         continue;
       }
       if (await this.pointExists(idx.recoveryPointId)) {
-        report.skipped.push({ name: e.name, reason: 'a recovery point with this id exists in another vault' });
+        report.skipped.push({ name, reason: 'a recovery point with this id exists in another vault' });
         continue;
       }
       found.push(idx);
@@ -276,14 +275,14 @@ export class VaultIntegrity {
       if (created) report.itemsCreated.push(idx.item.vmName);
       report.recovered.push({ recoveryPointId: idx.recoveryPointId, item: idx.item.vmName, time: new Date(idx.time).toISOString() });
     }
-    if (report.recovered.length) s.d.log.warn({ vault: v.name, recovered: report.recovered.length, skipped: report.skipped.length }, 'recovery points recatalogued from the vault directory');
+    if (report.recovered.length) s.d.log.warn({ vault: v.name, recovered: report.recovered.length, skipped: report.skipped.length }, "recovery points recatalogued from the vault's index files");
     return report;
   }
 
-  private async checkManifests(dir: string, keys: Parameters<typeof readPointManifest>[1], idx: PointIndex): Promise<string | undefined> {
+  private async checkManifests(src: PointSource, keys: Parameters<typeof readPointManifest>[1], idx: PointIndex): Promise<string | undefined> {
     for (const d of idx.disks) {
       try {
-        await readPointManifest(dir, keys, { id: idx.recoveryPointId, item_norm: idx.item.idNorm }, d);
+        await readPointManifest(src, keys, { id: idx.recoveryPointId, item_norm: idx.item.idNorm }, d);
       } catch (e) {
         return (e as Error).message;
       }
