@@ -1,7 +1,7 @@
 import { configDefaults, defineConfig } from 'vitest/config';
 
 /** Suites that need PostgreSQL whatever the project (they start or use a cluster themselves): only in `postgres`. */
-const postgresOnly = ['test/postgres.test.ts', 'test/scale-out.test.ts', 'test/scale-out-scheduler.test.ts'];
+const postgresOnly = ['test/postgres.test.ts', 'test/scale-out.test.ts', 'test/scale-out-scheduler.test.ts', 'test/scale-out-api.test.ts'];
 
 /**
  * The server suites that exercise the metadata database most (transactions, unique keys, leases, scheduler slots,
