@@ -12,8 +12,8 @@ import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import { existsSync, mkdtempSync, readFileSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import Database from 'better-sqlite3';
-import { startTestServer, type TestServer } from './helpers/server.js';
+import { openServerDb, startTestServer, type TestServer } from './helpers/server.js';
+import { sql } from '../src/platform/db/index.js';
 import { Fixture, BK_API, MiB, env, type RecoveryPoint } from './recovery-fixture.js';
 import { cli, post } from './restore-helpers.js';
 import { decodeManifest, encodeManifest } from '../src/engine/index.js';
@@ -185,13 +185,12 @@ describe('verify, quarantine and repair (6); recatalog (5c)', () => {
   it('recatalog brings back recovery point rows deleted from the database, and they restore', async () => {
     const before = (await points(RSV, VM)).map((p) => p.name).sort();
     expect(before).toHaveLength(2);
-    const db = new Database(path.join(dataDir, 'rsvault.db'));
+    const { db, close } = openServerDb(s);
     try {
-      db.pragma('busy_timeout = 5000');
-      const n = db.prepare("DELETE FROM recovery_points WHERE item_norm LIKE ?").run(`%/vaults/${RSV}|%`).changes;
-      expect(n).toBe(2);
+      const n = await sql`DELETE FROM recovery_points WHERE item_norm LIKE ${`%/vaults/${RSV}|%`}`.execute(db);
+      expect(Number(n.numAffectedRows)).toBe(2);
     } finally {
-      db.close();
+      await close();
     }
     expect(await points(RSV, VM)).toHaveLength(0);
     const r = await cli(cliEnv, 'backup', 'vault', 'recatalog', '-g', RG, '-n', RSV);
@@ -228,14 +227,13 @@ describe('recovery points from before authentication (version-1 manifests)', () 
     // Turn it into what an older rsvault wrote: a version-1 manifest and a row without the manifest MAC.
     const file = path.join(vaultDirOf(rpId), 'manifests', rpId, 'os.manifest');
     writeFileSync(file, encodeManifest(decodeManifest(readFileSync(file), undefined, { unauthenticated: true })));
-    const db = new Database(path.join(dataDir, 'rsvault.db'));
+    const { db, close } = openServerDb(s);
     try {
-      db.pragma('busy_timeout = 5000');
-      const row = db.prepare('SELECT disks_json FROM recovery_points WHERE id = ?').get(rpId) as { disks_json: string };
+      const row = (await sql<{ disks_json: string }>`SELECT disks_json FROM recovery_points WHERE id = ${rpId}`.execute(db)).rows[0]!;
       const disks = (JSON.parse(row.disks_json) as { mac?: string }[]).map(({ mac: _mac, ...d }) => d);
-      db.prepare('UPDATE recovery_points SET disks_json = ? WHERE id = ?').run(JSON.stringify(disks), rpId);
+      await sql`UPDATE recovery_points SET disks_json = ${JSON.stringify(disks)} WHERE id = ${rpId}`.execute(db);
     } finally {
-      db.close();
+      await close();
     }
     const r = await cli(cliEnv, 'backup', 'vault', 'verify', '-g', RG, '-n', RSV);
     expect(r.code, r.stderr).toBe(0);

@@ -185,7 +185,8 @@ describe('portal: configure backup of an encrypted VM', () => {
     await h1(page, 'Job details').waitFor();
     const props = page.getByRole('definition');
     await expect(props.first().textContent()).resolves.toBe('vm-enc');
-    await page.getByRole('table', { name: 'Sub tasks' }).getByRole('cell', { name: 'Take Snapshot' }).waitFor();
+    // While a task runs its progress bar (labelled with the task's name) makes a second cell of that name: first().
+    await page.getByRole('table', { name: 'Sub tasks' }).getByRole('cell', { name: 'Take Snapshot' }).first().waitFor();
     await shot(page, '29-job-in-progress');
     await props.filter({ hasText: /^Completed$/ }).waitFor({ timeout: 60_000 });
     const tasks = page.getByRole('table', { name: 'Sub tasks' });

@@ -15,7 +15,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import https from 'node:https';
 import { execFileSync, spawnSync } from 'node:child_process';
 import { constants, publicEncrypt, createPublicKey, randomBytes, randomUUID } from 'node:crypto';
-import { mkdirSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { SignJWT, type CryptoKey } from 'jose';
@@ -24,6 +24,7 @@ import { generate } from 'selfsigned';
 import { startTestServer, runCli, type TestServer } from './helpers/server.js';
 import { Fixture, MiB } from './recovery-fixture.js';
 import { Sealer } from '../src/platform/crypto.js';
+import { isPostgresUrl } from '../src/platform/db/index.js';
 
 const DELAY_MS = 1500;
 const FAIL_LIMIT = 5;
@@ -353,7 +354,10 @@ describe('installation CA and data-dir modes (item 8)', () => {
     const mode = (p: string) => statSync(p).mode & 0o777;
     const d = s.dataDir;
     expect(mode(d)).toBe(0o700);
-    for (const file of ['rsvault.db', 'rsvault.db-wal', 'rsvault.db-shm', 'master.key', 'credentials.json', 'token-signing.sealed', 'tls/ca.key', 'tls/server.key']) {
+    // On PostgreSQL (RSVAULT_TEST_DB=postgres) the metadata lives in the database server: no SQLite file at all.
+    const dbFiles = isPostgresUrl(s.dbUrl) ? [] : ['rsvault.db', 'rsvault.db-wal', 'rsvault.db-shm'];
+    if (isPostgresUrl(s.dbUrl)) expect(existsSync(path.join(d, 'rsvault.db'))).toBe(false);
+    for (const file of [...dbFiles, 'master.key', 'credentials.json', 'token-signing.sealed', 'tls/ca.key', 'tls/server.key']) {
       expect(mode(path.join(d, file)), file).toBe(0o600);
     }
     let files = 0;

@@ -4,6 +4,7 @@ import { ArmError } from '../platform/http/errors.js';
 import { hashSecret, newClientSecret, verifySecret } from '../platform/crypto.js';
 import type { Authorizer, Caller } from '../platform/auth/index.js';
 import type { Settings } from '../platform/db/kv.js';
+import { retryOnUniqueViolation } from '../platform/db/index.js';
 import {
   BUILT_IN_ROLES,
   BACKUP_MANAGEMENT_SERVICE_APP_ID,
@@ -31,6 +32,8 @@ export interface BootstrapResult {
 export type ClientAuthResult =
   | { ok: true; principal: Principal }
   | { ok: false; reason: 'unknown_client' | 'invalid_secret' | 'disabled' };
+
+type AssignInput = { principalId: string; role: string; scope: string; name?: string | undefined };
 
 export class IdentityService implements Authorizer {
   private tenant = '';
@@ -171,7 +174,15 @@ export class IdentityService implements Authorizer {
     return this.store.principalByUpn(assignee);
   }
 
-  async assignRole(input: { principalId: string; role: string; scope: string; name?: string | undefined }): Promise<RoleAssignment> {
+  /**
+   * Creates a role assignment (idempotent for the same name, principal, role and scope). Concurrent requests that
+   * race to insert the same assignment (any process) are re-run: they then find the winner's row.
+   */
+  assignRole(input: AssignInput): Promise<RoleAssignment> {
+    return retryOnUniqueViolation(() => this.assignRoleOnce(input));
+  }
+
+  private async assignRoleOnce(input: AssignInput): Promise<RoleAssignment> {
     const role = findRole(input.role);
     if (!role) {
       throw new ArmError(400, 'RoleDefinitionDoesNotExist', `The role '${input.role}' does not exist.`, {

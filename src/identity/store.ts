@@ -1,6 +1,6 @@
 /** Identity tables (Kysely). */
 import { PostgresAdapter, type Kysely } from 'kysely';
-import type { Db, Migration } from '../platform/db/index.js';
+import { sql, type Db, type Migration } from '../platform/db/index.js';
 import type { Principal, PrincipalType, RoleAssignment } from './model.js';
 
 export type IdentityTables = {
@@ -75,6 +75,20 @@ export const identityMigrations: Migration[] = [
         .addColumn('created_at', 'bigint', (c) => c.notNull())
         .execute();
       await db.schema.createIndex('identity_ra_principal').on('identity_role_assignments').column('principal_id').execute();
+    },
+  },
+  {
+    // One assignment per principal + role + scope, enforced by the database: two concurrent PUTs under different
+    // names (two api processes, or two requests of one) could both pass the service's look-up and insert twins.
+    // Twins left by that race grant the same thing: the oldest (then lowest name) of each is kept.
+    name: '0102_identity_role_assignment_unique',
+    async up(db: Kysely<unknown>) {
+      await sql`DELETE FROM identity_role_assignments WHERE EXISTS (
+        SELECT 1 FROM identity_role_assignments o
+        WHERE o.principal_id = identity_role_assignments.principal_id AND o.role_definition_id = identity_role_assignments.role_definition_id
+          AND o.scope_norm = identity_role_assignments.scope_norm
+          AND (o.created_at < identity_role_assignments.created_at OR (o.created_at = identity_role_assignments.created_at AND o.name < identity_role_assignments.name)))`.execute(db);
+      await db.schema.createIndex('identity_ra_unique').on('identity_role_assignments').columns(['principal_id', 'role_definition_id', 'scope_norm']).unique().execute();
     },
   },
 ];

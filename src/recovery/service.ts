@@ -14,6 +14,7 @@ import type { Caller } from '../platform/auth/index.js';
 import { keyNeeds, mayAccess, readNeeds } from './access.js';
 import type { Clock, JobQueue, ScheduleSource } from '../platform/jobs/index.js';
 import type { Locks } from '../platform/db/locks.js';
+import { retryOnUniqueViolation } from '../platform/db/index.js';
 import type { ResourceService } from '../resources/index.js';
 import type { IdentityService } from '../identity/index.js';
 import { KeyVaultError, formatMissing, parseObjectUrl, type KeyVaultService, type KvPrincipal } from '../keyvault/index.js';
@@ -94,6 +95,8 @@ const etagOf = (t: number) => `W/"datetime'${encodeURIComponent(new Date(t).toIS
 export const itemKey = (vaultNorm: string, ref: VmRef) => `${vaultNorm}|${lc(itemName(ref))}`;
 export const refOfItem = (r: ItemRow): VmRef => ({ resourceGroup: r.vm_rg, vmName: r.vm_name, classic: r.classic === 1 });
 
+type VaultPut = { location: string; tags?: Record<string, string> | undefined; sku?: Record<string, unknown> | undefined; identity?: unknown; properties?: Record<string, unknown> | undefined };
+
 export class RecoveryService {
   readonly db: RecoveryStore['db'];
   private readonly stores = new Map<string, Promise<{ store: ChunkStore; keys: StoreKeys; dir: string }>>();
@@ -135,7 +138,12 @@ export class RecoveryService {
     return q.orderBy('id_norm').execute();
   }
 
-  async putVault(sub: string, rg: string, name: string, b: { location: string; tags?: Record<string, string> | undefined; sku?: Record<string, unknown> | undefined; identity?: unknown; properties?: Record<string, unknown> | undefined }): Promise<{ vault: VaultRow; created: boolean }> {
+  /** Create-or-update; concurrent PUTs of one new vault (any process) create it once, the others update it. */
+  putVault(sub: string, rg: string, name: string, b: VaultPut): Promise<{ vault: VaultRow; created: boolean }> {
+    return retryOnUniqueViolation(() => this.putVaultOnce(sub, rg, name, b));
+  }
+
+  private async putVaultOnce(sub: string, rg: string, name: string, b: VaultPut): Promise<{ vault: VaultRow; created: boolean }> {
     const g = await this.d.resources.requireGroup(sub, rg);
     requireVaultName(name);
     const skuName = String(b.sku?.name ?? 'Standard');
@@ -279,9 +287,12 @@ export class RecoveryService {
     if (!/^[A-Za-z0-9][A-Za-z0-9_-]{2,149}$/.test(name)) throw armErrors.invalidName('backup policy', name, 'it must be 3-150 characters: letters, digits, hyphens and underscores, starting with a letter or digit.');
     const p = validatePolicy(properties);
     const t = Date.now();
-    const existing = await this.getPolicy(v, name);
-    if (existing) await this.db.updateTable('recovery_policies').set({ props_json: JSON.stringify(p), updated_at: t }).where('vault_norm', '=', v.id_norm).where('name_norm', '=', lc(name)).execute();
-    else await this.db.insertInto('recovery_policies').values({ vault_norm: v.id_norm, name_norm: lc(name), name, props_json: JSON.stringify(p), created_at: t, updated_at: t }).execute();
+    // One upsert (not "read, then insert or update"): concurrent PUTs of one new policy must not race on its key.
+    await this.db
+      .insertInto('recovery_policies')
+      .values({ vault_norm: v.id_norm, name_norm: lc(name), name, props_json: JSON.stringify(p), created_at: t, updated_at: t })
+      .onConflict((oc) => oc.columns(['vault_norm', 'name_norm']).doUpdateSet({ props_json: JSON.stringify(p), updated_at: t }))
+      .execute();
     return (await this.getPolicy(v, name))!;
   }
 

@@ -2,6 +2,7 @@
 import { ArmError, armErrors } from '../platform/http/errors.js';
 import type { AsyncOperations } from '../platform/http/async-ops.js';
 import { resourceGroupNameError } from './model.js';
+import { retryOnUniqueViolation } from '../platform/db/index.js';
 import type { IndexedResource, ResourceGroupRow, ResourceStore } from './store.js';
 
 export interface ResourceGroup {
@@ -35,6 +36,8 @@ const toGroup = (r: ResourceGroupRow): ResourceGroup => ({
   provisioningState: r.state,
 });
 
+type GroupPut = { location: string; tags?: Record<string, string> | undefined; managedBy?: string | undefined };
+
 export class ResourceService {
   private readonly deleters = new Map<string, ResourceDeleter>();
 
@@ -65,7 +68,12 @@ export class ResourceService {
     return g;
   }
 
-  async createOrUpdateGroup(sub: string, rg: string, input: { location: string; tags?: Record<string, string> | undefined; managedBy?: string | undefined }): Promise<{ group: ResourceGroup; created: boolean }> {
+  /** Create-or-update; concurrent PUTs of one new group (any process) create it once, the others update it. */
+  createOrUpdateGroup(sub: string, rg: string, input: GroupPut): Promise<{ group: ResourceGroup; created: boolean }> {
+    return retryOnUniqueViolation(() => this.createOrUpdateGroupOnce(sub, rg, input));
+  }
+
+  private async createOrUpdateGroupOnce(sub: string, rg: string, input: GroupPut): Promise<{ group: ResourceGroup; created: boolean }> {
     this.requireSubscription(sub);
     const err = resourceGroupNameError(rg);
     if (err) throw armErrors.invalidName('resource group', rg, err);

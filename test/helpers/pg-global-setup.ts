@@ -1,18 +1,23 @@
 /**
- * vitest global setup: with RSVAULT_TEST_DB=postgres, one throwaway PostgreSQL cluster serves the whole run (each
- * test server gets its own database in it, see testDatabaseUrl); without it, nothing happens.
+ * vitest global setup, per project: when the project's tests run on PostgreSQL (the `postgres` project's env, or
+ * RSVAULT_TEST_DB=postgres set by hand), one throwaway PostgreSQL cluster serves the project's whole run (each test
+ * server gets its own database in it, see testDatabaseUrl); otherwise nothing happens.
  */
-import { startPostgres, testOnPostgres, type PgCluster } from './postgres.js';
+import type { TestProject } from 'vitest/node';
+import { startPostgres, testOnPostgres } from './postgres.js';
 
-let cluster: PgCluster | undefined;
-
-export async function setup(): Promise<void> {
-  if (!testOnPostgres()) return;
-  cluster = await startPostgres();
-  // Inherited by the test workers (forks), which the pool starts after the global setup.
-  process.env.RSVAULT_TEST_PG_URL = cluster.url();
+declare module 'vitest' {
+  export interface ProvidedContext {
+    /** Base URL (`postgres://…/postgres`) of the project's test cluster; '' when the project runs on SQLite. */
+    rsvaultTestPgUrl: string;
+  }
 }
 
-export async function teardown(): Promise<void> {
-  await cluster?.stop();
+export async function setup(project: TestProject): Promise<(() => Promise<void>) | undefined> {
+  project.provide('rsvaultTestPgUrl', '');
+  if (!testOnPostgres(project.config.env?.RSVAULT_TEST_DB ?? process.env.RSVAULT_TEST_DB)) return undefined;
+  const cluster = await startPostgres();
+  // Handed to this project's test workers only (inject), so a second project's cluster does not overwrite it.
+  project.provide('rsvaultTestPgUrl', cluster.url());
+  return () => cluster.stop();
 }

@@ -4,7 +4,8 @@
  * database per test file, stop it (immediate) and remove the dir afterwards.
  *
  * `startPostgres()` starts a cluster (a test file's beforeAll); `testDatabaseUrl()` gives a fresh database in the
- * cluster the vitest global setup started when RSVAULT_TEST_DB=postgres (the server suites' switch).
+ * cluster the vitest global setup started for a project on PostgreSQL (RSVAULT_TEST_DB=postgres: the `postgres`
+ * project, or by hand).
  */
 import { execFileSync, spawnSync } from 'node:child_process';
 import { chmodSync, chownSync, existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
@@ -13,6 +14,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import pg from 'pg';
+import { inject } from 'vitest';
 
 export interface PgCluster {
   port: number;
@@ -104,17 +106,20 @@ export async function startPostgres(): Promise<PgCluster> {
   };
 }
 
-/** True when the server suites run on PostgreSQL (RSVAULT_TEST_DB=postgres). */
-export const testOnPostgres = (): boolean => (process.env.RSVAULT_TEST_DB ?? '').toLowerCase() === 'postgres';
+/**
+ * True when the server suites run on PostgreSQL: the `postgres` vitest project sets RSVAULT_TEST_DB=postgres in its
+ * workers' env; it can also be set by hand for any selection (`RSVAULT_TEST_DB=postgres npx vitest run --project sqlite …`).
+ */
+export const testOnPostgres = (value = process.env.RSVAULT_TEST_DB): boolean => (value ?? '').toLowerCase() === 'postgres';
 
 /**
- * A fresh database in the cluster the vitest global setup started (RSVAULT_TEST_DB=postgres; its base URL is in
- * RSVAULT_TEST_PG_URL), or undefined when the suites run on SQLite.
+ * A fresh database in the cluster the vitest global setup started for this project (test/helpers/pg-global-setup.ts
+ * provides its base URL), or undefined when the suites run on SQLite.
  */
 export async function testDatabaseUrl(prefix = 'rsvault_test'): Promise<string | undefined> {
   if (!testOnPostgres()) return undefined;
-  const base = process.env.RSVAULT_TEST_PG_URL;
-  if (!base) throw new Error('RSVAULT_TEST_DB=postgres but no cluster was started (vitest globalSetup test/helpers/pg-global-setup.ts sets RSVAULT_TEST_PG_URL)');
+  const base = inject('rsvaultTestPgUrl');
+  if (!base) throw new Error('RSVAULT_TEST_DB=postgres but no cluster was started (vitest globalSetup test/helpers/pg-global-setup.ts provides rsvaultTestPgUrl)');
   const name = `${prefix.replace(/[^a-z0-9_]/gi, '_').toLowerCase()}_${randomBytes(4).toString('hex')}`;
   const c = new pg.Client({ connectionString: base });
   await c.connect();

@@ -9,6 +9,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { RsvaultClient } from '../../src/client/index.js';
 import { testDatabaseUrl } from './postgres.js';
+import { openDatabase, type Database } from '../../src/platform/db/index.js';
 
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 export const BIN = path.join(ROOT, 'bin', 'rsvault.js');
@@ -27,6 +28,8 @@ export interface TestServer {
   port: number;
   origin: string;
   dataDir: string;
+  /** The server's metadata database: its PostgreSQL URL (RSVAULT_TEST_DB=postgres) or its SQLite file. */
+  dbUrl: string;
   creds: Credentials;
   ca: Buffer;
   /** Admin (Owner on the subscription) client. */
@@ -45,11 +48,13 @@ export async function startTestServer(opts: { dataDir?: string; env?: Record<str
   // RSVAULT_TEST_DB=postgres: the same suites on PostgreSQL, one fresh database per server data dir (a restart of
   // the same data dir reuses it, as a real installation does).
   const args = [...(opts.args ?? [])];
+  let dbUrl = opts.env?.RSVAULT_DB_URL ?? (args.includes('--db-url') ? args[args.indexOf('--db-url') + 1]! : path.join(dataDir, 'rsvault.db'));
   if (!args.includes('--db-url') && !opts.env?.RSVAULT_DB_URL) {
     const url = pgUrls.get(dataDir) ?? (await testDatabaseUrl());
     if (url) {
       pgUrls.set(dataDir, url);
       args.push('--db-url', url);
+      dbUrl = url;
     }
   }
   const proc = spawn(process.execPath, [BIN, 'serve', '--data-dir', dataDir, '--port', '0', '--log-level', 'warn', ...args], {
@@ -85,6 +90,7 @@ export async function startTestServer(opts: { dataDir?: string; env?: Record<str
     port,
     origin,
     dataDir,
+    dbUrl,
     creds,
     ca,
     client,
@@ -102,6 +108,14 @@ export async function startTestServer(opts: { dataDir?: string; env?: Record<str
       return code;
     },
   };
+}
+
+/**
+ * Opens a test server's own metadata database beside the running server (SQLite file or PostgreSQL database alike),
+ * for suites that change rows behind the server's back; write portable SQL with Kysely's `sql` tag. Close it after.
+ */
+export function openServerDb(s: Pick<TestServer, 'dbUrl'>): Database {
+  return openDatabase(s.dbUrl, { poolSize: 1 });
 }
 
 /** Runs the `rsvault` CLI binary with an isolated config dir; resolves with its exit code and output. */

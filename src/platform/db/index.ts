@@ -165,6 +165,28 @@ export function autoIdColumn(db: Kysely<unknown>, name: string) {
     pgsql ? t.addColumn(name, 'bigserial', (c) => c.primaryKey()) : t.addColumn(name, 'integer', (c) => c.primaryKey().autoIncrement());
 }
 
+/** True for a unique / primary-key violation (PostgreSQL 23505, SQLite SQLITE_CONSTRAINT_UNIQUE / _PRIMARYKEY). */
+export function isUniqueViolation(e: unknown): boolean {
+  const code = (e as { code?: unknown } | null)?.code;
+  return code === '23505' || code === 'SQLITE_CONSTRAINT_UNIQUE' || code === 'SQLITE_CONSTRAINT_PRIMARYKEY';
+}
+
+/**
+ * Runs a create-or-update ("read; insert if absent, else update") again when its insert lost a race to a concurrent
+ * request (another process on PostgreSQL, or another request of this one between its awaits): the rerun reads the
+ * row the winner inserted and takes the update / conflict path. `fn` must write only in its last step (or in one
+ * transaction), so a lost insert leaves nothing behind.
+ */
+export async function retryOnUniqueViolation<T>(fn: () => Promise<T>, attempts = 3): Promise<T> {
+  for (let i = 1; ; i++) {
+    try {
+      return await fn();
+    } catch (e) {
+      if (i >= attempts || !isUniqueViolation(e)) throw e;
+    }
+  }
+}
+
 /** Epoch milliseconds, the one time representation in tables. */
 export const now = (): number => Date.now();
 
