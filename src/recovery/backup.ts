@@ -572,7 +572,7 @@ export class Protection {
       // A point with a valid index in the store but no row is a recovery point the database lost (recatalog brings it
       // back): its chunks stay live. A local directory without one (a backup that crashed before its index reached
       // the store, or this node's copy of a point deleted through another) is not a recovery point: removed after an
-      // hour.
+      // hour (and only when older than the oldest running backup of the vault).
       const ids = new Set(points.map((p) => p.id));
       let uncatalogued = 0;
       for (const id of await listPointDirs({ store, dir })) {
@@ -584,7 +584,8 @@ export class Protection {
           continue;
         }
         const st = await stat(path.join(dir, 'manifests', id)).catch(() => undefined);
-        if (st?.isDirectory() && st.mtimeMs < Date.now() - 3600_000) await rm(path.join(dir, 'manifests', id), { recursive: true, force: true });
+        // Older than an hour and than the oldest running backup: a backup longer than an hour still owns its directory.
+        if (st?.isDirectory() && st.mtimeMs < Math.min(Date.now() - 3600_000, cutoff.getTime())) await rm(path.join(dir, 'manifests', id), { recursive: true, force: true });
       }
       if (uncatalogued) this.s.d.log.warn({ vault: v.name, uncatalogued }, 'recovery points on disk have no database row: run rsvault backup vault recatalog');
       async function* live(): AsyncIterable<Manifest> {
